@@ -1,0 +1,139 @@
+"""PEM bundles: one file holding a private key, its certificate and the CA certificate.
+
+This is the only file a member needs (``alice.pem``), and what the server loads (``server.pem``).
+Python's ``ssl.SSLContext.load_cert_chain(path, password=...)`` and ``openssl s_client -cert F
+-key F`` both read it as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from mtlschat.ca.errors import (
+    BadFile,
+    BadRequest,
+    BundleError,
+    PassphraseRequired,
+    WrongPassphrase,
+)
+from mtlschat.ca.fileio import read_file
+from mtlschat.ca.keys import PrivateKey, as_supported_key
+from mtlschat.ca.profile import common_name
+
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN ((?:ENCRYPTED |RSA |EC )?PRIVATE KEY)-----.*?-----END \1-----", re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: the key, the leaf certificate matching it, and the other certificates."""
+
+    path: Path
+    key: PrivateKey
+    cert: x509.Certificate
+    chain: list[x509.Certificate]
+    name: str  # the leaf's CN ("" if it has none)
+    encrypted: bool  # whether the key in the file is passphrase-protected
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The chain (normally just the CA certificate) as PEM, e.g. for ``cadata=``."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+
+
+def serialize_bundle(
+    key: PrivateKey,
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    passphrase: bytes | None = None,
+) -> bytes:
+    """Key (PKCS#8, encrypted if ``passphrase``) + leaf certificate + chain, as PEM."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    parts = [
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+        *(c.public_bytes(serialization.Encoding.PEM) for c in chain),
+    ]
+    return b"".join(parts)
+
+
+def is_encrypted_pem_key(block: bytes) -> bool:
+    """True for a PKCS#8 ``ENCRYPTED PRIVATE KEY`` or a legacy ``Proc-Type: 4,ENCRYPTED`` key."""
+    return block.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") or b"ENCRYPTED" in block[:120]
+
+
+def load_pem_key(block: bytes, passphrase: bytes | None, where: str) -> PrivateKey:
+    """Load one PEM private key block, mapping every failure to a one-line error."""
+    encrypted = is_encrypted_pem_key(block)
+    if encrypted and not passphrase:
+        raise PassphraseRequired(f"the private key in {where} is encrypted: a passphrase is needed")
+    try:
+        key = serialization.load_pem_private_key(block, passphrase if encrypted else None)
+    except ValueError:
+        if encrypted:
+            raise WrongPassphrase(f"wrong passphrase for the private key in {where}") from None
+        raise BundleError(f"the private key in {where} is unreadable") from None
+    except (TypeError, UnsupportedAlgorithm):
+        raise BundleError(f"the private key in {where} is unreadable") from None
+    try:
+        return as_supported_key(key)
+    except BadRequest:
+        raise BundleError(f"unsupported private key type in {where}") from None
+
+
+def load_bundle(path: Path, passphrase: bytes | None = None) -> Bundle:
+    """Load and check a bundle: it must hold exactly one key and the certificate matching it.
+
+    Raises :class:`~mtlschat.ca.errors.BundleError` (missing, unreadable, no key, no
+    certificate, key/certificate mismatch) or :class:`~mtlschat.ca.errors.WrongPassphrase` (its
+    subclass :class:`~mtlschat.ca.errors.PassphraseRequired` when none was given).
+    """
+    path = Path(path)
+    try:
+        data = read_file(path, "bundle")
+    except BadFile as e:
+        raise BundleError(str(e)) from None
+    blocks = [m.group(0) for m in _KEY_BLOCK.finditer(data)]
+    if not blocks:
+        raise BundleError(f"{path} holds no private key (expected a PEM bundle from `ca issue`)")
+    if len(blocks) > 1:
+        raise BundleError(f"{path} holds more than one private key")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certs = []
+    if not certs:
+        raise BundleError(f"{path} holds no certificate")
+    key = load_pem_key(blocks[0], passphrase, str(path))
+    want = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for i, cert in enumerate(certs):
+        have = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if have == want:
+            chain = certs[:i] + certs[i + 1 :]
+            return Bundle(
+                path=path,
+                key=key,
+                cert=cert,
+                chain=chain,
+                name=common_name(cert.subject) or "",
+                encrypted=is_encrypted_pem_key(blocks[0]),
+            )
+    raise BundleError(f"the private key in {path} does not match any certificate in it")

@@ -1,0 +1,111 @@
+"""Certificate revocation lists: building one, and reading the revoked serials back.
+
+The server loads ``crl.pem`` into its TLS context and calls :func:`load_revoked_serials` on
+SIGHUP to drop connections whose certificate has since been revoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from mtlschat.ca.db import CertRecord
+from mtlschat.ca.errors import BadFile, BadRequest
+from mtlschat.ca.fileio import read_file
+from mtlschat.ca.keys import PrivateKey, signature_hash
+
+# The CRL's nextUpdate: OpenSSL rejects every certificate once it has passed, so run
+# `mtlschat ca crl` well before (cron/systemd timer). easy-rsa uses the same default.
+DEFAULT_CRL_DAYS = 180
+
+# CLI spelling -> RFC 5280 reason. certificateHold is left out: mtlschat revocation is final.
+REASONS: dict[str, x509.ReasonFlags] = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key-compromise": x509.ReasonFlags.key_compromise,
+    "ca-compromise": x509.ReasonFlags.ca_compromise,
+    "affiliation-changed": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
+    "privilege-withdrawn": x509.ReasonFlags.privilege_withdrawn,
+}
+
+
+def check_reason(reason: str) -> str:
+    """Return ``reason`` if it is one of :data:`REASONS`, else raise :class:`BadRequest`."""
+    if reason not in REASONS:
+        raise BadRequest(f"unknown reason {reason!r} (choose from {', '.join(REASONS)})")
+    return reason
+
+
+def build_crl(
+    *,
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    revoked: Iterable[CertRecord],
+    number: int,
+    now: datetime,
+    days: int = DEFAULT_CRL_DAYS,
+) -> x509.CertificateRevocationList:
+    """A CRL listing ``revoked``, with a CRL number, AKI and a nextUpdate ``days`` away."""
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+    )
+    for rec in revoked:
+        assert rec.revoked_at is not None
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(rec.serial)
+            .revocation_date(rec.revoked_at)
+        )
+        reason = REASONS.get(rec.reason or "unspecified", x509.ReasonFlags.unspecified)
+        # RFC 5280 5.3.1: "unspecified" SHOULD be expressed by leaving the reason out.
+        if reason is not x509.ReasonFlags.unspecified:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(ca_key, signature_hash(ca_key))
+
+
+def load_crl(crl_path: Path) -> x509.CertificateRevocationList:
+    """Parse a PEM (or DER) CRL file, with one-line errors."""
+    data = read_file(crl_path, "CRL")
+    try:
+        if b"-----BEGIN X509 CRL-----" in data:
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError:
+        raise BadFile(f"{crl_path} is not a valid CRL") from None
+
+
+def load_revoked_serials(crl_path: Path, issuer: x509.Certificate | None = None) -> frozenset[int]:
+    """The serial numbers listed in a CRL file.
+
+    With ``issuer`` (the CA certificate) the CRL's signature is checked too, and a CRL not
+    signed by that CA raises :class:`BadFile`.
+    """
+    crl = load_crl(crl_path)
+    if issuer is not None:
+        ok = crl.issuer == issuer.subject
+        try:
+            ok = ok and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BadFile(f"{crl_path} is not signed by the CA")
+    return frozenset(entry.serial_number for entry in crl)
+
+
+def check_crl_days(days: int) -> None:
+    """Refuse a nextUpdate that is not in the future."""
+    if days < 1:
+        raise BadRequest(f"CRL validity must be at least 1 day (got {days})")

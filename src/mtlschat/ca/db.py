@@ -1,0 +1,206 @@
+"""The CA's record of issued certificates, in SQLite.
+
+Writers take ``BEGIN IMMEDIATE`` (the database write lock) for the whole check-then-insert, and
+every connection waits up to :data:`BUSY_TIMEOUT` seconds for that lock, so two ``ca issue``
+processes started at once serialise instead of failing or both taking the same name.
+Serials are stored as hex text: they are up to 159 bits, wider than SQLite's INTEGER.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mtlschat.ca.errors import BadFile
+
+BUSY_TIMEOUT = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS certs (
+    serial      TEXT PRIMARY KEY,          -- lowercase hex, no 0x
+    name        TEXT NOT NULL,             -- CN as issued
+    name_key    TEXT NOT NULL,             -- casefolded CN, for uniqueness
+    kind        TEXT NOT NULL CHECK (kind IN ('user', 'server')),
+    not_before  INTEGER NOT NULL,          -- Unix seconds
+    not_after   INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,             -- SHA-256 of the DER certificate, hex
+    revoked_at  INTEGER,                   -- NULL while not revoked
+    reason      TEXT,
+    cert_pem    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certs_name_key ON certs (name_key);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _ts(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _dt(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    """One row of the record: a certificate the CA issued."""
+
+    serial: int
+    name: str
+    kind: str
+    not_before: datetime
+    not_after: datetime
+    fingerprint: str
+    revoked_at: datetime | None
+    reason: str | None
+    cert_pem: str
+
+    def status(self, now: datetime | None = None) -> str:
+        """``revoked``, ``expired`` or ``valid``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.not_after <= (now or datetime.now(UTC)):
+            return "expired"
+        return "valid"
+
+
+def _record(row: sqlite3.Row) -> CertRecord:
+    return CertRecord(
+        serial=int(row["serial"], 16),
+        name=row["name"],
+        kind=row["kind"],
+        not_before=_dt(row["not_before"]),
+        not_after=_dt(row["not_after"]),
+        fingerprint=row["fingerprint"],
+        revoked_at=None if row["revoked_at"] is None else _dt(row["revoked_at"]),
+        reason=row["reason"],
+        cert_pem=row["cert_pem"],
+    )
+
+
+class CertDB:
+    """Thin typed access to ``ca.db``; one short-lived connection per operation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so the lock we take is explicit.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as e:
+            raise BadFile(f"cannot open CA database {self.path}: {e}") from None
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
+        except sqlite3.DatabaseError as e:
+            raise BadFile(f"CA database {self.path}: {e}") from None
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database lock from the start (BEGIN IMMEDIATE)."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def create(self) -> None:
+        """Create the tables (idempotent)."""
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    @staticmethod
+    def active_names(conn: sqlite3.Connection, name: str, kind: str, now: datetime) -> list[int]:
+        """Serials of unrevoked, unexpired certificates of ``kind`` whose name matches."""
+        rows = conn.execute(
+            "SELECT serial FROM certs WHERE name_key = ? AND kind = ? AND revoked_at IS NULL"
+            " AND not_after > ?",
+            (name.casefold(), kind, _ts(now)),
+        ).fetchall()
+        return [int(r["serial"], 16) for r in rows]
+
+    @staticmethod
+    def insert(conn: sqlite3.Connection, rec: CertRecord) -> None:
+        """Add a certificate (inside a :meth:`transaction`)."""
+        conn.execute(
+            "INSERT INTO certs (serial, name, name_key, kind, not_before, not_after, fingerprint,"
+            " cert_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                f"{rec.serial:x}",
+                rec.name,
+                rec.name.casefold(),
+                rec.kind,
+                _ts(rec.not_before),
+                _ts(rec.not_after),
+                rec.fingerprint,
+                rec.cert_pem,
+            ),
+        )
+
+    @staticmethod
+    def revoke(
+        conn: sqlite3.Connection, name: str, kind: str | None, reason: str, now: datetime
+    ) -> list[int]:
+        """Mark every unrevoked certificate called ``name`` revoked; return their serials."""
+        query = "SELECT serial FROM certs WHERE name_key = ? AND revoked_at IS NULL"
+        args: tuple[str, ...] = (name.casefold(),)
+        if kind is not None:
+            query += " AND kind = ?"
+            args += (kind,)
+        serials = [r["serial"] for r in conn.execute(query, args).fetchall()]
+        conn.executemany(
+            "UPDATE certs SET revoked_at = ?, reason = ? WHERE serial = ?",
+            [(_ts(now), reason, s) for s in serials],
+        )
+        return [int(s, 16) for s in serials]
+
+    @staticmethod
+    def revoke_serial(conn: sqlite3.Connection, serial: int, reason: str, now: datetime) -> bool:
+        """Revoke one certificate by serial; False if unknown or already revoked."""
+        cur = conn.execute(
+            "UPDATE certs SET revoked_at = ?, reason = ? WHERE serial = ? AND revoked_at IS NULL",
+            (_ts(now), reason, f"{serial:x}"),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def next_crl_number(conn: sqlite3.Connection) -> int:
+        """Increment and return the CRL number (inside a :meth:`transaction`)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
+        number = (int(row["value"]) if row else 0) + 1
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('crl_number', ?)", (str(number),)
+        )
+        return number
+
+    @staticmethod
+    def revoked(conn: sqlite3.Connection) -> list[CertRecord]:
+        """Every revoked certificate (for the CRL)."""
+        rows = conn.execute("SELECT * FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at")
+        return [_record(r) for r in rows.fetchall()]
+
+    def all(self) -> list[CertRecord]:
+        """Every certificate, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM certs ORDER BY not_before, rowid").fetchall()
+        return [_record(r) for r in rows]
+
+    def by_name(self, name: str) -> list[CertRecord]:
+        """Every certificate whose name matches case-insensitively, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM certs WHERE name_key = ? ORDER BY not_before, rowid",
+                (name.casefold(),),
+            ).fetchall()
+        return [_record(r) for r in rows]

@@ -1,0 +1,48 @@
+"""Where everything lives inside a PKI directory (see ``pki/README.md``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PKI_ENV = "MTLSCHAT_PKI"
+DEFAULT_PKI_DIR = Path("pki")
+
+
+def default_pki_dir() -> Path:
+    """``$MTLSCHAT_PKI`` if set, else ``pki/`` (relative to the working directory)."""
+    env = os.environ.get(PKI_ENV)
+    return Path(env) if env else DEFAULT_PKI_DIR
+
+
+@dataclass(frozen=True)
+class PKIPaths:
+    """The files of one PKI directory."""
+
+    dir: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The root CA certificate (public; the trust anchor)."""
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA private key, PKCS#8 PEM, mode 0600, optionally encrypted."""
+        return self.dir / "ca.key"
+
+    @property
+    def db(self) -> Path:
+        """The SQLite record of issued certificates."""
+        return self.dir / "ca.db"
+
+    @property
+    def crl(self) -> Path:
+        """The certificate revocation list (PEM)."""
+        return self.dir / "crl.pem"
+
+    @property
+    def server_bundle(self) -> Path:
+        """Server key + certificate + CA certificate: where ``mtlschat server`` looks."""
+        return self.dir / "server.pem"

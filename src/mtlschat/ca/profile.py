@@ -1,0 +1,149 @@
+"""The certificate profiles: exactly which extensions a root, a user and a server cert carry.
+
+Root: basicConstraints CA:TRUE pathLen 0 (critical), keyUsage keyCertSign + cRLSign (critical),
+SKI. Leaves: CA:FALSE (critical), keyUsage digitalSignature (critical; plus keyEncipherment for
+RSA keys only, which can do RSA key transport in TLS 1.2), EKU clientAuth or serverAuth, SKI, AKI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mtlschat.ca.errors import BadRequest
+from mtlschat.ca.keys import PrivateKey, signature_hash
+
+MAX_LEAF_DAYS = 397  # the CA/Browser Forum ceiling; clients may also enforce it
+DEFAULT_LEAF_DAYS = 397
+DEFAULT_CA_DAYS = 3650
+CLOCK_SKEW = timedelta(minutes=5)  # backdate notBefore so a slightly slow clock still accepts
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lowercase hex."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def common_name(name: x509.Name) -> str | None:
+    """The (first) CN of a distinguished name, if any."""
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def check_days(days: int, limit: int | None) -> None:
+    """Refuse a non-positive validity, or one over ``limit`` days."""
+    if days < 1:
+        raise BadRequest(f"--days must be at least 1 (got {days})")
+    if limit is not None and days > limit:
+        raise BadRequest(f"--days must be at most {limit} for a leaf certificate (got {days})")
+
+
+def parse_host(host: str) -> x509.GeneralName:
+    """A server SAN: an IP address, or a DNS name (optionally one leading ``*.`` wildcard)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if labels and labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise BadRequest(f"invalid host name or IP address {host!r}")
+    return x509.DNSName(name.lower())
+
+
+def build_root(
+    key: PrivateKey, name: str, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    """A self-signed root CA certificate."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return builder.sign(key, signature_hash(key))
+
+
+def build_leaf(
+    *,
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    public_key: CertificatePublicKeyTypes,
+    cn: str,
+    server: bool,
+    not_before: datetime,
+    not_after: datetime,
+    sans: Sequence[x509.GeneralName] = (),
+) -> x509.Certificate:
+    """A leaf certificate signed by the CA: clientAuth for a user, serverAuth for a server."""
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    eku = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=is_rsa,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return builder.sign(ca_key, signature_hash(ca_key))
