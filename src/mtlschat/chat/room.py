@@ -1,0 +1,427 @@
+"""The chat room, sans-I/O: decrypted bytes in, per-session output bytes out.
+
+The event loop (``mtlschat.net.server``) drives it; see ``docs/architecture.md`` for the contract
+and ``docs/protocol.md`` for what clients see. Nothing here touches a socket, a thread or ssl.
+
+How output is built, cheaply
+----------------------------
+During a loop round, broadcasts are appended to one round list (``_events``), not to sessions.
+A session that needs anything of its own this round -- it sent a broadcast (it must not get its
+own line back), received a private line, joined or left -- records *ops*: ``(mark, bytes)`` for a
+private line queued when the round list had ``mark`` entries, ``(index, None)`` for "skip
+broadcast ``index``, it is mine". ``flush()`` then encodes each broadcast once per mode in use,
+joins the round once per mode, and hands that same ``bytes`` object to every session without ops.
+A session with ops gets slices of the shared join stitched around its own lines: O(its ops)
+Python work, no per-message loop. So a round costs O(messages + sessions), never
+O(messages x sessions).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from itertools import accumulate
+
+from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
+from mtlschat.chat.commands import COMMANDS
+from mtlschat.chat.settings import RoomCounters, RoomSettings
+from mtlschat.chat.wire import (
+    BAD_NAME,
+    RATE_LIMITED,
+    UNKNOWN_COMMAND,
+    Bye,
+    Error,
+    Event,
+    Join,
+    Leave,
+    Mode,
+    Msg,
+    Ping,
+    Welcome,
+    clean_text,
+)
+from mtlschat.net.framing import FramingError, LineDecoder
+
+__all__ = ["Mode", "Room", "RoomCounters", "RoomSettings", "Session"]
+
+_MODES = (Mode.TEXT, Mode.JSON)
+
+
+class _Member:
+    """One name in the room: its sessions and its rate-limit bucket (shared by its sessions)."""
+
+    __slots__ = ("name", "sessions", "stamp", "tokens")
+
+    def __init__(self, name: str, tokens: float, now: float) -> None:
+        self.name = name
+        self.sessions: list[Session] = []
+        self.tokens = tokens
+        self.stamp = now
+
+
+class Session:
+    """One verified connection. The driver reads ``closing`` and calls ``take_output()``."""
+
+    __slots__ = (
+        "_closed",
+        "_decoder",
+        "_last_seen",
+        "_member",
+        "_notice_at",
+        "_ops",
+        "_out",
+        "_ping_at",
+        "_start",
+        "_stop",
+        "closing",
+        "id",
+        "mode",
+        "name",
+        "peer",
+    )
+
+    def __init__(self, sid: int, name: str, mode: Mode, peer: str, max_line: int, now: float):
+        self.id = sid
+        self.name = name
+        self.mode = mode
+        self.peer = peer
+        # Set (to the reason) when the room wants the connection closed once output is flushed.
+        self.closing: str | None = None
+        self._closed = False
+        self._decoder = LineDecoder(max_line)
+        self._member: _Member | None = None
+        self._out: list[bytes] = []  # flushed output not yet taken by the driver
+        self._ops: list[tuple[int, bytes | None]] | None = None  # this round's own ops
+        self._start = 0  # round index this session's broadcasts start at (it opened mid-round)
+        self._stop: int | None = None  # round index it stopped receiving at (it left)
+        self._last_seen = now
+        self._ping_at = now
+        self._notice_at = -1e18  # last rate-limit notice
+
+    def take_output(self) -> bytes:
+        """Everything flushed for this client so far, joined; clears the queue."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes of an incomplete input line held for this session (bounded by max_line + 1)."""
+        return self._decoder.buffered
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.name!r} {self.mode.name} closing={self.closing!r}>"
+
+
+class Room:
+    """A single chat room. All methods are cheap and never raise on client input."""
+
+    def __init__(
+        self, settings: RoomSettings | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings or RoomSettings()
+        self.clock = clock
+        self.counters = RoomCounters()
+        self._ids = itertools.count(1)
+        self._last_id = 0  # last message id handed out
+        self._sessions: dict[int, Session] = {}  # every open session, closing ones included
+        self._members: dict[int, Session] = {}  # sessions in the room (they get broadcasts)
+        self._names: dict[str, _Member] = {}  # name_key -> member
+        self._online: list[str] | None = None  # cached sorted names
+        self._mode_count = [0, 0]  # members per mode: encode only for modes someone uses
+        self._events: list[Event] = []  # this round's broadcasts
+        self._special: dict[int, Session] = {}  # sessions with ops this round
+
+    # ---- the driver's API (docs/architecture.md) -------------------------------------------
+
+    def open(self, name: str, mode: Mode, peer: str) -> Session:
+        """A verified handshake: add a session for certificate CN ``name``; queue its welcome.
+
+        A name that fails the username policy gets an ``error`` (bad_name) and a ``bye`` and is
+        marked closing, without ever entering the room.
+        """
+        now = self.clock()
+        s = Session(next(self._ids), name, Mode(mode), peer, self.settings.max_line, now)
+        s._start = len(self._events)
+        self._sessions[s.id] = s
+        self.counters.sessions_opened += 1
+        if not is_valid_username(name):
+            self.send(s, Error(BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}"))
+            self.end(s, "bad name")
+            return s
+        key = name_key(name)
+        member = self._names.get(key)
+        first = member is None
+        if member is None:
+            member = self._names[key] = _Member(name, float(self.settings.burst), now)
+            self._online = None
+        member.sessions.append(s)
+        s._member = member
+        self._members[s.id] = s
+        self._mode_count[s.mode] += 1
+        st = self.settings
+        self.send(
+            s,
+            Welcome(
+                name,
+                self.online(),
+                st.server_version,
+                st.max_line,
+                st.rate,
+                st.burst,
+                st.keepalive,
+                st.idle_timeout,
+            ),
+        )
+        if first:
+            # History on join would be sent here; a cross-node fan-out would publish this too.
+            self.broadcast(Join(now, name), s)
+        return s
+
+    def feed(self, s: Session, data: bytes) -> None:
+        """Decrypted bytes from ``s``'s client, in any split; every complete line is handled."""
+        if s.closing is not None:
+            return  # said bye already (or was never admitted): ignore the rest
+        now = self.clock()
+        s._last_seen = now
+        rate = self.settings.rate
+        for line in s._decoder.feed(data):
+            if type(line) is not str:
+                assert isinstance(line, FramingError)
+                self.error(s, line.code, line.text)
+                continue
+            if line[0] == "/":
+                if line[1:2] != "/":
+                    self._command(s, line, now)
+                    if s.closing is not None:
+                        return
+                    continue
+                line = line[1:]  # "//text" is the chat line "/text"
+            elif line.isspace():
+                continue
+            if rate and not self.allow(s, now):
+                continue
+            # The happy path: id, timestamp, one event in the round list, one op for the sender.
+            self._last_id += 1
+            self._events.append(Msg(self._last_id, now, s.name, clean_text(line)))
+            self._ops_of(s).append((len(self._events) - 1, None))
+            self.counters.messages += 1
+
+    def close(self, s: Session, reason: str) -> None:
+        """The transport is gone (or the driver dropped it, e.g. slow consumer). Idempotent."""
+        if s._closed:
+            return
+        s._closed = True
+        if s.closing is None:
+            s.closing = reason
+        self._depart(s, reason, announce=True)
+        del self._sessions[s.id]
+        self._special.pop(s.id, None)
+        s._ops = None
+        s._out = []
+        self.counters.sessions_closed += 1
+
+    def tick(self, now: float) -> None:
+        """Keepalive pings after ``keepalive`` s of silence; ``bye`` after ``idle_timeout`` s."""
+        keepalive = self.settings.keepalive
+        idle = self.settings.idle_timeout
+        for s in list(self._members.values()):
+            if now - s._last_seen >= idle:
+                self.end(s, "idle timeout")
+            elif now - max(s._last_seen, s._ping_at) >= keepalive:
+                s._ping_at = now
+                self.send(s, Ping(now))
+
+    def flush(self) -> list[Session]:
+        """End of a loop round: build every session's output; return those with output pending."""
+        events = self._events
+        n = len(events)
+        ready: list[Session] = []
+        joined: list[bytes] = [b"", b""]
+        offsets: list[list[int] | None] = [None, None]
+        encoded: list[list[bytes] | None] = [None, None]
+
+        def encode(mode: Mode) -> list[bytes]:
+            parts = encoded[mode]
+            if parts is None:
+                if mode is Mode.JSON:
+                    parts = encoded[mode] = [ev.json() for ev in events]
+                else:
+                    parts = encoded[mode] = [ev.text() for ev in events]
+                joined[mode] = b"".join(parts)
+            return parts
+
+        if n:
+            self._events = []
+            for mode in _MODES:
+                if self._mode_count[mode]:
+                    encode(mode)
+            before = len(ready)
+            for s in self._members.values():
+                if s._ops is None:
+                    s._out.append(joined[s.mode])
+                    ready.append(s)
+            self.counters.deliveries += n * (len(ready) - before)
+        if self._special:
+            delivered = 0
+            for s in self._special.values():
+                ops = s._ops
+                assert ops is not None
+                s._ops = None
+                stop = n if s._stop is None else s._stop
+                pos = s._start
+                s._start = 0
+                if s._stop is not None:
+                    s._stop = 0  # gone: later rounds' broadcasts are not for it
+                segments: list[bytes | memoryview] = []
+                view = memoryview(b"")
+                offs = [0]
+                if n:
+                    parts = encode(s.mode)
+                    cached = offsets[s.mode]
+                    if cached is None:
+                        cached = offsets[s.mode] = list(accumulate(map(len, parts), initial=0))
+                    offs = cached
+                    view = memoryview(joined[s.mode])
+                for mark, payload in ops:
+                    if mark > stop:
+                        mark = stop
+                    if mark > pos:
+                        segments.append(view[offs[pos] : offs[mark]])
+                        delivered += mark - pos
+                    if payload is None:
+                        pos = mark + 1
+                    else:
+                        segments.append(payload)
+                        delivered += 1
+                        pos = mark
+                if stop > pos:
+                    segments.append(view[offs[pos] : offs[stop]])
+                    delivered += stop - pos
+                if segments:
+                    s._out.append(b"".join(segments))
+                    ready.append(s)
+            self._special.clear()
+            self.counters.deliveries += delivered
+        return ready
+
+    def kick(self, s: Session, reason: str) -> None:
+        """Tell ``s`` why (``bye``) and mark it closing; the others see it leave with ``reason``."""
+        if s.closing is None and not s._closed:
+            self.end(s, reason)
+
+    def shutdown(self, reason: str) -> None:
+        """``bye`` to everyone; every session is marked closing (no leave announcements)."""
+        for s in list(self._sessions.values()):
+            if s.closing is None:
+                self.end(s, reason, announce=False)
+
+    # ---- for command handlers (mtlschat.chat.commands) -------------------------------------
+
+    def sessions(self) -> list[Session]:
+        """All open sessions (closing ones included)."""
+        return list(self._sessions.values())
+
+    def online(self) -> list[str]:
+        """Sorted names of the members (each name once, whatever its number of sessions)."""
+        if self._online is None:
+            self._online = sorted(m.name for m in self._names.values())
+        return self._online
+
+    def sessions_of(self, name: str) -> list[Session]:
+        """The live sessions of ``name`` (case-insensitive); empty if not online."""
+        member = self._names.get(name_key(name))
+        return list(member.sessions) if member else []
+
+    def next_id(self) -> int:
+        """A new message id (ids are strictly increasing across msg, action and dm)."""
+        self._last_id += 1
+        return self._last_id
+
+    def send(self, s: Session, ev: Event) -> None:
+        """Queue ``ev`` for ``s`` alone, in order with this round's broadcasts."""
+        if not s._closed:
+            self._ops_of(s).append((len(self._events), ev.encode(s.mode)))
+
+    def error(self, s: Session, code: str, text: str) -> None:
+        """Queue an ``error`` for ``s`` (only that client hears about its mistakes)."""
+        self.counters.errors += 1
+        self.send(s, Error(code, text))
+
+    def broadcast(self, ev: Event, sender: Session | None = None) -> None:
+        """Queue ``ev`` for every member except ``sender``. Encoded at flush, once per mode."""
+        # The one door for room-wide events: history and a cross-node fan-out would hook here.
+        self._events.append(ev)
+        if sender is not None:
+            self._ops_of(sender).append((len(self._events) - 1, None))
+
+    def allow(self, s: Session, now: float) -> bool:
+        """Take a token from ``s``'s name bucket; on refusal send (at most 1/s) a rate notice."""
+        st = self.settings
+        if not st.rate:
+            return True
+        m = s._member
+        if m is None:
+            return False
+        tokens = min(float(st.burst), m.tokens + (now - m.stamp) * st.rate)
+        m.stamp = now
+        if tokens >= 1.0:
+            m.tokens = tokens - 1.0
+            return True
+        m.tokens = tokens
+        self.counters.rate_limited += 1
+        if now - s._notice_at >= 1.0:
+            s._notice_at = now
+            self.error(s, RATE_LIMITED, f"rate limited ({st.rate:g} lines/s): line dropped")
+        return False
+
+    def set_mode(self, s: Session, mode: Mode) -> None:
+        """Switch what ``s`` receives from now on."""
+        if s.id in self._members:
+            self._mode_count[s.mode] -= 1
+            self._mode_count[mode] += 1
+        s.mode = mode
+
+    def end(
+        self, s: Session, reason: str, leave_reason: str | None = None, *, announce: bool = True
+    ) -> None:
+        """Say ``bye`` (``reason``) to ``s``, mark it closing, and take it out of the room."""
+        self.send(s, Bye(reason))
+        s.closing = reason
+        self._depart(s, leave_reason or reason, announce=announce)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _ops_of(self, s: Session) -> list[tuple[int, bytes | None]]:
+        ops = s._ops
+        if ops is None:
+            ops = s._ops = []
+            self._special[s.id] = s
+        return ops
+
+    def _depart(self, s: Session, reason: str, *, announce: bool) -> None:
+        if self._members.pop(s.id, None) is None:
+            return
+        s._stop = len(self._events)
+        self._mode_count[s.mode] -= 1
+        member = s._member
+        assert member is not None
+        member.sessions.remove(s)
+        if not member.sessions:
+            del self._names[name_key(member.name)]
+            self._online = None
+            if announce:
+                self.broadcast(Leave(self.clock(), member.name, clean_text(reason)))
+
+    def _command(self, s: Session, line: str, now: float) -> None:
+        word, _, arg = line[1:].partition(" ")
+        command = COMMANDS.get(word.lower())
+        if command is None:
+            self.error(s, UNKNOWN_COMMAND, f"unknown command /{word} (try /help)")
+            return
+        if command.rated and self.settings.rate and not self.allow(s, now):
+            return
+        command.handler(self, s, arg.strip(), now)
