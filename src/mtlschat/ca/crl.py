@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
@@ -21,16 +22,21 @@ from mtlschat.ca.keys import PrivateKey, signature_hash
 # `mtlschat ca crl` well before (cron/systemd timer). easy-rsa uses the same default.
 DEFAULT_CRL_DAYS = 180
 
-# CLI spelling -> RFC 5280 reason. certificateHold is left out: mtlschat revocation is final.
-REASONS: dict[str, x509.ReasonFlags] = {
-    "unspecified": x509.ReasonFlags.unspecified,
-    "key-compromise": x509.ReasonFlags.key_compromise,
-    "ca-compromise": x509.ReasonFlags.ca_compromise,
-    "affiliation-changed": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
-    "privilege-withdrawn": x509.ReasonFlags.privilege_withdrawn,
-}
+
+class Reason(StrEnum):
+    """Revocation reasons (``--reason``). certificateHold is left out: revocation is final."""
+
+    unspecified = "unspecified"
+    key_compromise = "key-compromise"
+    ca_compromise = "ca-compromise"
+    affiliation_changed = "affiliation-changed"
+    superseded = "superseded"
+    cessation_of_operation = "cessation-of-operation"
+    privilege_withdrawn = "privilege-withdrawn"
+
+
+# CLI spelling -> RFC 5280 reason (the member names match cryptography's ReasonFlags).
+REASONS: dict[str, x509.ReasonFlags] = {r.value: x509.ReasonFlags[r.name] for r in Reason}
 
 
 def check_reason(reason: str) -> str:

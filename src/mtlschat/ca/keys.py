@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes
@@ -12,7 +13,18 @@ from mtlschat.ca.errors import BadRequest
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519")
+
+class KeyType(StrEnum):
+    """The key algorithms the CA generates (``--key-type``)."""
+
+    ec_p256 = "ec-p256"
+    ec_p384 = "ec-p384"
+    rsa_2048 = "rsa-2048"
+    rsa_3072 = "rsa-3072"
+    ed25519 = "ed25519"
+
+
+KEY_TYPES = tuple(k.value for k in KeyType)
 DEFAULT_KEY_TYPE = "ec-p256"  # fast to generate and fast handshakes
 
 

@@ -1,10 +1,468 @@
-"""``mtlschat ca ...``: thin CLI over :mod:`mtlschat.ca`."""
+"""``mtlschat ca ...``: thin CLI over :mod:`mtlschat.ca` (parse, call, print).
+
+Every error from the library is a :class:`~mtlschat.ca.errors.CAError` with a one-line message:
+it is printed as ``error: ...`` on stderr with exit code 1 (typer's usage errors exit 2).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from mtlschat.ca import CertificateAuthority
+from mtlschat.ca.bundle import load_bundle
+from mtlschat.ca.crl import DEFAULT_CRL_DAYS, Reason
+from mtlschat.ca.describe import describe_file
+from mtlschat.ca.errors import BadFile, BadRequest, CAError, PassphraseRequired
+from mtlschat.ca.export import export_pkcs12, java_truststore
+from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
+from mtlschat.ca.keys import KeyType
+from mtlschat.ca.paths import DEFAULT_PKI_DIR, PKI_ENV
+from mtlschat.ca.profile import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, MAX_LEAF_DAYS
+
+CA_PASSPHRASE_ENV = "MTLSCHAT_CA_PASSPHRASE"
+BUNDLE_PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
+P12_PASSWORD_ENV = "MTLSCHAT_P12_PASSWORD"
 
 app = typer.Typer(
     help="Run the certificate authority: init, issue, sign, revoke, export ...",
     no_args_is_help=True,
 )
+
+
+class ExportFormat(StrEnum):
+    """Formats ``ca export`` writes."""
+
+    p12 = "p12"
+
+
+Pki = Annotated[
+    Path,
+    typer.Option(
+        "--pki", envvar=PKI_ENV, help=f"PKI directory (env {PKI_ENV}).", show_default=True
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+Days = Annotated[
+    int | None,
+    typer.Option(
+        "--days", help=f"Validity in days (default {DEFAULT_LEAF_DAYS}, max {MAX_LEAF_DAYS})."
+    ),
+]
+Encrypt = Annotated[
+    bool,
+    typer.Option(
+        "--encrypt",
+        help=f"Encrypt the bundle's key: passphrase from {BUNDLE_PASSPHRASE_ENV} or a prompt.",
+    ),
+]
+LeafKeyType = Annotated[KeyType, typer.Option("--key-type", help="Key algorithm of the new key.")]
+
+
+# -- helpers: errors, secrets, opening the CA ------------------------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn library errors (and Ctrl-C at a prompt) into one line on stderr and exit 1."""
+    try:
+        yield
+    except CAError as e:
+        _fail(str(e))
+    except (KeyboardInterrupt, EOFError, typer.Abort):
+        _fail("aborted")
+
+
+def _env_bytes(name: str) -> bytes | None:
+    value = os.environ.get(name)
+    return value.encode() if value else None
+
+
+def _secret(env: str, prompt: str, *, confirm: bool, required: bool) -> bytes | None:
+    """A passphrase from ``env``, else from a hidden prompt on a terminal, else None/an error."""
+    value = _env_bytes(env)
+    if value:
+        return value
+    if sys.stdin.isatty():
+        entered: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+        if entered:
+            return entered.encode()
+    if required:
+        raise PassphraseRequired(f"{prompt.lower()} needed: set {env} or run in a terminal")
+    return None
+
+
+def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
+    """Open the CA; when signing, decrypt its key now (prompting if needed) to fail early."""
+    ca = CertificateAuthority.open(pki, passphrase=_env_bytes(CA_PASSPHRASE_ENV))
+    if need_key:
+        if ca.key_encrypted and not os.environ.get(CA_PASSPHRASE_ENV):
+            passphrase = _secret(
+                CA_PASSPHRASE_ENV, "CA key passphrase", confirm=False, required=True
+            )
+            ca = CertificateAuthority.open(pki, passphrase=passphrase)
+        ca.key  # noqa: B018 - loads and checks the key (wrong passphrase, mismatch)
+    return ca
+
+
+def _bundle_passphrase(encrypt: bool) -> bytes | None:
+    if not encrypt:
+        return None
+    return _secret(BUNDLE_PASSPHRASE_ENV, "Bundle passphrase", confirm=True, required=True)
+
+
+def _p12_password(password_file: Path | None) -> bytes:
+    if password_file is not None:
+        lines = read_file(password_file, "password file").splitlines()
+        if not lines or not lines[0]:
+            raise BadRequest(f"password file {password_file} is empty")
+        return lines[0]
+    password = _secret(P12_PASSWORD_ENV, "PKCS#12 password", confirm=True, required=True)
+    assert password is not None
+    return password
+
+
+def _date(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    pki: Pki = DEFAULT_PKI_DIR,
+    name: Annotated[str, typer.Option("--name", help="The CA's name (its CN).")] = "mtlschat CA",
+    key_type: Annotated[KeyType, typer.Option("--key-type", help="CA key algorithm.")] = (
+        KeyType.ec_p256
+    ),
+    days: Annotated[int, typer.Option("--days", help="CA validity in days.")] = DEFAULT_CA_DAYS,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help=f"Encrypt ca.key with a passphrase from a prompt (or {CA_PASSPHRASE_ENV}).",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing CA.")] = False,
+) -> None:
+    """Create a root CA: ca.crt, ca.key (0600), an empty record ca.db and crl.pem.
+
+    If MTLSCHAT_CA_PASSPHRASE is set, ca.key is encrypted with it; --encrypt asks for a
+    passphrase when it is not set.
+    """
+    with _errors():
+        passphrase = None
+        if encrypt or os.environ.get(CA_PASSPHRASE_ENV):
+            passphrase = _secret(
+                CA_PASSPHRASE_ENV, "CA key passphrase", confirm=True, required=True
+            )
+        ca = CertificateAuthority.init(
+            pki, name=name, key_type=key_type, days=days, passphrase=passphrase, force=force
+        )
+        lock = " (passphrase-protected)" if passphrase else ""
+        typer.echo(f"created CA {ca.name!r} in {ca.paths.dir}{lock}")
+        typer.echo(f"  certificate: {ca.paths.ca_cert}  (give this to servers and members)")
+        typer.echo(f"  private key: {ca.paths.ca_key}  (keep it secret)")
+        typer.echo(f"  expires:     {_date(ca.cert.not_valid_after_utc)}")
+
+
+@app.command()
+def issue(
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="NAME | --server HOST...", help="Username, or the server's hosts/IPs."
+        ),
+    ],
+    pki: Pki = DEFAULT_PKI_DIR,
+    server: Annotated[
+        bool,
+        typer.Option(
+            "--server", help="Issue a server certificate for these DNS names / IP addresses."
+        ),
+    ] = False,
+    days: Days = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output bundle [default: ./NAME.pem, or PKI/server.pem]."),
+    ] = None,
+    force: Force = False,
+    encrypt: Encrypt = False,
+    key_type: LeafKeyType = KeyType.ec_p256,
+) -> None:
+    """Issue a member's certificate as ONE file NAME.pem: key + certificate + CA certificate.
+
+    With --server: a server certificate (DNS and IP SANs, serverAuth) written to PKI/server.pem,
+    where `mtlschat server` looks.
+    """
+    with _errors():
+        if not server and len(names) != 1:
+            raise BadRequest("give exactly one username (or use --server HOST...)")
+        ca = _open_ca(pki, need_key=True)
+        if server:
+            if encrypt:
+                raise BadRequest("--encrypt is for member bundles; the server needs its key")
+            issued = ca.issue_server(names, days=days, out=out, key_type=key_type, force=force)
+        else:
+            issued = ca.issue_user(
+                names[0],
+                days=days,
+                out=out,
+                key_type=key_type,
+                passphrase=_bundle_passphrase(encrypt),
+                force=force,
+            )
+        typer.echo(
+            f"issued {issued.kind} certificate {issued.name!r} -> {issued.path} "
+            f"(serial {issued.serial:x}, expires {_date(issued.not_after)})"
+        )
+
+
+@app.command()
+def sign(
+    csr: Annotated[Path, typer.Argument(help="The CSR (PEM or DER), subject CN=<username>.")],
+    pki: Pki = DEFAULT_PKI_DIR,
+    days: Days = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output certificate + CA [default: ./NAME.crt]."),
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Sign a member's CSR, so their private key never leaves their machine.
+
+    The name policy applies; a CSR asking for CA powers or odd extensions is refused.
+    """
+    with _errors():
+        ca = _open_ca(pki, need_key=True)
+        issued = ca.sign_csr(csr, days=days, out=out, force=force)
+        typer.echo(
+            f"signed {issued.name!r} -> {issued.path} "
+            f"(serial {issued.serial:x}, expires {_date(issued.not_after)})"
+        )
+
+
+@app.command("list")
+def list_(
+    pki: Pki = DEFAULT_PKI_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every certificate issued: serial, name, kind, expiry and status."""
+    with _errors():
+        ca = _open_ca(pki, need_key=False)
+        records = ca.list()
+        now = datetime.now(UTC)
+        if as_json:
+            rows = [
+                {
+                    "serial": f"{r.serial:x}",
+                    "name": r.name,
+                    "kind": r.kind,
+                    "not_before": r.not_before.isoformat(),
+                    "not_after": r.not_after.isoformat(),
+                    "status": r.status(now),
+                    "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+                    "reason": r.reason,
+                    "sha256": r.fingerprint,
+                }
+                for r in records
+            ]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("serial", "name", "kind", "expires", "status", box=None)
+        for r in records:
+            status = r.status(now)
+            if r.reason and status == "revoked":
+                status += f" ({r.reason})"
+            table.add_row(f"{r.serial:x}", r.name, r.kind, _date(r.not_after), status)
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+        console.print(table) if records else typer.echo("no certificates issued yet")
+
+
+@app.command()
+def revoke(
+    name: Annotated[
+        str | None, typer.Argument(help="The member whose certificate to revoke.")
+    ] = None,
+    pki: Pki = DEFAULT_PKI_DIR,
+    reason: Annotated[Reason, typer.Option("--reason", help="Why (RFC 5280 reason).")] = (
+        Reason.unspecified
+    ),
+    serial: Annotated[
+        str | None, typer.Option("--serial", help="Revoke one certificate by (hex) serial.")
+    ] = None,
+    server: Annotated[
+        bool, typer.Option("--server", help="NAME is a server certificate's CN.")
+    ] = False,
+) -> None:
+    """Revoke a certificate and rewrite crl.pem at once (send the server SIGHUP to apply)."""
+    with _errors():
+        if (name is None) == (serial is None):
+            raise BadRequest("give a NAME or --serial, not both")
+        ca = _open_ca(pki, need_key=True)
+        if serial is not None:
+            try:
+                number = int(serial.removeprefix("0x"), 16)
+            except ValueError:
+                raise BadRequest(f"--serial {serial!r} is not a hex number") from None
+            ca.revoke_serial(number, reason=reason)
+            typer.echo(f"revoked serial {number:x}; {ca.paths.crl} rewritten")
+            return
+        assert name is not None
+        serials = ca.revoke(name, reason=reason, kind="server" if server else "user")
+        listed = ", ".join(f"{s:x}" for s in serials)
+        typer.echo(f"revoked {name!r} (serial {listed}); {ca.paths.crl} rewritten")
+
+
+@app.command()
+def crl(
+    pki: Pki = DEFAULT_PKI_DIR,
+    days: Annotated[
+        int, typer.Option("--days", help="Days until the CRL's nextUpdate.")
+    ] = DEFAULT_CRL_DAYS,
+) -> None:
+    """Rewrite crl.pem: next CRL number, nextUpdate in --days (re-run before then)."""
+    with _errors():
+        ca = _open_ca(pki, need_key=True)
+        path = ca.write_crl(days)
+        typer.echo(f"wrote {path} (valid for {days} days)")
+
+
+@app.command()
+def renew(
+    name: Annotated[str, typer.Argument(help="The member to give a new key and certificate.")],
+    pki: Pki = DEFAULT_PKI_DIR,
+    days: Days = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output bundle [default: ./NAME.pem].")
+    ] = None,
+    force: Force = False,
+    revoke_old: Annotated[
+        bool,
+        typer.Option("--revoke-old", help="Revoke the old certificate(s) now (reason superseded)."),
+    ] = False,
+    encrypt: Encrypt = False,
+    key_type: LeafKeyType = KeyType.ec_p256,
+) -> None:
+    """New key and certificate for an existing member.
+
+    The old certificate stays valid until it expires (the member can switch over without being
+    locked out) unless --revoke-old is given.
+    """
+    with _errors():
+        ca = _open_ca(pki, need_key=True)
+        issued = ca.renew(
+            name,
+            days=days,
+            out=out,
+            revoke_old=revoke_old,
+            key_type=key_type,
+            passphrase=_bundle_passphrase(encrypt),
+            force=force,
+        )
+        old = "revoked" if revoke_old else "still valid until it expires"
+        typer.echo(
+            f"renewed {issued.name!r} -> {issued.path} (serial {issued.serial:x}, expires "
+            f"{_date(issued.not_after)}); the old certificate is {old}"
+        )
+
+
+@app.command()
+def export(
+    bundle: Annotated[
+        str, typer.Argument(metavar="NAME|BUNDLE", help="A bundle file, or NAME for ./NAME.pem.")
+    ],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = (
+        ExportFormat.p12
+    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file [default: NAME.p12].")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="Read the password from this file.")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Export a bundle as a PKCS#12 keystore (key + certificate + CA) for Java, browsers ...
+
+    Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt. An encrypted bundle's
+    passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
+    """
+    with _errors():
+        path = Path(bundle)
+        if not path.exists() and path.suffix != ".pem" and os.sep not in bundle:
+            path = Path(f"{bundle}.pem")
+        try:
+            loaded = load_bundle(path)
+        except PassphraseRequired:
+            passphrase = _secret(
+                BUNDLE_PASSPHRASE_ENV, "Bundle passphrase", confirm=False, required=True
+            )
+            loaded = load_bundle(path, passphrase)
+        target = out if out is not None else path.with_suffix(f".{fmt.value}")
+        data = export_pkcs12(loaded, _p12_password(password_file))
+        atomic_write(target, data, mode=PRIVATE, overwrite=force)
+        typer.echo(f"wrote {target} (PKCS#12: key and certificate of {loaded.name!r} + CA)")
+
+
+@app.command()
+def truststore(
+    pki: Pki = DEFAULT_PKI_DIR,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output PKCS#12 truststore.")] = Path(
+        "truststore.p12"
+    ),
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="Read the password from this file.")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Write a Java truststore (PKCS#12) holding the CA certificate as a trusted entry.
+
+    Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt.
+    """
+    with _errors():
+        ca = _open_ca(pki, need_key=False)
+        data = java_truststore(ca.cert, _p12_password(password_file))
+        atomic_write(out, data, mode=PUBLIC, overwrite=force)
+        typer.echo(f"wrote {out} (truststore with {ca.name!r} as a trusted certificate)")
+
+
+@app.command()
+def show(
+    file: Annotated[Path, typer.Argument(help="A certificate, bundle, CSR or CRL (PEM or DER).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Subject, issuer, SANs, validity, key type and SHA-256 fingerprint of what FILE holds."""
+    with _errors():
+        if not file.exists():
+            raise BadFile(f"{file} not found")
+        sections = describe_file(file)
+        if as_json:
+            typer.echo(
+                json.dumps([{"type": s.title, **dict(s.fields)} for s in sections], indent=2)
+            )
+            return
+        for i, section in enumerate(sections):
+            if i:
+                typer.echo("")
+            typer.echo(f"{section.title}:")
+            width = max(len(label) for label, _ in section.fields)
+            for label, value in section.fields:
+                typer.echo(f"  {label:<{width}}  {value}")
