@@ -1,0 +1,489 @@
+"""The event loop: one selector, non-blocking mutual TLS, driving the sans-I/O :class:`Room`.
+
+Everything with a file descriptor lives here; everything about chat lives in the room. Each loop
+round handles all ready sockets, expires timers, then asks the room which sessions have output
+and makes one TLS write per peer (``unsent + take_output()``). Timers (handshake timeouts, the
+room's keepalive tick, close linger) are folded into the selector timeout: no threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import resource
+import selectors
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+
+from mtlschat.ca.crl import load_revoked_serials
+from mtlschat.chat.room import Mode, Room, RoomSettings
+from mtlschat.net.config import ServerConfig
+from mtlschat.net.connection import Connection, State
+from mtlschat.net.tls import peer_identity, server_context
+
+log = logging.getLogger("mtlschat.server")
+
+READ_CHUNK = 65536  # one large recv per ready socket per round
+ACCEPT_BATCH = 256  # accepts per round, so a connect flood cannot starve established peers
+LISTEN_BACKLOG = 4096
+CLOSE_LINGER = 5.0  # seconds a closing peer gets to take its last bytes (bye) before we cut it
+SHUTDOWN_GRACE = 3.0  # seconds to flush goodbyes on SIGTERM before closing everyone
+ACCEPT_PAUSE = 0.1  # back-off after accept() fails for lack of file descriptors
+MAX_TICK = 1.0  # the room's tick runs at least this often
+
+_LISTENER = object()  # selector keys' data for the two non-client sockets
+_WAKE = object()
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def room_settings(config: ServerConfig) -> RoomSettings:
+    """The room's share of the server configuration."""
+    return RoomSettings(
+        max_line=config.max_line,
+        rate=config.rate,
+        burst=config.burst,
+        keepalive=config.keepalive,
+        idle_timeout=config.idle_timeout,
+    )
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every peer is a descriptor); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+class StartupError(Exception):
+    """The server cannot start (e.g. the address is in use); the message is one line."""
+
+
+class ChatServer:
+    """A mutual-TLS chat server on one selector. Not thread-safe, except :meth:`request`."""
+
+    def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.time) -> None:
+        """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room."""
+        self.config = config
+        self._ctx = server_context(config.cert_path, config.ca_path, config.crl_path)
+        self._clock = clock
+        self.room = Room(room_settings(config), clock=clock)
+        self._sel = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+        # Signals and other threads wake the selector through this pair: one byte per signal.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._conns: dict[int, Connection] = {}  # by fd: every accepted connection
+        self._by_session: dict[int, Connection] = {}  # by Session.id: the open ones
+        self._handshakes: collections.deque[Connection] = collections.deque()  # deadline order
+        self._closings: collections.deque[Connection] = collections.deque()  # deadline order
+        self._dirty: set[Connection] = set()  # have unsent bytes and a socket ready for them
+        self._again = False  # the room changed outside a round: run the next one at once
+        self._accept_paused_until = 0.0
+        self._stopping: str | None = None
+        self._signals_installed = False
+
+    # -- public API ------------------------------------------------------------------------
+
+    def bind(self) -> tuple[str, int]:
+        """Create the listening socket; return the real (host, port) (``--port 0`` picks one)."""
+        host, port = self.config.host, self.config.port
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        sock.setblocking(False)
+        self._listener = sock
+        self._sel.register(sock, selectors.EVENT_READ, _LISTENER)
+        self.address = (host, sock.getsockname()[1])
+        return self.address
+
+    def install_signal_handlers(self) -> None:
+        """Route SIGINT/SIGTERM (shutdown) and SIGHUP (reload) into the loop. Main thread only."""
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            # The C-level handler writes the signal number to the wakeup fd; the loop acts on it.
+            signal.signal(signum, lambda _signum, _frame: None)
+        self._signals_installed = True
+
+    def request(self, signum: int) -> None:
+        """Ask the loop, from any thread, to act as on a signal (SIGTERM stops, SIGHUP reloads)."""
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(bytes([signum]))
+
+    def stop(self) -> None:
+        """Thread-safe graceful shutdown request."""
+        self.request(signal.SIGTERM)
+
+    def serve(self) -> None:
+        """Run until SIGINT/SIGTERM (or :meth:`stop`), then shut down gracefully."""
+        nofile = raise_nofile_limit()
+        if self._listener is None:
+            self.bind()
+        host, port = self.address
+        log.info(
+            "listening on %s:%d (max %d connections, fd limit %d, crl %s)",
+            host,
+            port,
+            self.config.max_connections,
+            nofile,
+            self.config.crl_path or "none",
+        )
+        next_tick = time.monotonic() + self._tick_interval()
+        try:
+            while self._stopping is None:
+                self._round(self._timeout(next_tick))
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.room.tick(self._clock())
+                    next_tick = now + self._tick_interval()
+                self._flush()
+            self._shutdown()
+        finally:
+            self._close_all()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _tick_interval(self) -> float:
+        return min(MAX_TICK, self.config.keepalive / 4, self.config.idle_timeout / 4)
+
+    def _timeout(self, next_tick: float) -> float:
+        if self._again or self._dirty:
+            return 0.0
+        deadline = next_tick
+        if self._handshakes:
+            deadline = min(deadline, self._handshakes[0].deadline)
+        if self._closings:
+            deadline = min(deadline, self._closings[0].deadline)
+        if self._accept_paused_until:
+            deadline = min(deadline, self._accept_paused_until)
+        return max(0.0, deadline - time.monotonic())
+
+    def _round(self, timeout: float) -> None:
+        """Wait for sockets, handle every ready one, then expire timers."""
+        self._again = False
+        for key, mask in self._sel.select(timeout):
+            data = key.data
+            if data is _LISTENER:
+                self._accept()
+            elif data is _WAKE:
+                self._on_wake()
+            else:
+                self._on_ready(data, mask)
+        now = time.monotonic()
+        while self._handshakes and self._handshakes[0].deadline <= now:
+            conn = self._handshakes.popleft()
+            if conn.state is State.HANDSHAKE:
+                self._reject(conn, "handshake timeout")
+        while self._closings and self._closings[0].deadline <= now:
+            conn = self._closings.popleft()
+            if conn.state is State.CLOSING:
+                self._drop(conn, conn.reason + " (peer did not take its last bytes)")
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            if self._listener is not None:
+                self._sel.register(self._listener, selectors.EVENT_READ, _LISTENER)
+
+    def _on_wake(self) -> None:
+        try:
+            data = self._wake_r.recv(4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in _STOP_SIGNALS:
+                self._stopping = signal.Signals(signum).name
+            elif signum == signal.SIGHUP:
+                self.reload()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                raw, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE/ENFILE: back off rather than spin on a ready listener
+                log.warning("accept failed: %s; pausing accepts", exc.strerror or exc)
+                self._sel.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+                return
+            peer = _format_peer(addr)
+            if len(self._conns) >= self.config.max_connections:
+                log.warning("refused %s: max connections (%d) reached", peer, len(self._conns))
+                raw.close()
+                continue
+            raw.setblocking(False)
+            try:
+                sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            except OSError as exc:
+                log.info("rejected handshake from %s: %s", peer, exc)
+                raw.close()
+                continue
+            conn = Connection(sock, peer, time.monotonic() + self.config.handshake_timeout)
+            self._conns[conn.fd] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._handshakes.append(conn)
+            log.debug("accepted %s", peer)
+
+    def _on_ready(self, conn: Connection, mask: int) -> None:
+        if conn.state is State.HANDSHAKE:
+            self._handshake(conn)
+            return
+        if conn.state is State.CLOSED:
+            return
+        if mask & selectors.EVENT_READ or (conn.read_wants_write and mask & selectors.EVENT_WRITE):
+            self._read(conn)
+        if conn.queued():  # (a closed connection has nothing queued)
+            self._dirty.add(conn)  # writable again (or readable after a write wanted a read)
+
+    def _handshake(self, conn: Connection) -> None:
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        except ssl.SSLCertVerificationError as exc:
+            self._reject(conn, exc.verify_message or str(exc))
+            return
+        except ssl.SSLError as exc:
+            self._reject(conn, _ssl_reason(exc))
+            return
+        except OSError as exc:
+            self._reject(conn, exc.strerror or str(exc))
+            return
+        mode = Mode.from_alpn(conn.sock.selected_alpn_protocol())
+        identity = peer_identity(conn.sock)
+        conn.session = self.room.open(identity.name, mode, conn.peer)
+        conn.serial = identity.serial
+        conn.state = State.OPEN
+        self._by_session[conn.session.id] = conn
+        self._again = True  # the welcome (and "joined") must go out this round
+        if conn.session.closing is not None:  # the room refused the name (error + bye queued)
+            log.info("rejected %s: bad certificate name %r", conn.peer, identity.name)
+            return
+        self._want(conn, selectors.EVENT_READ)
+        log.info(
+            "connect %s from %s (%s, %s)",
+            identity.name,
+            conn.peer,
+            conn.sock.version(),
+            mode.name.lower(),
+        )
+        # The client's first lines may have arrived with its Finished: already decrypted inside
+        # OpenSSL, so the selector will never report them.
+        self._read(conn)
+
+    def _read(self, conn: Connection) -> None:
+        """One large recv, then drain what OpenSSL already decrypted; feed it all to the room."""
+        conn.read_wants_write = False
+        chunks: list[bytes] = []
+        eof: str | None = None
+        sock = conn.sock
+        try:
+            data = sock.recv(READ_CHUNK)
+            if data:
+                chunks.append(data)
+                while (n := sock.pending()) > 0:
+                    chunks.append(sock.recv(n))
+            else:
+                eof = "closed by peer"
+        except ssl.SSLWantReadError:
+            pass  # e.g. a TLS 1.3 post-handshake message: readable, but no application data
+        except ssl.SSLWantWriteError:
+            conn.read_wants_write = True
+            self._want(conn, conn.events | selectors.EVENT_WRITE)
+        except ssl.SSLError as exc:
+            eof = f"TLS error: {_ssl_reason(exc)}"
+        except OSError as exc:
+            eof = exc.strerror or "connection lost"
+        if chunks and conn.state is State.OPEN and conn.session is not None:
+            self.room.feed(conn.session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof is not None:
+            self._drop(conn, eof)
+
+    def _flush(self) -> None:
+        """End of round: one TLS write per peer with output (``unsent + take_output()``)."""
+        dirty = self._dirty
+        self._dirty = set()
+        for session in self.room.flush():
+            conn = self._by_session.get(session.id)
+            if conn is None or conn.state is State.CLOSED:
+                continue
+            data = session.take_output()
+            if data and conn.state is State.OPEN:
+                if conn.queued() + len(data) >= self.config.out_buffer:
+                    self._drop(conn, f"slow consumer: {conn.queued() + len(data)} bytes unsent")
+                    continue
+                conn.unsent = conn.unsent + data if conn.unsent else data
+            if session.closing is not None and conn.state is State.OPEN:
+                self._start_closing(conn, session.closing)
+            dirty.add(conn)
+        for conn in dirty:
+            if conn.state is not State.CLOSED:
+                self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        if conn.pending is None and conn.unsent:
+            conn.pending, conn.unsent = conn.unsent, b""
+        if conn.pending is not None:
+            try:
+                conn.sock.send(conn.pending)
+            except ssl.SSLWantWriteError:
+                self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                return
+            except ssl.SSLWantReadError:
+                self._want(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLError as exc:
+                self._drop(conn, f"TLS error: {_ssl_reason(exc)}")
+                return
+            except OSError as exc:
+                self._drop(conn, exc.strerror or "connection lost")
+                return
+            conn.pending = None
+        if conn.unsent:
+            # More was queued behind a retried write: the socket is probably writable, so the
+            # selector brings us back next round (one write per peer per round).
+            self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        self._want(conn, selectors.EVENT_READ)
+        if conn.state is State.CLOSING:
+            self._close_gracefully(conn)
+
+    def _want(self, conn: Connection, events: int) -> None:
+        if conn.events != events and conn.state is not State.CLOSED:
+            conn.events = events
+            self._sel.modify(conn.sock, events, conn)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _reject(self, conn: Connection, reason: str) -> None:
+        log.info("rejected handshake from %s: %s", conn.peer, reason)
+        self._release(conn)
+
+    def _start_closing(self, conn: Connection, reason: str) -> None:
+        """Flush what is queued (the bye), then close; give up after :data:`CLOSE_LINGER`."""
+        conn.state = State.CLOSING
+        conn.reason = reason
+        conn.deadline = time.monotonic() + CLOSE_LINGER
+        self._closings.append(conn)
+
+    def _close_gracefully(self, conn: Connection) -> None:
+        """All output is out: send close_notify (without waiting for the peer's) and close."""
+        with contextlib.suppress(OSError, ValueError):
+            conn.sock.unwrap()
+        self._drop(conn, conn.reason)
+
+    def _drop(self, conn: Connection, reason: str) -> None:
+        """Close the transport and tell the room the session is gone."""
+        if conn.state is State.CLOSED:
+            return
+        session = conn.session
+        self._release(conn)
+        if session is not None:
+            self._by_session.pop(session.id, None)
+            self.room.close(session, reason)
+            self._again = True  # others must hear "left" without waiting for the next event
+            log.info("disconnect %s from %s: %s", session.name, conn.peer, reason)
+
+    def _release(self, conn: Connection) -> None:
+        conn.state = State.CLOSED
+        self._conns.pop(conn.fd, None)
+        self._dirty.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+        conn.pending = None
+        conn.unsent = b""
+
+    # -- operations --------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Load a fresh TLS context for new handshakes and kick sessions whose cert is revoked."""
+        cfg = self.config
+        crl = cfg.crl_path
+        try:
+            ctx = server_context(cfg.cert_path, cfg.ca_path, crl)
+            revoked = load_revoked_serials(crl) if crl is not None else set()
+        except Exception as exc:  # keep serving with what we had
+            log.error("reload failed, keeping the previous certificate and CRL: %s", exc)
+            return
+        self._ctx = ctx
+        kicked = 0
+        for conn in list(self._by_session.values()):
+            if conn.state is State.OPEN and conn.serial in revoked and conn.session is not None:
+                log.info("revoked: %s from %s (serial %x)", conn.name, conn.peer, conn.serial)
+                self.room.kick(conn.session, "certificate revoked")
+                kicked += 1
+        self._again = True
+        log.info(
+            "reloaded server certificate and CRL (%d revoked serials, %d sessions kicked)",
+            len(revoked),
+            kicked,
+        )
+
+    def _shutdown(self) -> None:
+        """Say goodbye to everyone, flush for a short grace period, close_notify, close."""
+        log.info("shutting down (%s), %d connections", self._stopping, len(self._conns))
+        if self._listener is not None:
+            self._sel.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._conns.values()):
+            if conn.state is State.HANDSHAKE:
+                self._release(conn)
+        self.room.shutdown("server shutting down")
+        self._flush()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self._conns and time.monotonic() < deadline:
+            self._round(min(0.1, max(0.0, deadline - time.monotonic())))
+            self._flush()
+        for conn in list(self._conns.values()):
+            self._drop(conn, "server shutting down")
+        log.info("stopped")
+
+    def _close_all(self) -> None:
+        for conn in list(self._conns.values()):
+            self._release(conn)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._signals_installed:
+            signal.set_wakeup_fd(-1)
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _format_peer(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's short reason (``WRONG_VERSION_NUMBER``...) in lower-case words."""
+    reason = exc.reason or ""
+    return reason.replace("_", " ").lower() if reason else str(exc)
+
+
+def run_server(config: ServerConfig) -> None:
+    """Run ``mtlschat server`` in this (main) thread until SIGINT/SIGTERM."""
+    server = ChatServer(config)
+    server.bind()
+    server.install_signal_handlers()
+    server.serve()

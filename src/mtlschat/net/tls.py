@@ -1,0 +1,74 @@
+"""TLS for the server: the SSLContext and the identity of a verified peer."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtlschat.chat.wire import ALPN_PROTOCOLS
+
+
+class TLSSetupError(Exception):
+    """The server's certificate, key, CA or CRL could not be loaded (one-line message)."""
+
+
+def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
+    """A fresh server context: TLS >= 1.2, client certificate required, CRL enforced if given.
+
+    Built anew on every SIGHUP so new handshakes see the reloaded certificate and CRL while
+    established connections keep the context they were accepted with.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # PROTOCOL_TLS_SERVER defaults to CERT_NONE: without this any client would be let in.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # No session resumption: every TLS 1.3 ticket costs server CPU on each handshake.
+    ctx.num_tickets = 0
+    ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    try:
+        ctx.load_cert_chain(cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSSetupError(f"cannot load server certificate/key {cert}: {_why(exc)}") from None
+    try:
+        ctx.load_verify_locations(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSSetupError(f"cannot load CA certificate {ca}: {_why(exc)}") from None
+    if crl is not None:
+        try:
+            # A PEM CRL loads into the same trust store as the CA certificate.
+            ctx.load_verify_locations(cafile=crl)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSSetupError(f"cannot load CRL {crl}: {_why(exc)}") from None
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return ctx
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return exc.strerror or str(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """Who is at the other end of a verified handshake."""
+
+    name: str  # the certificate's CN ("" if none or several); the room applies the name policy
+    serial: int  # the certificate's serial number, compared with the CRL on SIGHUP
+
+
+def peer_identity(sock: ssl.SSLSocket) -> PeerIdentity:
+    """The CN and serial of the peer's verified certificate.
+
+    The CN is not judged here: :meth:`mtlschat.chat.room.Room.open` checks it against the
+    username policy (``mtlschat.ca.names``) and refuses a bad one in the protocol (``bad_name``).
+    """
+    cert = sock.getpeercert() or {}
+    names: list[str] = []
+    for rdn in cert.get("subject", ()):
+        for attr in rdn:  # each RDN is a tuple of (type, value) pairs
+            if isinstance(attr, tuple) and attr[0] == "commonName":
+                names.append(str(attr[1]))
+    serial = int(str(cert.get("serialNumber", "0")), 16)
+    return PeerIdentity(name=names[0] if len(names) == 1 else "", serial=serial)

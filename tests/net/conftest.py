@@ -1,0 +1,292 @@
+"""Real-TLS fixtures for the server: an in-process server on a thread, a real server process,
+and a small blocking test client that speaks JSON lines with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mtlschat.chat.wire import ALPN_JSON
+from mtlschat.net.config import ServerConfig
+from mtlschat.net.server import ChatServer
+
+if TYPE_CHECKING:  # conftest modules are not importable at run time (--import-mode=importlib)
+    from conftest import TestPKI
+
+DEADLINE = 15.0  # generous: two shared cores, other test suites running at the same time
+
+Message = dict[str, Any]
+
+
+def client_context(
+    bundle: Path | None,
+    ca: Path,
+    alpn: str | None = ALPN_JSON,
+    *,
+    maximum_version: ssl.TLSVersion | None = None,
+) -> ssl.SSLContext:
+    """A client context trusting ``ca``, presenting ``bundle`` (key + cert PEM) if given."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=ca)
+    if bundle is not None:
+        ctx.load_cert_chain(bundle)
+    if alpn is not None:
+        ctx.set_alpn_protocols([alpn])
+    if maximum_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = maximum_version
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 hides TLS < 1.2 at level >= 1
+    return ctx
+
+
+class Closed(Exception):
+    """The server closed the connection (EOF, TLS alert or reset)."""
+
+
+class ChatClient:
+    """A blocking mTLS client: send lines, read server lines (JSON or text) with deadlines."""
+
+    __test__ = False
+
+    def __init__(self, port: int, context: ssl.SSLContext, host: str = "127.0.0.1") -> None:
+        raw = socket.create_connection((host, port), timeout=DEADLINE)
+        try:
+            self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        except BaseException:
+            raw.close()
+            raise
+        self.buf = b""
+        self.seen: list[Message] = []  # every JSON message read, in order
+
+    def send(self, line: str) -> None:
+        """Send one line (the terminator is added)."""
+        self.sock.sendall(line.encode() + b"\n")
+
+    def read_line(self, timeout: float = DEADLINE) -> bytes:
+        """The next line (without ``\\n``); raise :class:`Closed` at EOF, TimeoutError if none."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no line within {timeout}s (have {self.buf[:200]!r})")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except (ssl.SSLError, ConnectionError) as exc:
+                raise Closed(str(exc)) from exc
+            except TimeoutError:
+                continue
+            if not data:
+                raise Closed("EOF")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def read(self, timeout: float = DEADLINE) -> Message:
+        """The next JSON message."""
+        msg: Message = json.loads(self.read_line(timeout))
+        self.seen.append(msg)
+        return msg
+
+    def wait_for(self, type_: str, timeout: float = DEADLINE, **fields: object) -> Message:
+        """Read until a message of ``type_`` whose fields equal ``fields``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.read(max(0.0, deadline - time.monotonic()))
+            if msg.get("type") == type_ and all(msg.get(k) == v for k, v in fields.items()):
+                return msg
+
+    def wait_closed(self, timeout: float = DEADLINE) -> list[Message]:
+        """Read until the server closes the connection; return the messages read meanwhile."""
+        start = len(self.seen)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                line = self.read_line(max(0.0, deadline - time.monotonic()))
+                self.seen.append(json.loads(line))
+        except Closed:
+            return self.seen[start:]
+
+    def close(self) -> None:
+        """Close without ceremony."""
+        self.sock.close()
+
+
+class LogCapture(logging.Handler):
+    """Collects the server's log lines from one thread and lets tests wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.thread_name: str | None = None
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.thread_name is not None and record.threadName != self.thread_name:
+            return
+        with self._cond:
+            self.lines.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait(self, pattern: str, timeout: float = DEADLINE) -> str:
+        """The first log line matching regex ``pattern``, waiting up to ``timeout``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no log line matching {pattern!r} in {self.lines[-20:]}")
+                self._cond.wait(remaining)
+
+
+class RunningServer:
+    """A :class:`ChatServer` serving on a background thread of the test process."""
+
+    def __init__(self, pki: TestPKI, config: ServerConfig) -> None:
+        self.pki = pki
+        self.server = ChatServer(config)
+        self.host, self.port = self.server.bind()
+        self.log = LogCapture()
+        self.log.thread_name = f"server-{self.port}"
+        self.thread = threading.Thread(target=self._run, name=self.log.thread_name, daemon=True)
+        self.error: BaseException | None = None
+        logger = logging.getLogger("mtlschat.server")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self.log)
+        self.thread.start()
+        self.log.wait(r"listening on ")
+
+    def _run(self) -> None:
+        try:
+            self.server.serve()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+            raise
+
+    def context(self, name: str | None, alpn: str | None = ALPN_JSON) -> ssl.SSLContext:
+        """A client context for user ``name`` (None: no client certificate)."""
+        bundle = self.pki.user(name) if name is not None else None
+        return client_context(bundle, self.pki.ca_cert, alpn)
+
+    def connect(self, name: str, alpn: str | None = ALPN_JSON) -> ChatClient:
+        """Connect as ``name`` (TLS only; nothing read yet)."""
+        return ChatClient(self.port, self.context(name, alpn))
+
+    def join(self, name: str) -> ChatClient:
+        """Connect as ``name`` in JSON mode and read the welcome."""
+        client = self.connect(name)
+        welcome = client.wait_for("welcome")
+        assert welcome["name"] == name
+        return client
+
+    def stop(self) -> None:
+        """Graceful shutdown; re-raise anything the loop raised."""
+        if self.thread.is_alive():
+            self.server.stop()
+            self.thread.join(DEADLINE)
+        logging.getLogger("mtlschat.server").removeHandler(self.log)
+        assert not self.thread.is_alive(), "server thread did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+ServerFactory = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def start_server(pki: TestPKI) -> Iterator[ServerFactory]:
+    """``start_server(pki=other, rate=0, ...)``: an in-process server on 127.0.0.1, port 0."""
+    running: list[RunningServer] = []
+
+    def start(use_pki: TestPKI | None = None, **settings: Any) -> RunningServer:
+        p = use_pki or pki
+        settings.setdefault("rate", 0)
+        config = ServerConfig(pki=p.dir, host="127.0.0.1", port=0, **settings)
+        server = RunningServer(p, config)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture
+def chat_server(start_server: ServerFactory) -> RunningServer:
+    """A default in-process server on the session PKI."""
+    return start_server()
+
+
+class ServerProcess:
+    """``python -m mtlschat server`` as a real process, logging to a file."""
+
+    def __init__(self, pki_dir: Path, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
+        cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
+        cmd += ["--host", "127.0.0.1", "--port", "0", *args]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        line = self.wait_log(r"listening on 127\.0\.0\.1:\d+")
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match is not None
+        self.port = int(match.group(1))
+
+    def log(self) -> str:
+        """Everything the server logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = DEADLINE) -> str:
+        """Poll the log file (with a deadline) for a line matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log().splitlines():
+                if regex.search(line):
+                    return line
+            if self.proc.poll() is not None and not regex.search(self.log()):
+                raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no log line matching {pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(DEADLINE)
+
+
+@pytest.fixture
+def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn_server(pki_dir, *flags)``: a real server process, killed at teardown if alive."""
+    procs: list[ServerProcess] = []
+
+    def spawn(pki_dir: Path, *args: str) -> ServerProcess:
+        proc = ServerProcess(pki_dir, tmp_path / f"server{len(procs)}.log", *args)
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
