@@ -108,6 +108,11 @@ class ChatServer:
         self.address = (host, sock.getsockname()[1])
         return self.address
 
+    @property
+    def connection_count(self) -> int:
+        """Accepted connections, handshaking ones included (safe to read from another thread)."""
+        return len(self._conns)
+
     def install_signal_handlers(self) -> None:
         """Route SIGINT/SIGTERM (shutdown) and SIGHUP (reload) into the loop. Main thread only."""
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)

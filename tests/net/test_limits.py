@@ -1,0 +1,153 @@
+"""Limits over real TLS: stalled handshakes, connection floods, slow consumers, liveness."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from .conftest import DEADLINE, ChatClient
+
+if TYPE_CHECKING:
+    from .conftest import RunningServer, ServerFactory
+
+
+def _wait_until(predicate: object, timeout: float = DEADLINE) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def _chat(a: ChatClient, b: ChatClient, text: str) -> None:
+    a.send(text)
+    assert b.wait_for("msg", text=text)["text"] == text
+
+
+def test_idle_tcp_connections_do_not_block_joining(chat_server: RunningServer) -> None:
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            idle.append(socket.create_connection(("127.0.0.1", chat_server.port)))
+        _wait_until(lambda: chat_server.server.connection_count >= 1000)
+        alice = chat_server.join("alice")
+        bob = chat_server.join("bob")
+        _chat(alice, bob, "the door is not jammed")
+        _chat(bob, alice, "indeed")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_handshake_timeout_drops_silent_peer(start_server: ServerFactory) -> None:
+    server = start_server(handshake_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as raw:
+        port = raw.getsockname()[1]
+        assert raw.recv(100) == b""  # closed by the server, not by our timeout
+    server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{port}: handshake timeout")
+
+
+def test_dribbled_handshake_delays_no_one(chat_server: RunningServer) -> None:
+    alice = chat_server.join("alice")
+    bob = chat_server.join("bob")
+    # carol drives TLS through memory BIOs so she can hand the server her handshake bytewise.
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = chat_server.context("carol").wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", chat_server.port), timeout=DEADLINE) as raw:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        step = max(1, len(hello) // 8)
+        for i in range(0, len(hello), step):
+            raw.sendall(hello[i : i + step])
+            _chat(alice, bob, f"while carol dribbles {i}")
+        while True:  # finish the handshake normally
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := outgoing.read():
+                    raw.sendall(pending)
+                incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        buf = b""
+        while b"\n" not in buf:
+            try:
+                buf += tls.read(65536)
+            except ssl.SSLWantReadError:
+                incoming.write(raw.recv(65536))
+        assert b'"type":"welcome","name":"carol"' in buf
+    alice.wait_for("join", name="carol")
+
+
+def test_pipelined_burst_all_lines_arrive_in_order(chat_server: RunningServer) -> None:
+    alice = chat_server.join("alice")
+    bob = chat_server.join("bob")
+    # ~180 KB in one write: many TLS records, more than one 64 KiB read, lines split anywhere.
+    lines = [f"line {i:04d} " + "x" * (i % 900) for i in range(400)]
+    alice.sock.sendall("".join(f"{line}\n" for line in lines).encode())
+    got = [bob.wait_for("msg")["text"] for _ in lines]
+    assert got == lines
+
+
+def test_slow_consumer_is_cut_off_others_unaffected(start_server: ServerFactory) -> None:
+    server = start_server(out_buffer=64 * 1024)
+    alice = server.join("alice")
+    bob = server.join("bob")
+    # carol reads her welcome, then never reads again (small receive window to fill sooner).
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(DEADLINE)
+    raw.connect(("127.0.0.1", server.port))
+    carol = ChatClient.__new__(ChatClient)
+    carol.sock = server.context("carol").wrap_socket(raw, server_hostname="localhost")
+    carol.buf, carol.seen = b"", []
+    carol.wait_for("welcome")
+    bob.wait_for("join", name="carol")
+
+    line = "y" * 1500
+    sent = 0
+    while not any("slow consumer" in entry for entry in server.log.lines):
+        assert sent < 20_000, "carol was never cut off"
+        for _ in range(50):
+            alice.send(f"{sent} {line}")
+            sent += 1
+        # bob keeps up and receives every line, in order, while carol's backlog grows.
+        for i in range(sent - 50, sent):
+            assert bob.wait_for("msg")["text"] == f"{i} {line}"
+    entry = server.log.wait(r"disconnect carol from .*: slow consumer")
+    assert "bytes unsent" in entry
+    # (the leave may already have been read while bob was collecting his lines)
+    leaves = [m for m in bob.seen if m["type"] == "leave"] or [bob.wait_for("leave")]
+    assert leaves[0]["name"] == "carol"
+    assert leaves[0]["reason"].startswith("slow consumer")
+    _chat(alice, bob, "carol's gone, we're fine")
+    carol.close()
+
+
+def test_max_connections_refuses_extra(start_server: ServerFactory) -> None:
+    server = start_server(max_connections=3)
+    alice = server.join("alice")
+    bob = server.join("bob")
+    with socket.create_connection(("127.0.0.1", server.port)) as third:
+        _wait_until(lambda: server.server.connection_count == 3)
+        fourth = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+        with fourth, contextlib.suppress(ConnectionResetError):
+            assert fourth.recv(100) == b""
+        server.log.wait(r"refused 127\.0\.0\.1:\d+: max connections \(3\) reached")
+        _chat(alice, bob, "still two of us")
+        del third
+
+
+def test_keepalive_ping_then_idle_timeout(start_server: ServerFactory) -> None:
+    server = start_server(keepalive=0.3, idle_timeout=1.2)
+    alice = server.join("alice")
+    assert alice.wait_for("ping")["type"] == "ping"
+    alice.send("/pong")
+    assert alice.wait_for("ping")["type"] == "ping"  # pinged again after more silence
+    assert alice.wait_for("bye")["reason"] == "idle timeout"
+    alice.wait_closed()
+    server.log.wait(r"disconnect alice from .*: idle timeout")

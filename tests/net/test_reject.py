@@ -1,0 +1,127 @@
+"""Every kind of unwelcome peer is refused at the handshake while a live chat goes on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .conftest import DEADLINE, ChatClient, Closed, client_context
+
+if TYPE_CHECKING:
+    from conftest import TestPKI
+
+    from .conftest import RunningServer, ServerFactory
+
+
+def _refused(port: int, ctx: ssl.SSLContext) -> int:
+    """Connect with ``ctx``; assert the server never admits us. Return our local port."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    local_port = raw.getsockname()[1]
+    try:
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    except (ssl.SSLError, ConnectionError):
+        raw.close()
+        return local_port  # refused during the handshake
+    client = ChatClient.__new__(ChatClient)
+    client.sock, client.buf, client.seen = tls, b"", []
+    # TLS 1.3: the client finishes first; the server's verdict on our certificate arrives as an
+    # alert on the first read. Either way we must never see a welcome.
+    with pytest.raises(Closed):
+        client.read_line()
+    tls.close()
+    return local_port
+
+
+def _refused_raw(port: int, payload: bytes) -> int:
+    """Send non-TLS bytes; the server must close on us. Return our local port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as raw:
+        local_port = raw.getsockname()[1]
+        raw.sendall(payload)
+        try:
+            while raw.recv(4096):  # at most a TLS alert, then EOF
+                pass
+        except ConnectionResetError:
+            pass
+    return local_port
+
+
+@pytest.fixture
+def live(chat_server: RunningServer) -> Callable[[], None]:
+    """alice and bob are chatting; calling the result checks they still are."""
+    alice = chat_server.join("alice")
+    bob = chat_server.join("bob")
+    alice.wait_for("join", name="bob")
+    count = 0
+
+    def still_chatting() -> None:
+        nonlocal count
+        count += 1
+        alice.send(f"still here {count}")
+        assert bob.wait_for("msg", **{"from": "alice"})["text"] == f"still here {count}"
+
+    still_chatting()
+    return still_chatting
+
+
+CASES: dict[str, tuple[Callable[[TestPKI], ssl.SSLContext], str]] = {
+    "no client cert": (lambda p: client_context(None, p.ca_cert), "did not return a certificate"),
+    "other CA": (
+        lambda p: client_context(p.other_ca_user("mallory"), p.ca_cert),
+        "unable to get local issuer certificate|self-signed certificate in certificate chain",
+    ),
+    "expired": (
+        lambda p: client_context(p.expired_user("oldtimer"), p.ca_cert),
+        "certificate has expired",
+    ),
+    "server cert as client cert": (
+        lambda p: client_context(p.server_bundle, p.ca_cert),
+        "unsuitable certificate purpose|unsupported certificate purpose",
+    ),
+    "TLS 1.1": (
+        lambda p: client_context(
+            p.user("alice"), p.ca_cert, maximum_version=ssl.TLSVersion.TLSv1_1
+        ),
+        # OpenSSL 3.0 here still offers TLS 1.1 at @SECLEVEL=0; the server refuses it.
+        "unsupported protocol",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_certificates_refused(
+    case: str, chat_server: RunningServer, live: Callable[[], None], pki: TestPKI
+) -> None:
+    make_ctx, reason = CASES[case]
+    local_port = _refused(chat_server.port, make_ctx(pki))
+    chat_server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: .*({reason})")
+    live()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"hello there, is this the chat?\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(3000)],
+    ids=["plaintext", "http", "random bytes"],
+)
+def test_garbage_refused(
+    payload: bytes, chat_server: RunningServer, live: Callable[[], None]
+) -> None:
+    local_port = _refused_raw(chat_server.port, payload)
+    chat_server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: ")
+    live()
+
+
+def test_revoked_certificate_refused(fresh_pki: TestPKI, start_server: ServerFactory) -> None:
+    fresh_pki.user("eve")
+    fresh_pki.revoke("eve")
+    server = start_server(fresh_pki)
+    alice = server.join("alice")
+    bob = server.join("bob")
+    local_port = _refused(server.port, server.context("eve"))
+    server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: certificate revoked")
+    alice.send("eve is out")
+    assert bob.wait_for("msg")["text"] == "eve is out"
