@@ -94,8 +94,11 @@ def _env_bytes(name: str) -> bytes | None:
     return value.encode() if value else None
 
 
-def _secret(env: str, prompt: str, *, confirm: bool, required: bool) -> bytes | None:
-    """A passphrase from ``env``, else from a hidden prompt on a terminal, else None/an error."""
+def _secret(env: str, prompt: str, *, confirm: bool, required: bool, why: str = "") -> bytes | None:
+    """A passphrase from ``env``, else from a hidden prompt on a terminal, else None/an error.
+
+    ``why`` starts the error message when none can be had (default: "<prompt> needed").
+    """
     value = _env_bytes(env)
     if value:
         return value
@@ -104,7 +107,8 @@ def _secret(env: str, prompt: str, *, confirm: bool, required: bool) -> bytes | 
         if entered:
             return entered.encode()
     if required:
-        raise PassphraseRequired(f"{prompt.lower()} needed: set {env} or run in a terminal")
+        reason = why or f"{prompt[0].lower()}{prompt[1:]} needed"
+        raise PassphraseRequired(f"{reason}: set {env} or run in a terminal")
     return None
 
 
@@ -114,7 +118,11 @@ def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
     if need_key:
         if ca.key_encrypted and not os.environ.get(CA_PASSPHRASE_ENV):
             passphrase = _secret(
-                CA_PASSPHRASE_ENV, "CA key passphrase", confirm=False, required=True
+                CA_PASSPHRASE_ENV,
+                "CA key passphrase",
+                confirm=False,
+                required=True,
+                why=f"the CA key {ca.paths.ca_key} is encrypted",
             )
             ca = CertificateAuthority.open(pki, passphrase=passphrase)
         ca.key  # noqa: B018 - loads and checks the key (wrong passphrase, mismatch)
@@ -124,7 +132,13 @@ def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
 def _bundle_passphrase(encrypt: bool) -> bytes | None:
     if not encrypt:
         return None
-    return _secret(BUNDLE_PASSPHRASE_ENV, "Bundle passphrase", confirm=True, required=True)
+    return _secret(
+        BUNDLE_PASSPHRASE_ENV,
+        "Bundle passphrase",
+        confirm=True,
+        required=True,
+        why="--encrypt needs a passphrase",
+    )
 
 
 def _p12_password(password_file: Path | None) -> bytes:
@@ -413,7 +427,11 @@ def export(
             loaded = load_bundle(path)
         except PassphraseRequired:
             passphrase = _secret(
-                BUNDLE_PASSPHRASE_ENV, "Bundle passphrase", confirm=False, required=True
+                BUNDLE_PASSPHRASE_ENV,
+                "Bundle passphrase",
+                confirm=False,
+                required=True,
+                why=f"the key in {path} is encrypted",
             )
             loaded = load_bundle(path, passphrase)
         target = out if out is not None else path.with_suffix(f".{fmt.value}")
