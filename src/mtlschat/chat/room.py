@@ -303,6 +303,7 @@ class Room:
                     delivered += stop - pos
                 if segments:
                     s._out.append(b"".join(segments))
+                if s._out:
                     ready.append(s)
             self._special.clear()
             self.counters.deliveries += delivered
@@ -379,7 +380,8 @@ class Room:
         return False
 
     def set_mode(self, s: Session, mode: Mode) -> None:
-        """Switch what ``s`` receives from now on."""
+        """Switch what ``s`` receives from now on (what came before stays in the old mode)."""
+        self._settle(s)
         if s.id in self._members:
             self._mode_count[s.mode] -= 1
             self._mode_count[mode] += 1
@@ -401,6 +403,31 @@ class Room:
             ops = s._ops = []
             self._special[s.id] = s
         return ops
+
+    def _settle(self, s: Session) -> None:
+        # Render s's share of the round so far, now, in its current mode; the rest of the round
+        # is built by flush() from here on. O(round) but only on a rare command (/mode).
+        ops = self._ops_of(s)
+        events = self._events
+        n = len(events)
+        stop = n if s._stop is None else s._stop
+        pos = s._start
+        lines: list[bytes] = []
+        for mark, payload in ops:
+            if mark > stop:
+                mark = stop
+            lines.extend(ev.encode(s.mode) for ev in events[pos:mark])
+            if payload is None:
+                pos = mark + 1
+            else:
+                lines.append(payload)
+                pos = mark
+        lines.extend(ev.encode(s.mode) for ev in events[pos:stop])
+        if lines:
+            s._out.append(b"".join(lines))
+            self.counters.deliveries += len(lines)
+        ops.clear()
+        s._start = n
 
     def _depart(self, s: Session, reason: str, *, announce: bool) -> None:
         if self._members.pop(s.id, None) is None:

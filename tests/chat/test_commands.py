@@ -1,0 +1,166 @@
+"""The command table and each command, bytes in / bytes out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mtlschat.chat.commands import COMMANDS, Command
+from mtlschat.chat.room import Mode
+
+if TYPE_CHECKING:
+    from conftest import Harness
+
+
+def test_one_table_entry_per_command() -> None:
+    assert set(COMMANDS) == {"who", "msg", "me", "help", "quit", "pong", "mode"}
+    for name, command in COMMANDS.items():
+        assert isinstance(command, Command)
+        assert command.usage.startswith(f"/{name}")
+        assert command.help
+
+
+def test_who(h: Harness) -> None:
+    alice = h.join("alice")
+    h.join("bob")
+    h.take(alice)
+    h.send(alice, "/who")
+    h.flush()
+    assert h.take(alice) == [{"type": "who", "online": ["alice", "bob"]}]
+
+
+def test_commands_are_case_insensitive(h: Harness) -> None:
+    alice = h.join("alice")
+    h.send(alice, "/WHO", "/Who")
+    h.flush()
+    assert [e["type"] for e in h.take(alice)] == ["who", "who"]
+
+
+def test_unknown_command_error_goes_to_sender_only(h: Harness) -> None:
+    alice, bob = h.join("alice"), h.join("bob")
+    h.take(alice)
+    h.send(alice, "/frobnicate now")
+    h.flush()
+    assert h.take(alice) == [
+        {
+            "type": "error",
+            "code": "unknown_command",
+            "text": "unknown command /frobnicate (try /help)",
+        }
+    ]
+    assert h.take(bob) == []
+
+
+def test_msg_reaches_only_the_target_and_is_echoed(h: Harness) -> None:
+    alice, bob, carol = h.join("alice"), h.join("bob"), h.join("carol")
+    h.take(alice), h.take(bob)
+    h.send(alice, "/msg BOB  psst, over here ")
+    h.flush()
+    dm = {
+        "type": "dm",
+        "id": 1,
+        "ts": h.clock.now,
+        "from": "alice",
+        "to": "bob",
+        "text": "psst, over here",
+    }
+    assert h.take(bob) == [dm]
+    assert h.take(alice) == [dm]
+    assert h.take(carol) == []
+
+
+def test_msg_to_every_session_of_the_target_and_of_the_sender(h: Harness) -> None:
+    a1, b1 = h.join("alice"), h.join("bob")
+    a2, b2 = h.join("alice"), h.join("bob")
+    for s in (a1, b1):
+        h.take(s)
+    h.send(a1, "/msg bob hi")
+    h.flush()
+    for s in (a1, a2, b1, b2):
+        assert [e["type"] for e in h.take(s)] == ["dm"]
+
+
+def test_msg_to_yourself_arrives_once_per_session(h: Harness) -> None:
+    alice = h.join("alice")
+    h.send(alice, "/msg alice note to self")
+    h.flush()
+    assert [e["text"] for e in h.take(alice)] == ["note to self"]
+
+
+def test_msg_errors(h: Harness) -> None:
+    alice = h.join("alice")
+    h.send(alice, "/msg nobody hello", "/msg", "/msg bob", "/msg bob    ")
+    h.flush()
+    got = h.take(alice)
+    assert [e["code"] for e in got] == ["unknown_user", "bad_usage", "bad_usage", "bad_usage"]
+    assert got[1]["text"] == "usage: /msg NAME text"
+
+
+def test_me(h: Harness) -> None:
+    alice, bob = h.join("alice", Mode.TEXT), h.join("bob")
+    h.take_bytes(alice)
+    h.send(bob, "/me waves", "/me")
+    h.flush()
+    (line,) = h.take_text(alice)
+    assert line.endswith("] * bob waves")
+    assert [e["code"] for e in h.take(bob)] == ["bad_usage"]
+
+
+def test_help_lists_every_command(h: Harness) -> None:
+    alice = h.join("alice")
+    h.send(alice, "/help")
+    h.flush()
+    text = "\n".join(e["text"] for e in h.take(alice))
+    for command in COMMANDS.values():
+        assert command.usage in text
+        assert command.help in text
+
+
+def test_quit_with_and_without_reason(h: Harness) -> None:
+    alice, bob, carol = h.join("alice"), h.join("bob"), h.join("carol")
+    h.take(alice), h.take(bob)
+    h.send(bob, "/quit gone fishing", "this line is never sent")
+    h.send(carol, "/QUIT")
+    h.flush()
+    assert h.take(bob) == [{"type": "bye", "reason": "quit"}]
+    assert bob.closing == "quit" and carol.closing == "quit"
+    leaves = h.take(alice)
+    assert [(e["name"], e["reason"]) for e in leaves] == [
+        ("bob", "quit: gone fishing"),
+        ("carol", "quit"),
+    ]
+    assert h.room.online() == ["alice"]
+
+
+def test_pong_is_silent(h: Harness) -> None:
+    alice = h.join("alice")
+    h.send(alice, "/pong")
+    assert h.flush() == []
+
+
+def test_mode_switches_output_mid_round(h: Harness) -> None:
+    alice, bob = h.join("alice", Mode.TEXT), h.join("bob")
+    h.take_bytes(alice)
+    h.send(bob, "before")
+    h.send(alice, "/mode json")
+    h.send(bob, "after")
+    h.flush()
+    lines = h.take_text(alice)
+    assert lines[0].endswith("<bob> before")
+    assert lines[1] == '{"type":"info","text":"mode: json"}'
+    assert '"text":"after"' in lines[2]
+    h.send(alice, "/mode TEXT", "/mode xml")
+    h.flush()
+    assert h.take_text(alice) == ["* mode: text", "! usage: /mode text|json"]
+    assert alice.mode is Mode.TEXT
+
+
+def test_mode_switch_before_join_round_is_flushed(h: Harness) -> None:
+    # A fresh session switching mode in its first round still gets its welcome (in the old mode).
+    alice = h.room.open("alice", Mode.TEXT, "peer")
+    h.received[alice.id] = bytearray()
+    h._read[alice.id] = 0
+    h.send(alice, "/mode json")
+    h.flush()
+    welcome, info = h.take_text(alice)
+    assert welcome.startswith("* welcome alice")
+    assert info == '{"type":"info","text":"mode: json"}'
