@@ -65,10 +65,19 @@ class ChatClient:
 
     __test__ = False
 
-    def __init__(self, port: int, context: ssl.SSLContext, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        context: ssl.SSLContext,
+        host: str = "127.0.0.1",
+        *,
+        suppress_ragged_eofs: bool = True,
+    ) -> None:
         raw = socket.create_connection((host, port), timeout=DEADLINE)
         try:
-            self.sock = context.wrap_socket(raw, server_hostname="localhost")
+            self.sock = context.wrap_socket(
+                raw, server_hostname="localhost", suppress_ragged_eofs=suppress_ragged_eofs
+            )
         except BaseException:
             raw.close()
             raise
@@ -127,6 +136,25 @@ class ChatClient:
     def close(self) -> None:
         """Close without ceremony."""
         self.sock.close()
+
+
+def assert_refused(port: int, ctx: ssl.SSLContext) -> int:
+    """Connect with ``ctx``; assert the server never admits us. Return our local port."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    local_port: int = raw.getsockname()[1]
+    try:
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    except (ssl.SSLError, ConnectionError):
+        raw.close()
+        return local_port  # refused during the handshake
+    client = ChatClient.__new__(ChatClient)
+    client.sock, client.buf, client.seen = tls, b"", []
+    # TLS 1.3: the client finishes first; the server's verdict on our certificate arrives as an
+    # alert on the first read. Either way we must never see a welcome.
+    with pytest.raises(Closed):
+        client.read_line()
+    tls.close()
+    return local_port
 
 
 class LogCapture(logging.Handler):

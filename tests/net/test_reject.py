@@ -10,31 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import DEADLINE, ChatClient, Closed, client_context
+from .conftest import DEADLINE, assert_refused, client_context
 
 if TYPE_CHECKING:
     from conftest import TestPKI
 
     from .conftest import RunningServer, ServerFactory
-
-
-def _refused(port: int, ctx: ssl.SSLContext) -> int:
-    """Connect with ``ctx``; assert the server never admits us. Return our local port."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-    local_port = raw.getsockname()[1]
-    try:
-        tls = ctx.wrap_socket(raw, server_hostname="localhost")
-    except (ssl.SSLError, ConnectionError):
-        raw.close()
-        return local_port  # refused during the handshake
-    client = ChatClient.__new__(ChatClient)
-    client.sock, client.buf, client.seen = tls, b"", []
-    # TLS 1.3: the client finishes first; the server's verdict on our certificate arrives as an
-    # alert on the first read. Either way we must never see a welcome.
-    with pytest.raises(Closed):
-        client.read_line()
-    tls.close()
-    return local_port
 
 
 def _refused_raw(port: int, payload: bytes) -> int:
@@ -97,7 +78,7 @@ def test_bad_certificates_refused(
     case: str, chat_server: RunningServer, live: Callable[[], None], pki: TestPKI
 ) -> None:
     make_ctx, reason = CASES[case]
-    local_port = _refused(chat_server.port, make_ctx(pki))
+    local_port = assert_refused(chat_server.port, make_ctx(pki))
     chat_server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: .*({reason})")
     live()
 
@@ -121,7 +102,7 @@ def test_revoked_certificate_refused(fresh_pki: TestPKI, start_server: ServerFac
     server = start_server(fresh_pki)
     alice = server.join("alice")
     bob = server.join("bob")
-    local_port = _refused(server.port, server.context("eve"))
+    local_port = assert_refused(server.port, server.context("eve"))
     server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: certificate revoked")
     alice.send("eve is out")
     assert bob.wait_for("msg")["text"] == "eve is out"

@@ -275,7 +275,6 @@ class ChatServer:
         conn.serial = identity.serial
         conn.state = State.OPEN
         self._by_session[conn.session.id] = conn
-        self._again = True  # the welcome (and "joined") must go out this round
         if conn.session.closing is not None:  # the room refused the name (error + bye queued)
             log.info("rejected %s: bad certificate name %r", conn.peer, identity.name)
             return
@@ -335,8 +334,9 @@ class ChatServer:
                 conn.unsent = conn.unsent + data if conn.unsent else data
             if session.closing is not None and conn.state is State.OPEN:
                 self._start_closing(conn, session.closing)
-            dirty.add(conn)
-        for conn in dirty:
+            dirty.discard(conn)
+            self._write(conn)
+        for conn in dirty:  # no new output, but a blocked write can be retried
             if conn.state is not State.CLOSED:
                 self._write(conn)
 

@@ -1,0 +1,67 @@
+"""A real ``mtlschat server`` process: SIGHUP reload + revocation, SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .conftest import ChatClient, Closed, assert_refused, client_context
+
+if TYPE_CHECKING:
+    from conftest import CLIRunner, TestPKI
+
+    from .conftest import ServerProcess
+
+
+def _join(server: ServerProcess, pki: TestPKI, name: str, **kw: bool) -> ChatClient:
+    client = ChatClient(server.port, client_context(pki.user(name), pki.ca_cert), **kw)
+    client.wait_for("welcome", name=name)
+    return client
+
+
+def test_sighup_after_revoke_disconnects_only_bob(
+    fresh_pki: TestPKI,
+    spawn_server: Callable[..., ServerProcess],
+    mtlschat_cli: CLIRunner,
+) -> None:
+    server = spawn_server(fresh_pki.dir)
+    alice = _join(server, fresh_pki, "alice")
+    bob = _join(server, fresh_pki, "bob")
+    carol = _join(server, fresh_pki, "carol")
+    alice.wait_for("join", name="carol")
+
+    revoke = mtlschat_cli("ca", "revoke", "bob", "--pki", fresh_pki.dir)
+    assert revoke.returncode == 0, revoke.stderr
+    server.proc.send_signal(signal.SIGHUP)
+
+    assert bob.wait_closed()[-1] == {"type": "bye", "reason": "certificate revoked"}
+    for c in (alice, carol):
+        leave = c.wait_for("leave", name="bob")
+        assert leave["reason"] == "certificate revoked"
+    server.wait_log(r"reloaded server certificate and CRL \(1 revoked serials, 1 sessions kicked\)")
+
+    alice.send("just us now")
+    assert carol.wait_for("msg")["text"] == "just us now"
+    port = assert_refused(server.port, client_context(fresh_pki.user("bob"), fresh_pki.ca_cert))
+    server.wait_log(rf"rejected handshake from 127\.0\.0\.1:{port}: certificate revoked")
+    # Alice and carol were never dropped.
+    assert "disconnect alice" not in server.log() and "disconnect carol" not in server.log()
+    assert server.stop() == 0
+
+
+def test_sigterm_says_bye_and_exits_zero(
+    pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+) -> None:
+    server = spawn_server(pki.dir)
+    alice = _join(server, pki, "alice", suppress_ragged_eofs=False)
+    server.proc.send_signal(signal.SIGTERM)
+    # bye, then a clean TLS close (close_notify): a ragged EOF would raise SSLEOFError.
+    assert alice.wait_for("bye")["reason"] == "server shutting down"
+    try:
+        alice.read_line()
+    except Closed as exc:
+        assert str(exc) == "EOF"
+    assert server.proc.wait(15) == 0
+    assert "stopped" in server.log()
+    assert "Traceback" not in server.log()
