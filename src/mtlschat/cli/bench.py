@@ -2,10 +2,172 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mtlschat.bench.report import print_report
+from mtlschat.bench.runner import WORKLOADS, BenchError, Workload
+from mtlschat.bench.spawn import TARGETS, SpawnError
+from mtlschat.bench.suite import Plan, parse_address, run_plan, workloads_for
+from mtlschat.ca.errors import CAError
+from mtlschat.ca.paths import PKIPaths
 
 
-def bench() -> None:
-    """Load-test a server."""
-    typer.echo("not implemented yet", err=True)
-    raise typer.Exit(2)
+class _Bar:
+    """The runner's progress reports drawn as one rich progress bar (on stderr)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=1)
+
+    def stage(self, description: str, total: int) -> None:
+        self.progress.reset(self.task, description=description, total=max(1, total), completed=0)
+
+    def update(self, completed: int) -> None:
+        self.progress.update(self.task, completed=completed)
+
+
+def bench(
+    address: str | None = typer.Argument(
+        None, metavar="[HOST:PORT]", help="Server to load. [default: localhost:7443]"
+    ),
+    workload: list[str] = typer.Option(
+        ["burst"], "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}; repeatable."
+    ),
+    receivers: list[int] = typer.Option(
+        [200], "--receivers", "-n", help="Receiving connections; repeatable (a sweep)."
+    ),
+    messages: int | None = typer.Option(
+        None, "--messages", "-m", help="Messages per sender (burst 10000, hold 1)."
+    ),
+    size: int = typer.Option(64, "--size", help="Message text size, bytes."),
+    rate: float = typer.Option(300.0, "--rate", help="paced: total messages/s."),
+    duration: float = typer.Option(10.0, "--duration", help="paced: seconds."),
+    senders: int = typer.Option(1, "--senders", help="Sending connections."),
+    workers: int = typer.Option(
+        os.cpu_count() or 1, "--workers", help="Receiver worker processes."
+    ),
+    concurrency: int = typer.Option(256, "--concurrency", help="Handshakes in flight at once."),
+    verify: str = typer.Option(
+        "fast", "--verify", help="fast (strided checks) or full (parse every line)."
+    ),
+    stall: float = typer.Option(20.0, "--stall", help="Give up after this long without progress."),
+    pki: Path | None = typer.Option(
+        None, "--pki", help="PKI directory to use and keep (CA, server.pem, bench/*.pem)."
+    ),
+    server_name: str | None = typer.Option(
+        None, "--server-name", help="TLS name to verify. [default: localhost for loopback]"
+    ),
+    server_pid: int | None = typer.Option(
+        None, "--server-pid", help="PID of the server (on this machine) for CPU and memory."
+    ),
+    spawn: bool = typer.Option(False, "--spawn", help="Start the server itself (see --target)."),
+    target: str = typer.Option(
+        "mtlschat", "--target", help=f"Server --spawn starts: {' or '.join(TARGETS)}."
+    ),
+    compare: bool = typer.Option(
+        False, "--compare", help="Run each workload against mtlschat and the reference."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Load-test a server: deliveries/s, latency, losses, server CPU and memory."""
+    err = Console(stderr=True)
+    try:
+        base = Workload(
+            size=size,
+            rate=rate,
+            duration=duration,
+            senders=senders,
+            workers=workers,
+            concurrency=concurrency,
+            verify=verify,
+            stall=stall,
+        )
+        plan = _plan(
+            address,
+            workloads_for(base, workload, receivers, messages),
+            spawn,
+            target,
+            compare,
+            server_pid,
+            server_name,
+            pki,
+        )
+        for wl in plan.workloads:
+            wl.check()
+    except (BenchError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    console = Console()
+
+    def show(run: dict[str, Any]) -> None:
+        if not as_json:
+            lost = run.get("lost")
+            progress.console.print(
+                f"{run['target']} {run['workload']} x{run['params']['receivers']}: done"
+                + ("" if lost is None else f", lost {lost}"),
+                highlight=False,
+            )
+
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            report = run_plan(plan, _Bar(progress), show)
+    except (BenchError, SpawnError, CAError, OSError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_report(report, console)
+    if any(r.get("lost") for r in report["runs"]):
+        raise typer.Exit(3)
+
+
+def _plan(
+    address: str | None,
+    workloads: list[Workload],
+    spawn: bool,
+    target: str,
+    compare: bool,
+    server_pid: int | None,
+    server_name: str | None,
+    pki: Path | None,
+) -> Plan:
+    if (spawn or compare) and (address is not None or server_pid is not None):
+        raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
+    if target not in TARGETS:
+        raise BenchError(f"--target must be one of {', '.join(TARGETS)}")
+    if compare:
+        targets = ["mtlschat", "reference"]
+    elif spawn:
+        targets = [target]
+    else:
+        targets = ["external"]
+        if pki is None or not PKIPaths(pki).ca_cert.exists():
+            raise BenchError(
+                "a running server only trusts its own CA: give its PKI directory with --pki DIR "
+                "(bench certificates are issued into DIR/bench/), or use --spawn / --compare"
+            )
+    return Plan(
+        workloads=workloads,
+        targets=targets,
+        address=parse_address(address or "localhost") if not (spawn or compare) else None,
+        server_pid=server_pid,
+        server_name=server_name,
+        pki_dir=pki,
+    )

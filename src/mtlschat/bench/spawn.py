@@ -1,0 +1,108 @@
+"""Start a server under test as a child process and learn where it listens."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtlschat.bench.pki import BenchPKI
+
+TARGETS = ("mtlschat", "reference")
+_LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)\b")
+
+
+class SpawnError(RuntimeError):
+    """The server did not start (its last stderr lines are in the message)."""
+
+
+def reference_script() -> Path:
+    """``bench/reference_server.py`` of the source tree (it is not installed)."""
+    return Path(__file__).resolve().parents[3] / "bench" / "reference_server.py"
+
+
+def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) -> list[str]:
+    """The command line that runs ``target`` on an ephemeral port with the bench PKI."""
+    if target == "mtlschat":
+        return [
+            sys.executable, "-m", "mtlschat", "server",
+            "--pki", str(pki.dir), "--host", host, "--port", "0", "--rate", "0",
+            "--max-connections", str(max_connections),
+        ]  # fmt: skip
+    if target == "reference":
+        script = reference_script()
+        if not script.exists():
+            raise SpawnError(f"the reference server is not at {script} (run from a source tree)")
+        return [
+            sys.executable, str(script), "--host", host, "--port", "0",
+            "--ca", str(pki.ca_cert), "--cert", str(pki.server_bundle),
+        ]  # fmt: skip
+    raise SpawnError(f"unknown server {target!r}: choose one of {', '.join(TARGETS)}")
+
+
+@dataclass
+class SpawnedServer:
+    """A running server child: its pid, address, and the tail of its stderr."""
+
+    target: str
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=50))
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (for /proc measurements)."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn_server(
+    target: str, pki: BenchPKI, host: str = "127.0.0.1", max_connections: int = 10_000,
+    timeout: float = 30.0,
+) -> SpawnedServer:  # fmt: skip
+    """Start ``target`` and wait (up to ``timeout``) for its ``listening on HOST:PORT`` line."""
+    cmd = server_command(target, pki, host, max_connections)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    log: deque[str] = deque(maxlen=50)
+    found: list[tuple[str, int]] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        # Keep draining stderr for the server's whole life so its logging never blocks.
+        for raw in stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            log.append(line)
+            if not found and (m := _LISTENING.search(line)):
+                found.append((m.group(1), int(m.group(2))))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, name=f"{target}-stderr", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if time.monotonic() > deadline:
+            break
+    if not found:
+        proc.kill()
+        proc.wait()
+        tail = " | ".join(list(log)[-5:])
+        raise SpawnError(f"{target} server did not start: {tail or 'no output'}")
+    return SpawnedServer(target, proc, found[0][0], found[0][1], log)

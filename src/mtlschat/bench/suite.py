@@ -1,0 +1,207 @@
+"""A benchmark session: certificates, servers to start (or an address), workloads, ratios."""
+
+from __future__ import annotations
+
+import ipaddress
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mtlschat import __version__
+from mtlschat.bench.pki import BenchPKI, prepare_pki
+from mtlschat.bench.procstat import raise_fd_limit
+from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_workload
+from mtlschat.bench.spawn import spawn_server
+from mtlschat.bench.worker import Endpoint
+
+DEFAULT_PORT = 7443
+REPORT_VERSION = 1
+
+# (key path in a run's result, label, unit): what --compare turns into ratios.
+RATIO_METRICS: tuple[tuple[str, str], ...] = (
+    ("deliveries_per_s", "deliveries/s"),
+    ("latency_ms.p50", "latency p50"),
+    ("latency_ms.p99", "latency p99"),
+    ("server.cpu_per_delivery_us", "server CPU per delivery"),
+    ("server.cpu_per_handshake_ms", "server CPU per handshake"),
+    ("server.rss_per_conn_kb", "server RSS per connection"),
+    ("connect.seconds", "time to connect all"),
+)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` -> (host, port); ValueError if bad."""
+    host, port = text, DEFAULT_PORT
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"bad address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"bad address {text!r}")
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    return host or "localhost", port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 0 < int(p) < 65536:
+        raise ValueError(f"bad port in {text!r}")
+    return int(p)
+
+
+def default_server_name(host: str) -> str:
+    """The name to verify the server certificate against: loopback addresses -> ``localhost``."""
+    try:
+        return "localhost" if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:
+        return host
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one ``mtlschat bench`` invocation runs."""
+
+    workloads: list[Workload]
+    targets: list[str]  # servers to start ("mtlschat", "reference"), or ["external"]
+    address: tuple[str, int] | None = None  # for "external"
+    server_pid: int | None = None  # for "external", when it runs on this machine
+    server_name: str | None = None
+    pki_dir: Path | None = None
+
+
+@contextmanager
+def _pki_dir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(mode=0o700, parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="mtlschat-bench-") as tmp:
+        yield Path(tmp)
+
+
+def run_plan(
+    plan: Plan,
+    reporter: Reporter,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every workload against every target, in order; return the whole report."""
+    raise_fd_limit()
+    receivers = max(w.receivers for w in plan.workloads)
+    senders = max(w.senders for w in plan.workloads)
+    runs: list[dict[str, Any]] = []
+    with _pki_dir(plan.pki_dir) as pki_dir:
+        reporter.stage("issuing certificates", receivers + senders)
+        issued = 0
+
+        def tick(n: int) -> None:
+            nonlocal issued
+            issued += n
+            reporter.update(issued)
+
+        pki = prepare_pki(pki_dir, receivers, senders, tick)
+        for wl in plan.workloads:
+            for target in plan.targets:
+                run = _one(plan, target, wl, pki, reporter)
+                runs.append(run)
+                if on_run is not None:
+                    on_run(run)
+    return {
+        "tool": "mtlschat bench",
+        "version": REPORT_VERSION,
+        "mtlschat": __version__,
+        "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "runs": runs,
+        "ratios": ratios(runs),
+    }
+
+
+def _one(
+    plan: Plan, target: str, wl: Workload, pki: BenchPKI, reporter: Reporter
+) -> dict[str, Any]:
+    if target == "external":
+        if plan.address is None:
+            raise BenchError("no server address")
+        host, port = plan.address
+        ep = Endpoint(host, port, str(pki.ca_cert), plan.server_name or default_server_name(host))
+        result = run_workload(wl, ep, pki, plan.server_pid, reporter)
+        return {"target": target, "address": f"{host}:{port}", **result}
+    reporter.stage(f"starting the {target} server", 1)
+    server = spawn_server(target, pki, max_connections=wl.receivers + wl.senders + 64)
+    try:
+        ep = Endpoint(server.host, server.port, str(pki.ca_cert), "localhost")
+        result = run_workload(wl, ep, pki, server.pid, reporter)
+    finally:
+        server.stop()
+    return {"target": target, "address": f"{server.host}:{server.port}", **result}
+
+
+def metric(run: dict[str, Any], path: str) -> float | None:
+    """A number from a run by dotted path (``server.cpu_per_delivery_us``), or None."""
+    value: Any = run
+    for part in path.split("."):
+        if not isinstance(value, dict) or value.get(part) is None:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """mtlschat / reference for every metric of every workload run against both."""
+    out: list[dict[str, Any]] = []
+    for run in runs:
+        if run["target"] != "mtlschat":
+            continue
+        ref = next(
+            (
+                r
+                for r in runs
+                if r["target"] == "reference"
+                and r["workload"] == run["workload"]
+                and r["params"] == run["params"]
+            ),
+            None,
+        )
+        if ref is None:
+            continue
+        values = {}
+        for path, _label in RATIO_METRICS:
+            a, b = metric(run, path), metric(ref, path)
+            if a is not None and b:
+                values[path] = a / b
+        out.append(
+            {
+                "workload": run["workload"],
+                "receivers": run["params"]["receivers"],
+                "mtlschat_over_reference": values,
+            }
+        )
+    return out
+
+
+HOLD_MESSAGES = 1  # hold: one broadcast that every idle connection must receive
+
+
+def workloads_for(
+    base: Workload, kinds: list[str], receivers: list[int], messages: int | None = None
+) -> list[Workload]:
+    """One workload per (kind, receiver count), in that order.
+
+    ``messages`` (per sender) defaults to ``base.messages`` for bursts and to one broadcast for
+    ``hold``.
+    """
+    out: list[Workload] = []
+    for k in kinds:
+        m = messages if messages is not None else HOLD_MESSAGES if k == "hold" else base.messages
+        out.extend(replace(base, kind=k, receivers=n, messages=m) for n in receivers)
+    return out
