@@ -18,43 +18,43 @@ def server(
         None, "--config", help="TOML file with any of these settings (env MTLSCHAT_CONFIG)."
     ),
     pki: Path | None = typer.Option(
-        None, "--pki", help="PKI directory (ca.crt, server.pem, crl.pem). [default: pki]"
+        None, "--pki", help="PKI directory (ca.crt, server.pem, crl.pem). (default: pki)"
     ),
     host: str | None = typer.Option(
-        None, "--host", help="Address to listen on. [default: 0.0.0.0]"
+        None, "--host", help="Address to listen on. (default: 0.0.0.0)"
     ),
-    port: int | None = typer.Option(None, "--port", help="TCP port; 0 picks one. [default: 7443]"),
+    port: int | None = typer.Option(None, "--port", help="TCP port; 0 picks one. (default: 7443)"),
     cert: Path | None = typer.Option(
-        None, "--cert", help="Server key+certificate PEM. [default: PKI/server.pem]"
+        None, "--cert", help="Server key+certificate PEM. (default: PKI/server.pem)"
     ),
-    ca: Path | None = typer.Option(None, "--ca", help="CA certificate. [default: PKI/ca.crt]"),
+    ca: Path | None = typer.Option(None, "--ca", help="CA certificate. (default: PKI/ca.crt)"),
     crl: Path | None = typer.Option(
-        None, "--crl", help="CRL to enforce. [default: PKI/crl.pem if it exists]"
+        None, "--crl", help="CRL to enforce. (default: PKI/crl.pem if it exists)"
     ),
     max_line: int | None = typer.Option(
-        None, "--max-line", help="Longest accepted line, bytes. [default: 2048]"
+        None, "--max-line", help="Longest accepted line, bytes. (default: 2048)"
     ),
     rate: float | None = typer.Option(
-        None, "--rate", help="Messages per second per user; 0 = unlimited. [default: 5]"
+        None, "--rate", help="Messages per second per user; 0 = unlimited. (default: 5)"
     ),
-    burst: int | None = typer.Option(None, "--burst", help="Rate-limit burst. [default: 20]"),
+    burst: int | None = typer.Option(None, "--burst", help="Rate-limit burst. (default: 20)"),
     keepalive: float | None = typer.Option(
-        None, "--keepalive", help="Seconds of silence before a ping. [default: 60]"
+        None, "--keepalive", help="Seconds of silence before a ping. (default: 60)"
     ),
     idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", help="Seconds of silence before disconnecting. [default: 180]"
+        None, "--idle-timeout", help="Seconds of silence before disconnecting. (default: 180)"
     ),
     handshake_timeout: float | None = typer.Option(
-        None, "--handshake-timeout", help="Seconds to complete the TLS handshake. [default: 10]"
+        None, "--handshake-timeout", help="Seconds to complete the TLS handshake. (default: 10)"
     ),
     max_connections: int | None = typer.Option(
-        None, "--max-connections", help="Connections beyond this are refused. [default: 10000]"
+        None, "--max-connections", help="Connections beyond this are refused. (default: 10000)"
     ),
     out_buffer: int | None = typer.Option(
-        None, "--out-buffer", help="Unsent bytes per client before it is cut off. [default: 1 MiB]"
+        None, "--out-buffer", help="Unsent bytes per client before it is cut off. (default: 1 MiB)"
     ),
     log_level: str | None = typer.Option(
-        None, "--log-level", help="DEBUG, INFO, WARNING or ERROR. [default: INFO]"
+        None, "--log-level", help="DEBUG, INFO, WARNING or ERROR. (default: INFO)"
     ),
 ) -> None:
     """Run the chat server. Settings: flags > MTLSCHAT_<NAME> env vars > --config file."""
