@@ -1,0 +1,114 @@
+"""``mtlschat bench`` end to end: real server processes, real TLS, real worker processes.
+
+Only correctness is asserted (every message arrived, the report has its shape), never timings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mtlschat.bench.pki import prepare_pki
+from mtlschat.bench.runner import Workload
+from mtlschat.bench.spawn import spawn_server
+from mtlschat.bench.suite import Plan, run_plan
+
+if TYPE_CHECKING:  # conftest modules are not importable at run time (--import-mode=importlib)
+    from conftest import CLIRunner
+
+SMALL = ("-n", "5", "-m", "200", "--workers", "2")
+
+
+class _Quiet:
+    def stage(self, description: str, total: int) -> None:
+        pass
+
+    def update(self, completed: int) -> None:
+        pass
+
+
+def _check_delivery_run(run: dict[str, Any], receivers: int, messages: int) -> None:
+    assert run["lost"] == 0, run["errors"]
+    assert run["deliveries"] == run["expected"] == receivers * messages
+    assert run["gaps"] == run["out_of_order"] == run["dropped"] == 0
+    assert run["connect"]["connections"] == receivers
+    assert run["connect"]["failed"] == 0
+    lat = run["latency_ms"]
+    assert set(lat) == {"p50", "p99", "max", "samples"}
+    assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
+    assert run["deliveries_per_s"] > 0
+
+
+def test_compare_burst_against_both_servers(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:
+    out = mtlschat_cli(
+        "bench", "--compare", "-w", "burst", *SMALL, "--json", "--pki", tmp_path / "pki",
+        timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["tool"] == "mtlschat bench"
+    assert [(r["target"], r["workload"]) for r in report["runs"]] == [
+        ("mtlschat", "burst"),
+        ("reference", "burst"),
+    ]
+    for run in report["runs"]:
+        _check_delivery_run(run, 5, 200)
+        server = run["server"]
+        assert server["pid"] > 0
+        for key in ("cpu_s", "cpu_per_delivery_us", "rss_per_conn_kb", "cpu_per_handshake_ms"):
+            assert key in server
+    (ratio,) = report["ratios"]
+    assert ratio["workload"] == "burst"
+    assert ratio["receivers"] == 5
+    assert "deliveries_per_s" in ratio["mtlschat_over_reference"]
+    # The kept PKI is reused: a second run issues nothing new and still verifies.
+    assert sorted(p.name for p in (tmp_path / "pki" / "bench").iterdir())[:2] == [
+        "r00000.pem",
+        "r00001.pem",
+    ]
+
+
+def test_every_workload_against_a_running_server(tmp_path: Path) -> None:
+    pki = prepare_pki(tmp_path / "pki", 6, 2)
+    server = spawn_server("mtlschat", pki)
+    try:
+        base = Workload(receivers=6, workers=2, stall=10.0)
+        plan = Plan(
+            workloads=[
+                replace(base, kind="connect"),
+                replace(base, kind="hold", messages=1),
+                replace(base, kind="paced", rate=100, duration=0.5, senders=2, verify="full"),
+            ],
+            targets=["external"],
+            address=(server.host, server.port),
+            server_pid=server.pid,
+            pki_dir=tmp_path / "pki",
+        )  # fmt: skip
+        report = run_plan(plan, _Quiet())
+    finally:
+        server.stop()
+    json.dumps(report)  # the whole report is JSON-able
+    connect, hold, paced = report["runs"]
+    assert connect["connect"]["connections"] == 6
+    assert "deliveries" not in connect
+    assert connect["server"]["rss_per_conn_kb"] is not None
+    _check_delivery_run(hold, 6, 1)  # hold: one broadcast
+    _check_delivery_run(paced, 6, 2 * 25)  # 100 msgs/s for 0.5 s, over two senders
+    assert report["ratios"] == []
+
+
+def test_a_running_server_needs_its_pki(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:
+    out = mtlschat_cli("bench", "localhost:1", "--pki", tmp_path / "empty")
+    assert out.returncode == 2
+    assert "--pki" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_flags_are_one_line_errors(mtlschat_cli: CLIRunner) -> None:
+    for args in (["--spawn", "--target", "nginx"], ["--spawn", "-w", "fly"], ["--compare", ":7"]):
+        out = mtlschat_cli("bench", *args)
+        assert out.returncode == 2, args
+        assert out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.startswith("error:")
