@@ -22,6 +22,55 @@ def _wait_until(predicate: object, timeout: float = DEADLINE) -> None:
         time.sleep(0.02)
 
 
+class BioClient:
+    """A TLS client driven through memory BIOs, so a test controls every byte on the wire."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.buf = b""
+
+    def __enter__(self) -> BioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
+
+    def start(self) -> bytes:
+        """The ClientHello bytes (not sent)."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        return self.outgoing.read()
+
+    def finish(self) -> None:
+        """Complete the handshake over the socket."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := self.outgoing.read():
+                    self.raw.sendall(pending)
+                self.incoming.write(self.raw.recv(65536))
+        self.raw.sendall(self.outgoing.read())
+
+    def encrypt(self, text: str) -> bytes:
+        """The TLS record(s) carrying ``text`` (not sent)."""
+        self.tls.write(text.encode())
+        return self.outgoing.read()
+
+    def read_line(self) -> bytes:
+        """The next decrypted line."""
+        while b"\n" not in self.buf:
+            try:
+                self.buf += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self.incoming.write(self.raw.recv(65536))
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
 def _chat(a: ChatClient, b: ChatClient, text: str) -> None:
     a.send(text)
     assert b.wait_for("msg", text=text)["text"] == text
@@ -53,34 +102,31 @@ def test_handshake_timeout_drops_silent_peer(start_server: ServerFactory) -> Non
 def test_dribbled_handshake_delays_no_one(chat_server: RunningServer) -> None:
     alice = chat_server.join("alice")
     bob = chat_server.join("bob")
-    # carol drives TLS through memory BIOs so she can hand the server her handshake bytewise.
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = chat_server.context("carol").wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with socket.create_connection(("127.0.0.1", chat_server.port), timeout=DEADLINE) as raw:
-        with contextlib.suppress(ssl.SSLWantReadError):
-            tls.do_handshake()
-        hello = outgoing.read()
+    with BioClient(chat_server.port, chat_server.context("carol")) as carol:
+        hello = carol.start()
         step = max(1, len(hello) // 8)
-        for i in range(0, len(hello), step):
-            raw.sendall(hello[i : i + step])
+        for i in range(0, len(hello), step):  # the ClientHello, a few bytes at a time
+            carol.raw.sendall(hello[i : i + step])
             _chat(alice, bob, f"while carol dribbles {i}")
-        while True:  # finish the handshake normally
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if pending := outgoing.read():
-                    raw.sendall(pending)
-                incoming.write(raw.recv(65536))
-        raw.sendall(outgoing.read())
-        buf = b""
-        while b"\n" not in buf:
-            try:
-                buf += tls.read(65536)
-            except ssl.SSLWantReadError:
-                incoming.write(raw.recv(65536))
-        assert b'"type":"welcome","name":"carol"' in buf
+        carol.finish()
+        assert b'"type":"welcome","name":"carol"' in carol.read_line()
     alice.wait_for("join", name="carol")
+
+
+def test_partial_tls_record_is_readable_without_data(chat_server: RunningServer) -> None:
+    """A record's first bytes make the socket readable but OpenSSL has no data yet."""
+    alice = chat_server.join("alice")
+    bob = chat_server.join("bob")
+    with BioClient(chat_server.port, chat_server.context("carol")) as carol:
+        carol.raw.sendall(carol.start())
+        carol.finish()
+        carol.read_line()  # welcome
+        record = carol.encrypt("split across two TCP segments\n")
+        carol.raw.sendall(record[:3])
+        _chat(alice, bob, "the loop is not waiting for the rest of carol's record")
+        carol.raw.sendall(record[3:])
+        msg = alice.wait_for("msg", **{"from": "carol"})
+        assert msg["text"] == "split across two TCP segments"
 
 
 def test_pipelined_burst_all_lines_arrive_in_order(chat_server: RunningServer) -> None:

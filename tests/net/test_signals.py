@@ -11,7 +11,7 @@ from .conftest import ChatClient, Closed, assert_refused, client_context
 if TYPE_CHECKING:
     from conftest import CLIRunner, TestPKI
 
-    from .conftest import ServerProcess
+    from .conftest import ServerFactory, ServerProcess
 
 
 def _join(server: ServerProcess, pki: TestPKI, name: str, **kw: bool) -> ChatClient:
@@ -65,3 +65,26 @@ def test_sigterm_says_bye_and_exits_zero(
     assert server.proc.wait(15) == 0
     assert "stopped" in server.log()
     assert "Traceback" not in server.log()
+
+
+def test_reload_with_broken_crl_keeps_serving(
+    fresh_pki: TestPKI, start_server: ServerFactory
+) -> None:
+    server = start_server(fresh_pki)
+    alice = server.join("alice")
+    bob = server.join("bob")
+    fresh_pki.crl.write_text("-----BEGIN X509 CRL-----\nnot really\n-----END X509 CRL-----\n")
+    server.server.request(signal.SIGHUP)
+    server.log.wait(r"reload failed, keeping the previous certificate and CRL: ")
+    alice.send("still fine")
+    assert bob.wait_for("msg")["text"] == "still fine"
+    server.join("carol")  # new handshakes use the previous, good context
+
+
+def test_foreign_crl_refused_at_startup(
+    fresh_pki: TestPKI, pki: TestPKI, mtlschat_cli: CLIRunner
+) -> None:
+    r = mtlschat_cli("server", "--pki", fresh_pki.dir, "--crl", pki.crl, "--port", "0")
+    assert r.returncode == 1
+    assert r.stderr.startswith("mtlschat server: error: bad CRL: ")
+    assert r.stderr.count("\n") == 1

@@ -19,15 +19,15 @@ import ssl
 import time
 from collections.abc import Callable
 
-from mtlschat.ca.crl import load_revoked_serials
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
-from mtlschat.net.tls import peer_identity, server_context
+from mtlschat.net.tls import TLSSetupError, peer_identity, revoked_serials, server_context
 
 log = logging.getLogger("mtlschat.server")
 
-READ_CHUNK = 65536  # one large recv per ready socket per round
+READ_CHUNK = 65536  # read up to this much per ready socket per round
+TLS_RECORD = 16384  # maximum plaintext of one TLS record
 ACCEPT_BATCH = 256  # accepts per round, so a connect flood cannot starve established peers
 LISTEN_BACKLOG = 4096
 CLOSE_LINGER = 5.0  # seconds a closing peer gets to take its last bytes (bye) before we cut it
@@ -71,7 +71,9 @@ class ChatServer:
     def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.time) -> None:
         """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room."""
         self.config = config
-        self._ctx = server_context(config.cert_path, config.ca_path, config.crl_path)
+        crl = config.crl_path
+        self._ctx = server_context(config.cert_path, config.ca_path, crl)
+        revoked_serials(config.ca_path, crl)  # refuse to start with a CRL not from our CA
         self._clock = clock
         self.room = Room(room_settings(config), clock=clock)
         self._sel = selectors.DefaultSelector()
@@ -241,6 +243,13 @@ class ChatServer:
             log.debug("accepted %s", peer)
 
     def _on_ready(self, conn: Connection, mask: int) -> None:
+        try:
+            self._handle(conn, mask)
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("internal error on connection from %s; dropping it", conn.peer)
+            self._drop(conn, "internal error")
+
+    def _handle(self, conn: Connection, mask: int) -> None:
         if conn.state is State.HANDSHAKE:
             self._handshake(conn)
             return
@@ -297,13 +306,21 @@ class ChatServer:
         eof: str | None = None
         sock = conn.sock
         try:
-            data = sock.recv(READ_CHUNK)
-            if data:
+            total = 0
+            while True:
+                data = sock.recv(READ_CHUNK)
+                if not data:
+                    eof = "closed by peer"
+                    break
                 chunks.append(data)
-                while (n := sock.pending()) > 0:
-                    chunks.append(sock.recv(n))
-            else:
-                eof = "closed by peer"
+                total += len(data)
+                # One recv returns at most one TLS record (16 KiB): a full one suggests more is
+                # waiting, so keep going up to READ_CHUNK per round; a short one ends the read.
+                if len(data) < TLS_RECORD or total >= READ_CHUNK:
+                    break
+            # Bytes OpenSSL already decrypted are invisible to the selector: take them now.
+            while eof is None and (n := sock.pending()) > 0:
+                chunks.append(sock.recv(n))
         except ssl.SSLWantReadError:
             pass  # e.g. a TLS 1.3 post-handshake message: readable, but no application data
         except ssl.SSLWantWriteError:
@@ -422,8 +439,8 @@ class ChatServer:
         crl = cfg.crl_path
         try:
             ctx = server_context(cfg.cert_path, cfg.ca_path, crl)
-            revoked = load_revoked_serials(crl) if crl is not None else set()
-        except Exception as exc:  # keep serving with what we had
+            revoked = revoked_serials(cfg.ca_path, crl)
+        except TLSSetupError as exc:  # keep serving with what we had
             log.error("reload failed, keeping the previous certificate and CRL: %s", exc)
             return
         self._ctx = ctx
