@@ -91,7 +91,7 @@ class Session:
         self._closed = False
         self._decoder = LineDecoder(max_line)
         self._member: _Member | None = None
-        self._out: list[bytes] = []  # flushed output not yet taken by the driver
+        self._out = b""  # flushed output not yet taken by the driver
         self._ops: list[tuple[int, bytes | None]] | None = None  # this round's own ops
         self._start = 0  # round index this session's broadcasts start at (it opened mid-round)
         self._stop: int | None = None  # round index it stopped receiving at (it left)
@@ -102,10 +102,8 @@ class Session:
     def take_output(self) -> bytes:
         """Everything flushed for this client so far, joined; clears the queue."""
         out = self._out
-        if not out:
-            return b""
-        self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        self._out = b""
+        return out
 
     @property
     def buffered_input(self) -> int:
@@ -206,8 +204,12 @@ class Room:
                 continue
             # The happy path: id, timestamp, one event in the round list, one op for the sender.
             self._last_id += 1
-            self._events.append(Msg(self._last_id, now, s.name, clean_text(line)))
-            self._ops_of(s).append((len(self._events) - 1, None))
+            events = self._events
+            events.append(Msg(self._last_id, now, s.name, clean_text(line)))
+            ops = s._ops
+            if ops is None:
+                ops = self._ops_of(s)
+            ops.append((len(events) - 1, None))
             self.counters.messages += 1
 
     def close(self, s: Session, reason: str) -> None:
@@ -221,7 +223,7 @@ class Room:
         del self._sessions[s.id]
         self._special.pop(s.id, None)
         s._ops = None
-        s._out = []
+        s._out = b""
         self.counters.sessions_closed += 1
 
     def tick(self, now: float) -> None:
@@ -262,7 +264,8 @@ class Room:
             before = len(ready)
             for s in self._members.values():
                 if s._ops is None:
-                    s._out.append(joined[s.mode])
+                    # The same bytes object for all of them (unless the driver left some untaken).
+                    s._out = s._out + joined[s.mode] if s._out else joined[s.mode]
                     ready.append(s)
             self.counters.deliveries += n * (len(ready) - before)
         if self._special:
@@ -302,7 +305,8 @@ class Room:
                     segments.append(view[offs[pos] : offs[stop]])
                     delivered += stop - pos
                 if segments:
-                    s._out.append(b"".join(segments))
+                    mine = b"".join(segments)
+                    s._out = s._out + mine if s._out else mine
                 if s._out:
                     ready.append(s)
             self._special.clear()
@@ -424,7 +428,7 @@ class Room:
                 pos = mark
         lines.extend(ev.encode(s.mode) for ev in events[pos:stop])
         if lines:
-            s._out.append(b"".join(lines))
+            s._out += b"".join(lines)
             self.counters.deliveries += len(lines)
         ops.clear()
         s._start = n

@@ -1,0 +1,95 @@
+"""Micro-benchmark of the sans-I/O room: server CPU per message and per delivery, no TLS.
+
+Drives :class:`mtlschat.chat.room.Room` the way the event loop does -- ``feed`` a chunk from one
+client, ``flush()`` at the end of the round, ``take_output()`` for every ready session -- with
+200 sessions and 10,000 chat messages, and prints microseconds per message and per delivery (one
+message reaching one peer). TLS and socket costs are not included: this is the room's share.
+
+    .venv/bin/python bench/room_micro.py [--sessions 200] [--messages 10000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import timeit
+from dataclasses import dataclass
+
+from mtlschat.chat.room import Mode, Room, RoomSettings
+
+
+@dataclass
+class Result:
+    label: str
+    per_round: int
+    seconds: float
+    messages: int
+    deliveries: int
+
+
+def run(sessions: int, messages: int, per_round: int, json_share: float, label: str) -> Result:
+    # Rate limiting stays on (the bucket check is on the happy path) but never bites.
+    room = Room(RoomSettings(rate=1e9, burst=10**9))
+    n_json = round(sessions * json_share)
+    members = [
+        room.open(f"user{i}", Mode.JSON if i < n_json else Mode.TEXT, "bench")
+        for i in range(sessions)
+    ]
+    for s in room.flush():  # welcomes and joins are not part of the measurement
+        s.take_output()
+    lines = [f"message number {i} with some ordinary chat text\n".encode() for i in range(64)]
+    before = room.counters.deliveries
+    feed, flush = room.feed, room.flush
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < messages:
+        for _ in range(min(per_round, messages - sent)):
+            feed(members[sent % sessions], lines[sent % 64])
+            sent += 1
+        for s in flush():
+            s.take_output()
+    seconds = time.perf_counter() - t0
+    assert room.counters.messages == messages
+    return Result(label, per_round, seconds, messages, room.counters.deliveries - before)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every scenario and print a table."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    args = parser.parse_args(argv)
+
+    scenarios = [
+        ("json, 1 msg/round", 1, 1.0),
+        ("json, 10 msgs/round", 10, 1.0),
+        ("json, 100 msgs/round", 100, 1.0),
+        ("text, 10 msgs/round", 10, 0.0),
+        ("mixed 50/50, 10 msgs/round", 10, 0.5),
+    ]
+    print(
+        f"room micro-benchmark: {args.sessions} sessions, {args.messages} messages, "
+        f"Python {platform.python_version()} ({platform.python_implementation()})"
+    )
+    # Context for the numbers: what one no-op Python call costs on this (possibly shared) machine.
+    call_ns = min(timeit.repeat(lambda: None, number=200_000, repeat=5)) / 200_000 * 1e9
+    print(f"calibration: a no-op Python call takes {call_ns:.0f} ns here")
+    print(f"{'scenario':30} {'us/message':>11} {'us/delivery':>12} {'deliveries':>11}")
+    for label, per_round, json_share in scenarios:
+        best = min(
+            (
+                run(args.sessions, args.messages, per_round, json_share, label)
+                for _ in range(args.repeat)
+            ),
+            key=lambda r: r.seconds,
+        )
+        print(
+            f"{best.label:30} {best.seconds / best.messages * 1e6:11.2f} "
+            f"{best.seconds / best.deliveries * 1e6:12.4f} {best.deliveries:11d}"
+        )
+
+
+if __name__ == "__main__":
+    main()
