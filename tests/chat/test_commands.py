@@ -164,3 +164,20 @@ def test_mode_switch_before_join_round_is_flushed(h: Harness) -> None:
     welcome, info = h.take_text(alice)
     assert welcome.startswith("* welcome alice")
     assert info == '{"type":"info","text":"mode: json"}'
+
+
+def test_msg_accepts_any_whitespace_after_the_name(h: Harness) -> None:
+    alice, bob = h.join("alice"), h.join("bob")
+    h.send(alice, "/msg bob\tover tabs")
+    h.flush()
+    assert [e["text"] for e in h.take(bob)] == ["over tabs"]
+
+
+def test_echoed_user_input_in_errors_is_cleaned_and_short(h: Harness) -> None:
+    alice = h.join("alice", Mode.TEXT)
+    h.send(alice, "/\x1b[2J" + "z" * 500, "/msg \x1bnobody hi")
+    h.flush()
+    unknown, no_user = h.take_text(alice)
+    assert "\x1b" not in unknown + no_user
+    assert len(unknown) < 80
+    assert no_user == "! no such user online: \ufffdnobody"

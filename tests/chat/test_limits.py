@@ -137,3 +137,18 @@ def test_any_line_resets_the_idle_clock(make_harness: type[Harness]) -> None:
 def test_settings_are_validated(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RoomSettings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe\n", b"/nosuchcommand\n", b"x" * 40 + b"\n"])
+def test_a_flood_of_refused_lines_costs_its_sender_a_bounded_answer(
+    make_harness: type[Harness], junk: bytes
+) -> None:
+    h = make_harness(RoomSettings(max_line=32, rate=5.0, burst=20))
+    alice, bob = h.join("alice"), h.join("bob")
+    h.take(alice)
+    h.room.feed(alice, junk * 10_000)
+    h.flush()
+    answers = h.take(alice)
+    assert len(answers) == 21  # the burst's worth of errors, then one rate-limit notice
+    assert answers[-1]["code"] == "rate_limited"
+    assert h.take(bob) == []

@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mtlschat.chat.wire import BAD_USAGE, UNKNOWN_USER, Action, Dm, Info, Mode, Who, clean_text
+from mtlschat.chat.wire import (
+    BAD_USAGE,
+    UNKNOWN_USER,
+    Action,
+    Dm,
+    Info,
+    Mode,
+    Who,
+    clean_text,
+    shorten,
+)
 
 if TYPE_CHECKING:
     from mtlschat.chat.room import Room, Session
@@ -38,14 +48,14 @@ def _who(room: Room, s: Session, arg: str, now: float) -> None:
 
 
 def _msg(room: Room, s: Session, arg: str, now: float) -> None:
-    target, _, text = arg.partition(" ")
-    text = text.strip()
-    if not target or not text:
+    parts = arg.split(None, 1)
+    if len(parts) < 2:
         _usage(room, s, "msg")
         return
+    target, text = parts
     targets = room.sessions_of(target)
     if not targets:
-        room.error(s, UNKNOWN_USER, f"no such user online: {target}")
+        room.error(s, UNKNOWN_USER, f"no such user online: {shorten(target)}")
         return
     ev = Dm(room.next_id(), now, s.name, targets[0].name, clean_text(text))
     room.counters.messages += 1

@@ -40,6 +40,7 @@ from mtlschat.chat.wire import (
     Ping,
     Welcome,
     clean_text,
+    shorten,
 )
 from mtlschat.net.framing import FramingError, LineDecoder
 
@@ -188,8 +189,11 @@ class Room:
         rate = self.settings.rate
         for line in s._decoder.feed(data):
             if type(line) is not str:
+                # Refused lines take a token too: a flood of garbage costs its sender a few
+                # notices, not the server one error line per input line.
                 assert isinstance(line, FramingError)
-                self.error(s, line.code, line.text)
+                if not rate or self.allow(s, now):
+                    self.error(s, line.code, line.text)
                 continue
             if line[0] == "/":
                 if line[1:2] != "/":
@@ -450,9 +454,9 @@ class Room:
     def _command(self, s: Session, line: str, now: float) -> None:
         word, _, arg = line[1:].partition(" ")
         command = COMMANDS.get(word.lower())
-        if command is None:
-            self.error(s, UNKNOWN_COMMAND, f"unknown command /{word} (try /help)")
+        if (command is None or command.rated) and self.settings.rate and not self.allow(s, now):
             return
-        if command.rated and self.settings.rate and not self.allow(s, now):
+        if command is None:
+            self.error(s, UNKNOWN_COMMAND, f"unknown command /{shorten(word)} (try /help)")
             return
         command.handler(self, s, arg.strip(), now)

@@ -70,6 +70,12 @@ def clean_text(text: str) -> str:
     return text if text.isprintable() else text.translate(_CONTROLS)
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` cleaned and cut to ``limit`` characters, for echoing user input in notices."""
+    text = clean_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @lru_cache(maxsize=64)
 def _hms(second: int) -> str:
     # Text-mode clock: UTC, seconds resolution. Cached because a busy room stamps many lines per
