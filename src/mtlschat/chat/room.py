@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from itertools import accumulate
 
 from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
 from mtlschat.chat.commands import COMMANDS
@@ -265,13 +264,12 @@ class Room:
             for mode in _MODES:
                 if self._mode_count[mode]:
                     encode(mode)
-            before = len(ready)
             for s in self._members.values():
                 if s._ops is None:
                     # The same bytes object for all of them (unless the driver left some untaken).
                     s._out = s._out + joined[s.mode] if s._out else joined[s.mode]
                     ready.append(s)
-            self.counters.deliveries += n * (len(ready) - before)
+            self.counters.deliveries += n * len(ready)
         if self._special:
             delivered = 0
             for s in self._special.values():
@@ -290,7 +288,9 @@ class Room:
                     parts = encode(s.mode)
                     cached = offsets[s.mode]
                     if cached is None:
-                        cached = offsets[s.mode] = list(accumulate(map(len, parts), initial=0))
+                        cached = offsets[s.mode] = list(
+                            itertools.accumulate(map(len, parts), initial=0)
+                        )
                     offs = cached
                     view = memoryview(joined[s.mode])
                 for mark, payload in ops:
