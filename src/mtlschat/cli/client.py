@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from mtlschat.client.app import run_client
+from mtlschat.client.errors import ClientError, ExitCode
 
-def client() -> None:
-    """Join a chat server with a certificate bundle."""
-    typer.echo("not implemented yet", err=True)
-    raise typer.Exit(2)
+
+def client(
+    address: str | None = typer.Argument(
+        None, metavar="[HOST[:PORT]]", help="The server (default localhost:7443)."
+    ),
+    cert: Path = typer.Option(
+        ...,
+        "--cert",
+        "-c",
+        help="Your bundle from 'mtlschat ca issue' (key + certificate + CA certificate).",
+    ),
+    ca: Path | None = typer.Option(
+        None, "--ca", help="Trust this CA certificate for the server instead of the bundle's."
+    ),
+    pipe: bool | None = typer.Option(
+        None,
+        "--pipe/--tui",
+        help="Force pipe mode or the terminal UI (default: pipe mode when stdin is not a tty).",
+    ),
+    timestamps: bool = typer.Option(
+        False, "--timestamps", help="Pipe mode: prefix message lines with [HH:MM:SS]."
+    ),
+) -> None:
+    """Join a chat server with a certificate bundle.
+
+    The key passphrase, if the bundle's key is encrypted, comes from MTLSCHAT_BUNDLE_PASSPHRASE
+    or a prompt.
+    """
+    try:
+        run_client(cert, address, ca=ca, pipe=pipe, timestamps=timestamps)
+    except ClientError as err:
+        typer.echo(f"mtlschat: {err.message}", err=True)
+        raise typer.Exit(int(err.code)) from None
+    except KeyboardInterrupt:
+        typer.echo("mtlschat: interrupted", err=True)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

@@ -1,0 +1,285 @@
+"""The client's connection: TLS over asyncio streams, reconnecting with backoff.
+
+:class:`Link` owns the socket. Front ends (pipe mode, the terminal UI) give it callbacks for
+server events and connection status, hand it lines with :meth:`Link.send`, and await
+:meth:`Link.run`, which returns after a clean ``/quit`` and raises :class:`ClientError` for a
+failure the user must fix (a certificate problem, or no server at all on the first attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mtlschat.client.backoff import Backoff
+from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.client.protocol import DEFAULT_PORT, ChatState, Event, is_quit, parse_line
+from mtlschat.client.tls import handshake_error
+
+# Failures worth retrying once we have been in the room: the server restarting, the network.
+_TRANSIENT = frozenset({ExitCode.UNREACHABLE, ExitCode.REFUSED, ExitCode.PROTOCOL})
+MAX_LINE = 1 << 20  # a /who of a big room is one long line
+QUIT_GRACE = 5.0  # seconds to wait for the server to close after /quit
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the server is; ``host`` is also the name its certificate must carry."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str | None) -> Address:
+    """``HOST``, ``HOST:PORT``, ``[V6]:PORT``, ``V6`` or ``:PORT`` (default localhost:7443)."""
+    if not text:
+        return Address("localhost", DEFAULT_PORT)
+    host, port = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: use [IPV6]:PORT")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port in {text!r}: use a number from 1 to 65535")
+    return Address(host or "localhost", int(port) if port else DEFAULT_PORT)
+
+
+StatusCallback = Callable[[str, bool], None]  # (text, is_error)
+
+
+class Link:
+    """One logical connection to the room, surviving server restarts and network drops."""
+
+    def __init__(
+        self,
+        address: Address,
+        context: ssl.SSLContext,
+        on_event: Callable[[Event], None],
+        on_status: StatusCallback,
+        *,
+        state: ChatState | None = None,
+        backoff: Backoff | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.address = address
+        self.state = state or ChatState()
+        self._ctx = context
+        self._on_event = on_event
+        self._on_status = on_status
+        self._backoff = backoff or Backoff()
+        self._timeout = timeout
+        self._outbox: deque[str] = deque()
+        self._writer: asyncio.StreamWriter | None = None
+        self._kick = asyncio.Event()  # wakes the sender task and backoff sleeps
+        self._quitting = False
+        self._deliver_before_quit = False
+        self._quit_sent = False
+
+    @property
+    def connected(self) -> bool:
+        """True while in the room (welcomed and not yet disconnected)."""
+        return self._writer is not None
+
+    def send(self, line: str) -> None:
+        """Queue ``line`` for the server; it is sent now, or after the next (re)connect."""
+        if self._quitting:
+            return
+        if is_quit(line):
+            self.quit(deliver=True, line=line)
+            return
+        self._outbox.append(line)
+        self._kick.set()
+
+    def quit(self, *, deliver: bool = False, line: str = "/quit") -> None:
+        """Leave: send ``/quit`` and wait for the server to close.
+
+        With ``deliver`` (pipe mode) queued lines are still delivered first, reconnecting if
+        needed; otherwise a disconnected client gives up at once (Ctrl-D in the UI).
+        """
+        if self._quitting:
+            return
+        self._quitting = True
+        self._deliver_before_quit = deliver
+        self._outbox.append(line)
+        self._kick.set()
+
+    async def run(self) -> None:
+        """Connect and stay connected until ``/quit``; raise :class:`ClientError` on failure."""
+        welcomed_once = False
+        while True:
+            if self._quitting and not (self._deliver_before_quit and self._pending()):
+                return
+            try:
+                reader, writer = await self._open()
+            except ClientError as err:
+                if not welcomed_once or err.code not in _TRANSIENT:
+                    raise
+                delay = self._backoff.next()
+                self._on_status(
+                    f"{err.message}; retrying in {delay:.1f}s (attempt {self._backoff.attempt})",
+                    True,
+                )
+                await self._pause(delay)
+                continue
+            if not welcomed_once:
+                self._on_status(f"connected to {self.address}", False)
+            else:
+                self._on_status(f"reconnected to {self.address}", False)
+            welcomed_once = True
+            self._backoff.reset()
+            why = await self._session(reader, writer)
+            if self._quit_sent:
+                return
+            delay = self._backoff.next()
+            self._on_status(f"{why}; reconnecting in {delay:.1f}s", True)
+            await self._pause(delay)
+
+    def _pending(self) -> bool:
+        return any(not is_quit(line) for line in self._outbox)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry; Ctrl-D/``/quit`` (without delivery) cuts it short."""
+        self._kick.clear()
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not (self._quitting and not self._deliver_before_quit):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), left)
+            self._kick.clear()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """TCP + TLS + the server's first line; raise :class:`ClientError` with what failed."""
+        where = str(self.address)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.address.host,
+                    self.address.port,
+                    ssl=self._ctx,
+                    server_hostname=self.address.host,
+                    ssl_handshake_timeout=self._timeout,
+                    limit=MAX_LINE,
+                ),
+                self._timeout,
+            )
+        except ssl.SSLError as exc:
+            raise handshake_error(exc, where) from None
+        except TimeoutError:
+            raise ClientError(ExitCode.UNREACHABLE, f"cannot reach {where}: timed out") from None
+        except socket.gaierror as exc:
+            raise ClientError(
+                ExitCode.UNREACHABLE, f"cannot resolve {self.address.host}: {exc.strerror}"
+            ) from None
+        except ConnectionResetError:
+            raise ClientError(
+                ExitCode.REFUSED, f"{where} closed the connection during the TLS handshake"
+            ) from None
+        except OSError as exc:
+            raise ClientError(
+                ExitCode.UNREACHABLE, f"cannot reach {where}: {exc.strerror or exc}"
+            ) from None
+        try:
+            first = await self._first_event(reader, where)
+        except BaseException:
+            writer.close()
+            raise
+        self.state.apply(first)
+        self._on_event(first)
+        return reader, writer
+
+    async def _first_event(self, reader: asyncio.StreamReader, where: str) -> Event:
+        """Read the welcome. A rejected certificate shows up here as a TLS alert (TLS 1.3)."""
+        refused: str | None = None
+        while True:
+            try:
+                raw = await asyncio.wait_for(reader.readline(), self._timeout)
+            except ssl.SSLError as exc:
+                raise handshake_error(exc, where) from None
+            except TimeoutError:
+                raise ClientError(ExitCode.PROTOCOL, f"no welcome from {where}") from None
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise ClientError(
+                    ExitCode.REFUSED, f"{where} closed the connection: {exc}"
+                ) from None
+            if not raw:
+                raise ClientError(
+                    ExitCode.REFUSED,
+                    f"{where} refused the session: {refused}"
+                    if refused
+                    else f"{where} closed the connection before welcoming us",
+                )
+            event = parse_line(raw.decode("utf-8", "replace"))
+            if event.type == "welcome":
+                return event
+            if event.type in ("error", "bye"):
+                refused = event.text("text") or event.text("reason") or refused
+                if event.type == "bye":
+                    raise ClientError(ExitCode.REFUSED, f"{where} refused the session: {refused}")
+                continue
+            if event.type == "raw":
+                raise ClientError(ExitCode.PROTOCOL, f"{where} does not speak mtlschat JSON")
+            return event  # a newer server may greet differently: take it as the welcome
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        """Pump lines both ways until the connection ends; return why it ended."""
+        self._writer = writer
+        sender = asyncio.create_task(self._send_loop(writer))
+        try:
+            return await self._receive_loop(reader)
+        finally:
+            self._writer = None
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+    async def _receive_loop(self, reader: asyncio.StreamReader) -> str:
+        bye: str | None = None
+        while True:
+            try:
+                raw = await reader.readline()
+            except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError) as exc:
+                return f"connection lost ({exc})"
+            if not raw:
+                return f"server said bye ({bye})" if bye else "connection closed by the server"
+            event = parse_line(raw.decode("utf-8", "replace"))
+            for reply in self.state.apply(event):
+                self._write(reply)
+            if event.type == "bye":
+                bye = event.text("reason")
+            self._on_event(event)
+
+    def _write(self, line: str) -> None:
+        if self._writer is not None and not self._quit_sent:
+            self._writer.write(line.encode("utf-8") + b"\n")
+
+    async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            while self._outbox and not self._quit_sent:
+                line = self._outbox[0]
+                writer.write(line.encode("utf-8") + b"\n")
+                await writer.drain()
+                self._outbox.popleft()
+                if is_quit(line):
+                    self._quit_sent = True
+                    # The server answers /quit with bye and a close; don't hang if it doesn't.
+                    await asyncio.sleep(QUIT_GRACE)
+                    writer.transport.abort()
+                    return
+            self._kick.clear()
+            await self._kick.wait()

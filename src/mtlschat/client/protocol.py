@@ -1,0 +1,150 @@
+"""The client's side of the wire protocol, sans-I/O: JSON lines in, events and replies out.
+
+See ``docs/protocol.md``. The client asks for JSON mode with ALPN and always sends plain lines.
+Nothing here touches a socket or a terminal, so all of it is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtlschat.ca.names import name_key
+
+ALPN_JSON = "mtlschat-json/1"
+DEFAULT_PORT = 7443
+
+# The commands of docs/protocol.md, for tab completion and local checks; the server's command
+# table is the authority (an unknown command just gets an ``error`` back).
+COMMANDS: tuple[str, ...] = ("/help", "/me", "/mode", "/msg", "/pong", "/quit", "/who")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server->client object. ``type`` is ``raw`` for a line that was not a JSON object."""
+
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    local: bool = False  # produced by this client (own line shown locally), not by the server
+
+    def text(self, key: str, default: str = "") -> str:
+        """Field ``key`` as a string (servers may add fields; wrong types degrade to text)."""
+        value = self.data.get(key, default)
+        return value if isinstance(value, str) else str(value)
+
+    def names(self, key: str) -> list[str]:
+        """Field ``key`` as a list of names (``online``)."""
+        value = self.data.get(key)
+        if not isinstance(value, list):
+            return []
+        return [v for v in value if isinstance(v, str)]
+
+    def ts(self) -> float | None:
+        """The event's server timestamp, if it has one."""
+        value = self.data.get("ts")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def parse_line(line: str) -> Event:
+    """Decode one line from the server. Never raises: anything odd becomes a ``raw`` event."""
+    line = line.rstrip("\r\n")
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return Event("raw", {"text": line})
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        return Event("raw", {"text": line})
+    return Event(obj["type"], obj)
+
+
+# Bidirectional overrides can make a line read differently from what was sent ("Trojan
+# source"), so they are dropped along with control characters.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def clean(text: str) -> str:
+    """Make peer-supplied text safe to print: no escape sequences, newlines or bidi tricks.
+
+    A peer could otherwise send ``\\x1b]...`` and drive the reader's terminal.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in _BIDI:
+            continue
+        cat = unicodedata.category(ch)
+        if ch == "\t":
+            out.append(" ")
+        elif cat in ("Cc", "Cs") or ch in ("\u2028", "\u2029"):
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def local_echo(line: str, me: str, now: float) -> Event | None:
+    """The event to show for a line the user sends (the server does not echo chat lines).
+
+    Commands are not echoed, except ``/me`` (shown as our action). ``/msg`` is echoed by the
+    server as a ``dm``, so nothing is shown locally for it.
+    """
+    if not line.strip():
+        return None
+    if line.startswith("//"):
+        return Event("msg", {"from": me, "text": line[1:], "ts": now}, local=True)
+    if line.startswith("/"):
+        cmd, _, rest = line.partition(" ")
+        if cmd.lower() == "/me" and rest.strip():
+            return Event("action", {"from": me, "text": rest, "ts": now}, local=True)
+        return None
+    return Event("msg", {"from": me, "text": line, "ts": now}, local=True)
+
+
+def is_quit(line: str) -> bool:
+    """True if ``line`` is the ``/quit`` command (with or without a reason)."""
+    return line.split(" ", 1)[0].lower() == "/quit"
+
+
+class ChatState:
+    """What the client knows about the room: its own name and who is online.
+
+    ``apply`` updates the state from a server event and returns the lines to send in reply
+    (``/pong`` to a keepalive ``ping``).
+    """
+
+    def __init__(self) -> None:
+        self.me = ""
+        self._online: dict[str, str] = {}  # name_key -> name as the server spells it
+        self.bye_reason: str | None = None
+
+    @property
+    def online(self) -> list[str]:
+        """Online names, sorted case-insensitively."""
+        return sorted(self._online.values(), key=name_key)
+
+    def _set_online(self, names: list[str]) -> None:
+        self._online = {name_key(n): n for n in names}
+
+    def apply(self, event: Event) -> list[str]:
+        """Update from ``event``; return lines to send back."""
+        kind = event.type
+        if kind == "welcome":
+            self.me = event.text("name")
+            self._set_online(event.names("online"))
+            self.bye_reason = None
+        elif kind == "who":
+            self._set_online(event.names("online"))
+        elif kind == "join":
+            name = event.text("name")
+            self._online[name_key(name)] = name
+        elif kind == "leave":
+            self._online.pop(name_key(event.text("name")), None)
+        elif kind == "bye":
+            self.bye_reason = event.text("reason")
+        elif kind == "ping":
+            return ["/pong"]
+        return []

@@ -1,0 +1,171 @@
+"""Every client failure: one line on stderr, its own exit code, no traceback (real processes)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mtlschat.client.errors import ExitCode
+
+if TYPE_CHECKING:
+    from conftest import TestPKI
+
+Run = Callable[..., "subprocess.CompletedProcess[str]"]
+PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
+
+
+@pytest.fixture(scope="module")
+def room(pki: TestPKI, tmp_path_factory: pytest.TempPathFactory, spawn_server: Any) -> Any:
+    """A PKI of this module's own (with mallory revoked) and a server process on it."""
+    mine = type(pki)(tmp_path_factory.mktemp("client-errors"))
+    mine.user("mallory")
+    mine.revoke("mallory")
+    server = spawn_server(mine.dir)
+    return mine, server
+
+
+def fails(result: subprocess.CompletedProcess[str], code: ExitCode, text: str) -> None:
+    """Assert the exit code, and exactly one stderr line containing ``text``."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert text in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def test_exit_codes_are_distinct() -> None:
+    assert len({int(c) for c in ExitCode}) == len(ExitCode)
+
+
+def test_bundle_missing(run_client: Run, tmp_path: Path) -> None:
+    result = run_client("--cert", tmp_path / "nobody.pem", "127.0.0.1:1")
+    fails(result, ExitCode.BUNDLE_MISSING, "nobody.pem does not exist")
+
+
+def test_bundle_unreadable(run_client: Run, tmp_path: Path) -> None:
+    # A directory cannot be read as a file even by root (CI runs as root, so no chmod 000).
+    fails(run_client("--cert", tmp_path, "127.0.0.1:1"), ExitCode.BUNDLE_UNREADABLE, "directory")
+
+
+def test_bundle_with_key_but_no_certificate(run_client: Run, room: Any, tmp_path: Path) -> None:
+    pki, _ = room
+    text = pki.user("alice").read_text()
+    key_only = tmp_path / "key-only.pem"
+    key_only.write_text(text[: text.index("-----BEGIN CERTIFICATE")])
+    fails(run_client("--cert", key_only), ExitCode.BUNDLE_UNREADABLE, "holds no certificate")
+
+
+def test_bundle_without_key(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    fails(run_client("--cert", pki.ca_cert), ExitCode.BUNDLE_NO_KEY, "holds no private key")
+
+
+@pytest.fixture(scope="module")
+def locked(room: Any) -> Path:
+    """A bundle whose key is encrypted with the passphrase ``sesame``."""
+    pki, _ = room
+    out = pki.dir.parent / "locked.pem"
+    pki.ca.issue_user("locked", out=out, passphrase=b"sesame")
+    return out
+
+
+def test_wrong_passphrase(run_client: Run, room: Any, locked: Path) -> None:
+    _, server = room
+    env = {PASSPHRASE_ENV: "open-barley"}
+    result = run_client("--cert", locked, f"127.0.0.1:{server.port}", env=env)
+    fails(result, ExitCode.BAD_PASSPHRASE, "wrong passphrase")
+
+
+def test_missing_passphrase_without_terminal(run_client: Run, room: Any, locked: Path) -> None:
+    _, server = room
+    result = run_client("--cert", locked, f"127.0.0.1:{server.port}")
+    fails(result, ExitCode.BAD_PASSPHRASE, PASSPHRASE_ENV)
+
+
+def test_right_passphrase_gets_in(run_client: Run, room: Any, locked: Path) -> None:
+    _, server = room
+    env = {PASSPHRASE_ENV: "sesame"}
+    result = run_client("--cert", locked, f"127.0.0.1:{server.port}", env=env)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "* welcome locked." in result.stdout
+
+
+def test_server_unreachable(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        result = run_client("--cert", pki.user("alice"), f"127.0.0.1:{port}")
+    fails(result, ExitCode.UNREACHABLE, f"cannot reach 127.0.0.1:{port}")
+
+
+def test_server_not_signed_by_our_ca(run_client: Run, room: Any) -> None:
+    pki, server = room
+    # eve's bundle carries another CA: the real server's certificate does not chain to it.
+    result = run_client("--cert", pki.other_ca_user("eve"), f"127.0.0.1:{server.port}")
+    fails(result, ExitCode.SERVER_UNTRUSTED, "not trusted (not signed by your CA)")
+
+
+def test_server_hostname_mismatch(run_client: Run, room: Any) -> None:
+    pki, server = room
+    # "127.1" reaches 127.0.0.1 but is not a name on the server's certificate.
+    result = run_client("--cert", pki.user("alice"), f"127.1:{server.port}")
+    fails(result, ExitCode.HOSTNAME_MISMATCH, "not valid for 127.1")
+
+
+def test_our_certificate_revoked(run_client: Run, room: Any) -> None:
+    pki, server = room
+    result = run_client("--cert", pki.user("mallory"), f"localhost:{server.port}")
+    fails(result, ExitCode.CERT_REVOKED, "your certificate is revoked")
+
+
+def test_our_certificate_expired(run_client: Run, room: Any) -> None:
+    pki, server = room
+    result = run_client("--cert", pki.expired_user("oldie"), f"localhost:{server.port}")
+    fails(result, ExitCode.CERT_EXPIRED, "your certificate has expired")
+
+
+def test_our_certificate_from_unknown_ca(run_client: Run, room: Any) -> None:
+    pki, server = room
+    # Trust the right CA for the server (--ca), but present a certificate from another CA.
+    bundle = pki.other_ca_user("eve")
+    result = run_client("--cert", bundle, "--ca", pki.ca_cert, f"localhost:{server.port}")
+    fails(result, ExitCode.CERT_UNKNOWN_CA, "signed by a CA this server does not trust")
+
+
+@pytest.fixture
+def not_tls() -> Iterator[int]:
+    """A TCP port that answers in plain text, like a web server or a typo'd port would."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield port
+    listener.close()
+
+
+def test_not_an_mtlschat_server(run_client: Run, room: Any, not_tls: int) -> None:
+    pki, _ = room
+    result = run_client("--cert", pki.user("alice"), f"127.0.0.1:{not_tls}")
+    fails(result, ExitCode.PROTOCOL, "TLS with 127.0.0.1")
+
+
+def test_bad_address(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    fails(run_client("--cert", pki.user("alice"), "localhost:99999"), ExitCode.USAGE, "bad port")
