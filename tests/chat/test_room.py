@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from mtlschat.chat.room import Mode, RoomSettings
+from mtlschat.chat.wire import Msg
 
 if TYPE_CHECKING:  # the harness class lives in conftest.py; fixtures hand it out
     from conftest import Harness
@@ -272,3 +275,35 @@ def test_counters(h: Harness) -> None:
     # the joins (bob->alice; carol->alice,bob), 2 lines x 2 peers, the dm to alice and its echo,
     # plus the three welcomes and the error
     assert c.deliveries == 3 + 4 + 2 + 3 + 1
+
+
+def test_each_broadcast_is_encoded_once_per_mode_in_use(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"text": 0, "json": 0}
+    real_text, real_json = Msg.text, Msg.json
+
+    def count_text(self: Msg) -> bytes:
+        calls["text"] += 1
+        return real_text(self)
+
+    def count_json(self: Msg) -> bytes:
+        calls["json"] += 1
+        return real_json(self)
+
+    monkeypatch.setattr(Msg, "text", count_text)
+    monkeypatch.setattr(Msg, "json", count_json)
+    people = [h.join(f"j{i}") for i in range(30)]
+    for s in people[:10]:
+        h.send(s, "hi", "there")
+    h.flush()
+    assert calls == {"text": 0, "json": 20}  # nobody is in text mode: never encoded as text
+    h.join("reader", Mode.TEXT)
+    h.send(people[0], "once more")
+    h.flush()
+    assert calls == {"text": 1, "json": 21}
+
+
+def test_session_has_no_instance_dict(h: Harness) -> None:
+    s = h.join("alice")
+    assert not hasattr(s, "__dict__")
