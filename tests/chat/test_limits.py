@@ -152,3 +152,17 @@ def test_a_flood_of_refused_lines_costs_its_sender_a_bounded_answer(
     assert len(answers) == 21  # the burst's worth of errors, then one rate-limit notice
     assert answers[-1]["code"] == "rate_limited"
     assert h.take(bob) == []
+
+
+def test_a_clock_stepping_back_does_not_lock_anyone_out(make_harness: type[Harness]) -> None:
+    h = make_harness(RoomSettings(rate=1.0, burst=2))
+    alice, bob = h.join("alice"), h.join("bob")
+    h.take(alice)
+    h.send(alice, "1", "2", "3")  # the burst, then a notice
+    h.clock.advance(-3600)  # NTP steps the wall clock back an hour
+    h.send(alice, "4")  # still limited (no refill), and noticed again: no stale "last notice"
+    h.clock.advance(1)
+    h.send(alice, "5")  # refills from the new time base
+    h.flush()
+    assert [e["text"] for e in h.take(bob)] == ["1", "2", "5"]
+    assert [e["code"] for e in h.take(alice)] == ["rate_limited", "rate_limited"]

@@ -375,14 +375,16 @@ class Room:
         m = s._member
         if m is None:
             return False
-        tokens = min(float(st.burst), m.tokens + (now - m.stamp) * st.rate)
+        tokens = m.tokens
+        if now > m.stamp:  # a wall clock stepping back must not drain the bucket
+            tokens = min(float(st.burst), tokens + (now - m.stamp) * st.rate)
         m.stamp = now
         if tokens >= 1.0:
             m.tokens = tokens - 1.0
             return True
         m.tokens = tokens
         self.counters.rate_limited += 1
-        if now - s._notice_at >= 1.0:
+        if not 0.0 <= now - s._notice_at < 1.0:
             s._notice_at = now
             self.error(s, RATE_LIMITED, f"rate limited ({st.rate:g} lines/s): line dropped")
         return False
