@@ -12,6 +12,7 @@ line kept between calls never exceeds ``max_line + 1`` bytes (the +1 is a possib
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 LINE_TOO_LONG = "line_too_long"
@@ -30,8 +31,12 @@ class FramingError:
 # bytes needle on CPython 3.11, and this test runs on every chunk.
 _LF = 0x0A
 _CR = 0x0D
-_TOO_LONG_TEXT = "line too long (max {} bytes), discarded"
 _BAD_UTF8 = FramingError(BAD_UTF8, "line is not valid UTF-8, discarded")
+
+
+@lru_cache(maxsize=8)
+def _too_long(max_line: int) -> FramingError:
+    return FramingError(LINE_TOO_LONG, f"line too long (max {max_line} bytes), discarded")
 
 
 class LineDecoder:
@@ -46,7 +51,7 @@ class LineDecoder:
         self._buf = b""
         # True while skipping the rest of a line that already overflowed the buffer.
         self._discarding = False
-        self._too_long = FramingError(LINE_TOO_LONG, _TOO_LONG_TEXT.format(max_line))
+        self._too_long = _too_long(max_line)  # shared by every decoder with this limit
 
     @property
     def buffered(self) -> int:
