@@ -50,7 +50,7 @@ def run_client(
 
         asyncio.run(
             run_pipe(
-                target, context, sys.stdin.buffer, sys.stdout, sys.stderr, timestamps=timestamps
+                target, context, sys.stdin.fileno(), sys.stdout, sys.stderr, timestamps=timestamps
             )
         )
         return

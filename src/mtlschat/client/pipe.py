@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import ssl
 import threading
 from collections.abc import Callable
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from mtlschat.client.connection import Address, Link
 from mtlschat.client.protocol import Event
@@ -22,7 +23,7 @@ from mtlschat.client.render import render_plain
 async def run_pipe(
     address: Address,
     context: ssl.SSLContext,
-    stdin: BinaryIO,
+    stdin_fd: int,
     stdout: TextIO,
     stderr: TextIO,
     *,
@@ -51,11 +52,23 @@ async def run_pipe(
 
     def read_stdin() -> None:
         # A thread, because a regular file (`< lines.txt`) cannot be watched by the event loop.
-        for raw in stdin:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.strip() and not call(functools.partial(link.send, line)):
+        # It reads the raw fd: a daemon thread blocked inside a buffered reader's lock would
+        # abort the interpreter at exit.
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(stdin_fd, 65536)
+            except OSError:
+                chunk = b""
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop() if chunk else b""
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if line.strip() and not call(functools.partial(link.send, line)):
+                    return
+            if not chunk:
+                call(lambda: link.quit(deliver=True))
                 return
-        call(lambda: link.quit(deliver=True))
 
     threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
     await link.run()

@@ -1,0 +1,144 @@
+"""The prompt_toolkit UI, driven through a pipe input and a recording DummyOutput."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from mtlschat.client.connection import Link, parse_address
+from mtlschat.client.protocol import ChatState, Event
+from mtlschat.client.tls import client_context
+from mtlschat.client.ui import ChatCompleter, ChatUI, run_ui
+
+if TYPE_CHECKING:
+    from conftest import TestPKI
+
+DEADLINE = 20.0
+
+
+class RecordingOutput(DummyOutput):
+    """A DummyOutput that keeps the text written to it."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.written.append(data)
+
+    def write_raw(self, data: str) -> None:
+        self.written.append(data)
+
+    def text(self) -> str:
+        return "".join(self.written)
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Poll ``check`` (letting the event loop run) until it holds, with a deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.01)
+
+
+def welcomed(name: str, *online: str) -> ChatState:
+    state = ChatState()
+    state.apply(Event("welcome", {"name": name, "online": [name, *online]}))
+    return state
+
+
+def test_message_arriving_mid_line_leaves_the_half_line_intact() -> None:
+    async def scenario() -> None:
+        out = RecordingOutput()
+        sent: list[str] = []
+        quits: list[str] = []
+        with create_pipe_input() as keys:
+            ui = ChatUI(welcomed("alice", "bob"), input=keys, output=out)
+            ui.send, ui.quit = sent.append, quits.append
+            typing = asyncio.create_task(ui.input_loop())
+            buffer = ui.session.default_buffer
+            keys.send_text("hel")
+            await until(lambda: buffer.text == "hel", "typed text in the buffer")
+
+            ui.show_event(Event("msg", {"from": "bob", "text": "hi from bob", "ts": 0.0}))
+            await until(lambda: "hi from bob" in out.text(), "the message printed")
+            assert buffer.text == "hel"
+            assert buffer.cursor_position == 3
+
+            keys.send_text("lo\r")
+            await until(lambda: sent == ["hello"], "the finished line sent")
+            assert "hello" in out.text()  # shown locally: the server does not echo it
+
+            keys.send_text("/quit see you\r")
+            await asyncio.wait_for(typing, DEADLINE)
+            assert quits == ["/quit see you"]
+
+    asyncio.run(scenario())
+
+
+def test_ctrl_d_leaves() -> None:
+    async def scenario() -> None:
+        quits: list[str] = []
+        with create_pipe_input() as keys:
+            ui = ChatUI(welcomed("alice"), input=keys, output=DummyOutput())
+            ui.quit = quits.append
+            typing = asyncio.create_task(ui.input_loop())
+            keys.send_text("\x04")
+            await asyncio.wait_for(typing, DEADLINE)
+        assert quits == ["/quit"]
+
+    asyncio.run(scenario())
+
+
+def test_completion_of_commands_and_names() -> None:
+    completer = ChatCompleter(welcomed("alice", "bob", "Bernard", "carol"))
+
+    def complete(text: str) -> list[str]:
+        doc = Document(text, len(text))
+        return [c.text for c in completer.get_completions(doc, CompleteEvent())]
+
+    assert complete("/m") == ["/me", "/mode", "/msg"]
+    assert complete("/msg b") == ["Bernard", "bob"]
+    assert complete("hi CA") == ["carol"]
+    assert complete("x /w") == []  # a command only at the start of the line
+
+
+def test_ui_against_a_real_server(pki: TestPKI, spawn_server: Any, spawn_client: Any) -> None:
+    """The whole UI wired to a real connection: a line from bob lands mid-typing."""
+    server = spawn_server(pki.dir)
+    addr = f"localhost:{server.port}"
+    bob = spawn_client("--cert", pki.user("bob"), addr)
+    bob.wait_out("* welcome bob")
+
+    async def scenario() -> None:
+        out = RecordingOutput()
+        with create_pipe_input() as keys:
+            state = ChatState()
+            ui = ChatUI(state, input=keys, output=out)
+            context = client_context(pki.user("alice"), None)
+            link = Link(parse_address(addr), context, ui.show_event, ui.show_status, state=state)
+            session = asyncio.create_task(run_ui(ui, link))
+            await until(lambda: "welcome alice" in out.text(), "the welcome")
+            keys.send_text("half a li")
+            await until(lambda: ui.session.default_buffer.text == "half a li", "typing")
+            bob.send("interrupting you")
+            await until(lambda: "interrupting you" in out.text(), "bob's line")
+            assert ui.session.default_buffer.text == "half a li"
+            keys.send_text("ne\r")
+            line = await asyncio.to_thread(bob.wait_out, "half a line")
+            assert line == "<alice> half a line"
+            keys.send_text("\x04")
+            await asyncio.wait_for(session, DEADLINE)
+            assert "bye: quit" in out.text()
+
+    asyncio.run(scenario())
+    bob.wait_out("* alice left")
+    bob.close_stdin()
+    assert bob.wait_exit() == 0
