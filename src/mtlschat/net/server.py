@@ -345,9 +345,6 @@ class ChatServer:
                 continue
             data = session.take_output()
             if data and conn.state is State.OPEN:
-                if conn.queued() + len(data) >= self.config.out_buffer:
-                    self._drop(conn, f"slow consumer: {conn.queued() + len(data)} bytes unsent")
-                    continue
                 conn.unsent = conn.unsent + data if conn.unsent else data
             if session.closing is not None and conn.state is State.OPEN:
                 self._start_closing(conn, session.closing)
@@ -358,6 +355,13 @@ class ChatServer:
                 self._write(conn)
 
     def _write(self, conn: Connection) -> None:
+        """One TLS write; then cut the peer off if what it has not taken reaches the cap."""
+        self._send(conn)
+        if conn.state is not State.CLOSED and conn.queued() >= self.config.out_buffer:
+            # Judged after the write, so a big round for a peer that keeps up is no offence.
+            self._drop(conn, f"slow consumer: {conn.queued()} bytes unsent")
+
+    def _send(self, conn: Connection) -> None:
         if conn.pending is None and conn.unsent:
             conn.pending, conn.unsent = conn.unsent, b""
         if conn.pending is not None:
