@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's first command: set up .venv, create a demo PKI in pki/ if it has no CA (CA, server
+# certificate for localhost, bundles for alice and bob in pki/users/), then run the server in the
+# foreground on port 7443 (MTLSCHAT_PORT overrides; extra arguments go to `mtlschat server`).
+# Needs only python3 (>= 3.11) and git. Safe to run again: existing files are kept.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/setup.sh"
+mtlschat=(.venv/bin/mtlschat)
+pki="${MTLSCHAT_PKI:-pki}"
+port="${MTLSCHAT_PORT:-7443}"
+
+if [ ! -f "$pki/ca.crt" ]; then
+  echo "quickstart: creating a demo CA in $pki/"
+  "${mtlschat[@]}" ca init --pki "$pki" --name "mtlschat demo CA"
+fi
+if [ ! -f "$pki/server.pem" ]; then
+  "${mtlschat[@]}" ca issue --pki "$pki" --server localhost 127.0.0.1 ::1
+fi
+mkdir -p "$pki/users"
+for user in alice bob; do
+  if [ ! -f "$pki/users/$user.pem" ]; then
+    "${mtlschat[@]}" ca issue "$user" --pki "$pki" --out "$pki/users/$user.pem"
+  fi
+done
+
+cat <<EOF
+
+  mtlschat is starting on port $port. In another terminal, join as alice:
+
+    cd $root && .venv/bin/mtlschat client --cert $pki/users/alice.pem localhost:$port
+
+  and as bob in a third one (--cert $pki/users/bob.pem). Ctrl-C here stops the server.
+
+EOF
+exec "${mtlschat[@]}" server --pki "$pki" --port "$port" "$@"
