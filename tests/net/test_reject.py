@@ -6,11 +6,19 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .conftest import DEADLINE, assert_refused, client_context
+from mtlschat.ca.keys import signature_hash
+
+from .conftest import DEADLINE, ChatClient, assert_refused, client_context
 
 if TYPE_CHECKING:
     from conftest import TestPKI
@@ -106,3 +114,31 @@ def test_revoked_certificate_refused(fresh_pki: TestPKI, start_server: ServerFac
     server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: certificate revoked")
     alice.send("eve is out")
     assert bob.wait_for("msg")["text"] == "eve is out"
+
+
+def test_certificate_name_outside_policy_gets_bad_name(
+    tmp_path: Path, chat_server: RunningServer, pki: TestPKI
+) -> None:
+    """A CN our CA would never issue (signed by hand here) is refused in the protocol."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no spaces allowed")]))
+        .issuer_name(pki.ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(pki.ca.key, signature_hash(pki.ca.key))
+    )
+    bundle = tmp_path / "badname.pem"
+    bundle.write_bytes(
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        + cert.public_bytes(Encoding.PEM)
+    )
+    client = ChatClient(chat_server.port, client_context(bundle, pki.ca_cert))
+    error, bye = client.wait_closed()
+    assert (error["type"], error["code"], bye["type"]) == ("error", "bad_name", "bye")
+    chat_server.log.wait(r"rejected 127\.0\.0\.1:\d+: bad certificate name 'no spaces allowed'")

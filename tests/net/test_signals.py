@@ -6,6 +6,8 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import pytest
+
 from .conftest import ChatClient, Closed, assert_refused, client_context
 
 if TYPE_CHECKING:
@@ -50,12 +52,13 @@ def test_sighup_after_revoke_disconnects_only_bob(
     assert server.stop() == 0
 
 
-def test_sigterm_says_bye_and_exits_zero(
-    pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_stop_signal_says_bye_and_exits_zero(
+    signum: signal.Signals, pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
     server = spawn_server(pki.dir)
     alice = _join(server, pki, "alice", suppress_ragged_eofs=False)
-    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signum)
     # bye, then a clean TLS close (close_notify): a ragged EOF would raise SSLEOFError.
     assert alice.wait_for("bye")["reason"] == "server shutting down"
     try:
@@ -63,7 +66,7 @@ def test_sigterm_says_bye_and_exits_zero(
     except Closed as exc:
         assert str(exc) == "EOF"
     assert server.proc.wait(15) == 0
-    assert "stopped" in server.log()
+    assert f"shutting down ({signum.name})" in server.log() and "stopped" in server.log()
     assert "Traceback" not in server.log()
 
 
