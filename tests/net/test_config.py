@@ -70,7 +70,7 @@ def test_bad_values_are_one_line_errors(
 def test_cli_missing_pki_is_one_line_exit_1(tmp_path: Path, mtlschat_cli: CLIRunner) -> None:
     r = mtlschat_cli("server", "--pki", tmp_path / "nope", "--port", "0")
     assert r.returncode == 1
-    assert r.stderr.startswith("mtlschat server: error: server certificate not found")
+    assert r.stderr.startswith("mtlschat server: error: CA certificate not found")
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 

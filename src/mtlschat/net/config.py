@@ -65,14 +65,13 @@ class ServerConfig:
 
     def check_files(self) -> None:
         """Raise :class:`ConfigError` if a PKI file the server needs is missing."""
-        for what, path in (
-            ("server certificate", self.cert_path),
-            ("CA certificate", self.ca_path),
-        ):
+        needed = (
+            ("CA certificate", self.ca_path, "create a PKI with `mtlschat ca init`, or see --pki"),
+            ("server certificate", self.cert_path, "`mtlschat ca issue --server HOST...`"),
+        )
+        for what, path, hint in needed:
             if not path.is_file():
-                raise ConfigError(
-                    f"{what} not found: {path} (create a PKI with `mtlschat ca init`)"
-                )
+                raise ConfigError(f"{what} not found: {path} ({hint})")
         if self.crl is not None and not self.crl.is_file():
             raise ConfigError(f"CRL not found: {self.crl}")
 

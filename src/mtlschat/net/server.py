@@ -137,11 +137,9 @@ class ChatServer:
         nofile = raise_nofile_limit()
         if self._listener is None:
             self.bind()
-        host, port = self.address
         log.info(
-            "listening on %s:%d (max %d connections, fd limit %d, crl %s)",
-            host,
-            port,
+            "listening on %s (max %d connections, fd limit %d, crl %s)",
+            _format_peer(self.address),
             self.config.max_connections,
             nofile,
             self.config.crl_path or "none",
