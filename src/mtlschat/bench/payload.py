@@ -128,6 +128,13 @@ class StreamChecker:
             self.tail = data
             return 0
         self.tail = data[end + 1 :]
+        if data.find(_MARK, 0, end) < 0:
+            # Only join notices, welcomes, pings: thousands of them while many receivers
+            # connect (every join goes to everyone), so they are counted without a split.
+            self.other += data.count(b"\n", 0, end + 1)
+            if data.find(b"* ping", 0, end) >= 0 or data.find(b'"type": "ping"', 0, end) >= 0:
+                self.need_pong = True
+            return 0
         pos = n = 0
         if self.fast:
             if not self.line_len:

@@ -273,6 +273,11 @@ def _run(
         out_of_order=sum(p["out_of_order"] for p in parts),
         dropped=sum(p["dropped"] for p in parts),
         reads=sum(p["reads"] for p in parts),
+        # CPU seconds of the load processes (whole run, handshakes included): is it the bottleneck?
+        load_cpu_s={
+            "receivers": sum(p["cpu_s"] for p in parts),
+            "senders": sum(s["cpu_s"] for s in sent),
+        },
         elapsed_s=elapsed,
         deliveries_per_s=received / elapsed,
         latency_ms={

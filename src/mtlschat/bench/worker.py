@@ -81,13 +81,31 @@ def client_context(ep: Endpoint, cert: str) -> ssl.SSLContext:
 
 @dataclass
 class _Conn:
+    """One receiver. TLS runs over memory BIOs: one ``recv`` syscall takes every record the
+    kernel holds (an ``SSLSocket`` without read-ahead costs two syscalls per record)."""
+
     index: int
     ctx: ssl.SSLContext
     sock: socket.socket | None = None
-    tls: ssl.SSLSocket | None = None
+    tls: ssl.SSLObject | None = None
+    inc: ssl.MemoryBIO = field(default_factory=ssl.MemoryBIO)
+    out: ssl.MemoryBIO = field(default_factory=ssl.MemoryBIO)
+    unsent: bytes = b""
     up: bool = False
     closed: bool = False
     checker: StreamChecker | None = None
+
+    def flush(self) -> None:
+        """Send what TLS produced (handshake messages, alerts); keep what the socket refused."""
+        assert self.sock is not None
+        if self.out.pending:
+            self.unsent += self.out.read()
+        if self.unsent:
+            try:
+                n = self.sock.send(self.unsent)
+            except (BlockingIOError, InterruptedError):
+                return
+            self.unsent = self.unsent[n:]
 
 
 @dataclass
@@ -130,11 +148,10 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
 
     def finish(c: _Conn, failed: str | None) -> None:
         nonlocal in_flight, pending_done
-        s = c.tls if c.tls is not None else c.sock
-        if s is not None:
+        if c.sock is not None:
             with contextlib.suppress(KeyError, ValueError):  # failed before registration
-                sel.unregister(s.fileno())
-            s.close()
+                sel.unregister(c.sock.fileno())
+            c.sock.close()
         c.closed = True
         if failed is not None:
             if c.up:
@@ -162,59 +179,98 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
                 continue
             sel.register(s.fileno(), selectors.EVENT_WRITE, c)
 
-    def handshake(c: _Conn) -> None:
+    def handshake(c: _Conn, t_us: int) -> int:
         nonlocal in_flight, pending_done
-        assert c.sock is not None
+        sock = c.sock
+        assert sock is not None
         if c.tls is None:
-            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 finish(c, errno.errorcode.get(err, str(err)))
-                return
-            c.tls = c.ctx.wrap_socket(
-                c.sock, server_hostname=ep.server_name, do_handshake_on_connect=False
-            )
+                return 0
+            c.tls = c.ctx.wrap_bio(c.inc, c.out, server_hostname=ep.server_name)
+        else:
+            try:
+                raw = sock.recv(_RECV)
+            except (BlockingIOError, InterruptedError):
+                raw = None
+            except OSError as e:
+                finish(c, e.strerror or str(e))
+                return 0
+            if raw == b"":
+                finish(c, "closed by server during the handshake")
+                return 0
+            if raw:
+                c.inc.write(raw)
         try:
             c.tls.do_handshake()
+            done = True
         except ssl.SSLWantReadError:
-            sel.modify(c.tls.fileno(), selectors.EVENT_READ, c)
-            return
-        except ssl.SSLWantWriteError:
-            sel.modify(c.tls.fileno(), selectors.EVENT_WRITE, c)
-            return
-        except (ssl.SSLError, OSError) as e:
+            done = False
+        except ssl.SSLError as e:
+            with contextlib.suppress(OSError):
+                c.flush()  # the alert tells the server why
             finish(c, str(e))
-            return
+            return 0
+        try:
+            c.flush()
+        except OSError as e:
+            finish(c, e.strerror or str(e))
+            return 0
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.unsent else 0)
+        sel.modify(sock.fileno(), events, c)
+        if not done:
+            return 0
         c.up = True
         in_flight -= 1
         pending_done -= 1
         stats.connected += 1
         stats.t_connected_us = now_us()
-        sel.modify(c.tls.fileno(), selectors.EVENT_READ, c)
+        return decrypt(c, t_us, None) if c.inc.pending else 0
 
     def read(c: _Conn, t_us: int) -> int:
+        sock = c.sock
+        assert sock is not None
+        if c.unsent:
+            with contextlib.suppress(OSError):
+                c.flush()
+            if not c.unsent:
+                sel.modify(sock.fileno(), selectors.EVENT_READ, c)
+        try:
+            raw = sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            return decrypt(c, t_us, e.strerror or str(e))
+        if not raw:
+            return decrypt(c, t_us, "closed by server")
+        c.inc.write(raw)
+        return decrypt(c, t_us, None)
+
+    def decrypt(c: _Conn, t_us: int, gone: str | None) -> int:
         tls, chk = c.tls, c.checker
         assert tls is not None and chk is not None
         chunks: list[bytes] = []
-        gone: str | None = None
-        while True:
-            try:
-                d = tls.recv(_RECV)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                break
-            except (ssl.SSLError, OSError) as e:
-                gone = str(e) or type(e).__name__
-                break
-            if not d:
-                gone = "closed by server"
-                break
-            chunks.append(d)
+        try:
+            while d := tls.read(_RECV):
+                chunks.append(d)
+            gone = gone or "closed by server"
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            gone = "closed by server (close_notify)"
+        except ssl.SSLError as e:
+            gone = str(e)
         n = 0
         if chunks:
             n = chk.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks), t_us)
             if chk.need_pong:
                 chk.need_pong = False
-                with contextlib.suppress(ssl.SSLError, OSError):
-                    tls.send(b"/pong\n")
+                with contextlib.suppress(ssl.SSLError):
+                    tls.write(b"/pong\n")
+        if c.out.pending:
+            with contextlib.suppress(OSError):
+                c.flush()
         if gone is not None:
             finish(c, gone)
         return n
@@ -227,8 +283,8 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
             c = key.data
             if c.up:
                 received += read(c, t_us)
-            else:
-                handshake(c)
+            elif not c.closed:
+                received += handshake(c, t_us)
         if todo and in_flight < job.concurrency:
             start_next()
         if not reported_connected and pending_done == 0:
@@ -250,9 +306,12 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
             elif cmd == "close":
                 break
     for c in conns:
-        if c.tls is not None and not c.closed:
+        if c.up and c.tls is not None and c.sock is not None and not c.closed:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                c.tls.unwrap()  # close_notify, so the server logs a clean close
             with contextlib.suppress(OSError):
-                c.tls.close()
+                c.flush()
+            c.sock.close()
     pipe.send(("closed",))
 
 
@@ -282,6 +341,7 @@ def _result(conns: list[_Conn], stats: _Stats, total: int, latencies: array[int]
         "last_us": max((ch.last_us for ch in checkers), default=0),
         "errors": list(stats.errors),
         "latencies": latencies.tobytes(),
+        "cpu_s": time.process_time(),
     }
 
 
@@ -322,13 +382,11 @@ def run_sender(job: SenderJob, pipe: Connection) -> None:
                 else:
                     time.sleep(max(0.0, start + seq * interval - time.monotonic()))
     except (OSError, ssl.SSLError) as e:
-        pipe.send(
-            ("sent", {"sent": seq, "t_first_us": t_first, "t_last_us": now_us(), "error": str(e)})
-        )
+        error: str | None = str(e)
     else:
-        pipe.send(
-            ("sent", {"sent": seq, "t_first_us": t_first, "t_last_us": now_us(), "error": None})
-        )
+        error = None
+    stats = {"sent": seq, "t_first_us": t_first, "t_last_us": now_us(), "error": error}
+    pipe.send(("sent", {**stats, "cpu_s": time.process_time()}))
     while pipe.recv()[0] != "close":
         pass
     _drain(tls)
