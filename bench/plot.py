@@ -19,7 +19,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
 COLORS = {"mtlschat": "tab:blue", "reference": "tab:orange", "external": "tab:green"}
 LABELS = {"mtlschat": "mtlschat (selectors)", "reference": "asyncio reference"}
