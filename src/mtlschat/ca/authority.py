@@ -182,8 +182,8 @@ class CertificateAuthority:
             data = read_file(self.paths.ca_key, "CA key")
             try:
                 key = load_pem_key(data, self._passphrase, f"the CA key {self.paths.ca_key}")
-            except BundleError as e:
-                raise BadFile(str(e).replace("the private key in ", "")) from None
+            except BundleError as e:  # not a bundle, just a bad file
+                raise BadFile(str(e)) from None
             if key.public_key() != self.cert.public_key():
                 raise BadFile(f"{self.paths.ca_key} does not match {self.paths.ca_cert}")
             self._key = key

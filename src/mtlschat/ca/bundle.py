@@ -76,23 +76,26 @@ def is_encrypted_pem_key(block: bytes) -> bool:
     return block.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") or b"ENCRYPTED" in block[:120]
 
 
-def load_pem_key(block: bytes, passphrase: bytes | None, where: str) -> PrivateKey:
-    """Load one PEM private key block, mapping every failure to a one-line error."""
+def load_pem_key(block: bytes, passphrase: bytes | None, what: str) -> PrivateKey:
+    """Load one PEM private key block, mapping every failure to a one-line error.
+
+    ``what`` names the key in messages, e.g. "the private key in alice.pem".
+    """
     encrypted = is_encrypted_pem_key(block)
     if encrypted and not passphrase:
-        raise PassphraseRequired(f"the private key in {where} is encrypted: a passphrase is needed")
+        raise PassphraseRequired(f"{what} is encrypted: a passphrase is needed")
     try:
         key = serialization.load_pem_private_key(block, passphrase if encrypted else None)
     except ValueError:
         if encrypted:
-            raise WrongPassphrase(f"wrong passphrase for the private key in {where}") from None
-        raise BundleError(f"the private key in {where} is unreadable") from None
+            raise WrongPassphrase(f"wrong passphrase for {what}") from None
+        raise BundleError(f"{what} is unreadable") from None
     except (TypeError, UnsupportedAlgorithm):
-        raise BundleError(f"the private key in {where} is unreadable") from None
+        raise BundleError(f"{what} is unreadable") from None
     try:
         return as_supported_key(key)
     except BadRequest:
-        raise BundleError(f"unsupported private key type in {where}") from None
+        raise BundleError(f"{what} has an unsupported key type") from None
 
 
 def load_bundle(path: Path, passphrase: bytes | None = None) -> Bundle:
@@ -118,7 +121,7 @@ def load_bundle(path: Path, passphrase: bytes | None = None) -> Bundle:
         certs = []
     if not certs:
         raise BundleError(f"{path} holds no certificate")
-    key = load_pem_key(blocks[0], passphrase, str(path))
+    key = load_pem_key(blocks[0], passphrase, f"the private key in {path}")
     want = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
