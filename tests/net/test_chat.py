@@ -84,3 +84,16 @@ def test_text_mode_without_alpn(chat_server: RunningServer) -> None:
     assert alice.read_line() == b"* bob joined"
     bob.send("plain text")
     assert alice.read_line().endswith(b"<bob> plain text")
+
+
+def test_half_closed_peer_gets_its_answers(chat_server: RunningServer) -> None:
+    """Like `printf '/who\\n' | ncat --ssl ...`: lines, then TCP FIN, then read the answers."""
+    alice = chat_server.join("alice")
+    bob = chat_server.join("bob")
+    bob.send("/who")
+    bob.send("bye for now")
+    socket.socket.shutdown(bob.sock, socket.SHUT_WR)  # TCP half-close, TLS state untouched
+    assert bob.wait_for("who")["online"] == ["alice", "bob"]
+    bob.wait_closed()
+    assert alice.wait_for("msg")["text"] == "bye for now"
+    assert alice.wait_for("leave", name="bob")["reason"] == "closed by peer"

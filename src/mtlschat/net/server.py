@@ -302,13 +302,14 @@ class ChatServer:
         conn.read_wants_write = False
         chunks: list[bytes] = []
         eof: str | None = None
+        clean_eof = False
         sock = conn.sock
         try:
             total = 0
             while True:
                 data = sock.recv(READ_CHUNK)
                 if not data:
-                    eof = "closed by peer"
+                    eof, clean_eof = "closed by peer", True
                     break
                 chunks.append(data)
                 total += len(data)
@@ -330,7 +331,14 @@ class ChatServer:
             eof = exc.strerror or "connection lost"
         if chunks and conn.state is State.OPEN and conn.session is not None:
             self.room.feed(conn.session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if eof is not None:
+        if eof is None:
+            return
+        if clean_eof and conn.state is State.OPEN:
+            # The peer may only have closed its sending side (`ncat --ssl` after stdin EOF):
+            # answer what it sent this round, then close, like any other goodbye.
+            self._start_closing(conn, eof)
+            self._dirty.add(conn)
+        else:
             self._drop(conn, eof)
 
     def _flush(self) -> None:
@@ -342,7 +350,7 @@ class ChatServer:
             if conn is None or conn.state is State.CLOSED:
                 continue
             data = session.take_output()
-            if data and conn.state is State.OPEN:
+            if data:  # (a closing peer still gets its last lines: bye, or answers before EOF)
                 conn.unsent = conn.unsent + data if conn.unsent else data
             if session.closing is not None and conn.state is State.OPEN:
                 self._start_closing(conn, session.closing)
