@@ -4,6 +4,7 @@ and a small blocking test client that speaks JSON lines with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -136,6 +137,62 @@ class ChatClient:
     def close(self) -> None:
         """Close without ceremony."""
         self.sock.close()
+
+
+class BioClient:
+    """A TLS client driven through memory BIOs, so a test controls every byte on the wire."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.buf = b""
+
+    def __enter__(self) -> BioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
+
+    def start(self) -> bytes:
+        """The ClientHello bytes (not sent)."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        return self.outgoing.read()
+
+    def finish(self) -> None:
+        """Complete the handshake over the socket."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := self.outgoing.read():
+                    self.raw.sendall(pending)
+                self.receive()
+        self.raw.sendall(self.outgoing.read())
+
+    def receive(self) -> None:
+        """Move one socket read into the TLS object; raise :class:`Closed` at EOF."""
+        data = self.raw.recv(65536)
+        if not data:
+            raise Closed("EOF")
+        self.incoming.write(data)
+
+    def encrypt(self, text: str) -> bytes:
+        """The TLS record(s) carrying ``text`` (not sent)."""
+        self.tls.write(text.encode())
+        return self.outgoing.read()
+
+    def read_line(self) -> bytes:
+        """The next decrypted line."""
+        while b"\n" not in self.buf:
+            try:
+                self.buf += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self.receive()
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
 
 
 def assert_refused(port: int, ctx: ssl.SSLContext) -> int:

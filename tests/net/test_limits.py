@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import time
 from typing import TYPE_CHECKING
 
-from .conftest import DEADLINE, ChatClient
+from .conftest import DEADLINE, BioClient, ChatClient
 
 if TYPE_CHECKING:
     from .conftest import RunningServer, ServerFactory
@@ -20,55 +19,6 @@ def _wait_until(predicate: object, timeout: float = DEADLINE) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
-
-
-class BioClient:
-    """A TLS client driven through memory BIOs, so a test controls every byte on the wire."""
-
-    def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
-        self.raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
-        self.buf = b""
-
-    def __enter__(self) -> BioClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.raw.close()
-
-    def start(self) -> bytes:
-        """The ClientHello bytes (not sent)."""
-        with contextlib.suppress(ssl.SSLWantReadError):
-            self.tls.do_handshake()
-        return self.outgoing.read()
-
-    def finish(self) -> None:
-        """Complete the handshake over the socket."""
-        while True:
-            try:
-                self.tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if pending := self.outgoing.read():
-                    self.raw.sendall(pending)
-                self.incoming.write(self.raw.recv(65536))
-        self.raw.sendall(self.outgoing.read())
-
-    def encrypt(self, text: str) -> bytes:
-        """The TLS record(s) carrying ``text`` (not sent)."""
-        self.tls.write(text.encode())
-        return self.outgoing.read()
-
-    def read_line(self) -> bytes:
-        """The next decrypted line."""
-        while b"\n" not in self.buf:
-            try:
-                self.buf += self.tls.read(65536)
-            except ssl.SSLWantReadError:
-                self.incoming.write(self.raw.recv(65536))
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line
 
 
 def _chat(a: ChatClient, b: ChatClient, text: str) -> None:

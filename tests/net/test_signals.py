@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import ChatClient, Closed, assert_refused, client_context
+from .conftest import BioClient, ChatClient, Closed, assert_refused, client_context
 
 if TYPE_CHECKING:
     from conftest import CLIRunner, TestPKI
@@ -91,3 +92,20 @@ def test_foreign_crl_refused_at_startup(
     assert r.returncode == 1
     assert r.stderr.startswith("mtlschat server: error: bad CRL: ")
     assert r.stderr.count("\n") == 1
+
+
+def test_handshake_straddling_a_reload_is_checked_against_the_new_crl(
+    fresh_pki: TestPKI, start_server: ServerFactory
+) -> None:
+    fresh_pki.user("mallory")
+    server = start_server(fresh_pki)
+    with BioClient(server.port, server.context("mallory")) as mallory:
+        mallory.raw.sendall(mallory.start())  # handshake begun with the old context...
+        mallory.receive()  # (the server's first flight: it has accepted and answered)
+        fresh_pki.revoke("mallory")
+        server.server.request(signal.SIGHUP)
+        server.log.wait(r"reloaded server certificate and CRL \(1 revoked")
+        mallory.finish()  # ...and completed after the reload (TLS 1.3: client finishes first)
+        with pytest.raises((ssl.SSLError, ConnectionError, Closed)):
+            mallory.read_line()
+    server.log.wait(r"rejected handshake from .*: certificate revoked")

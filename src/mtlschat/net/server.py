@@ -73,7 +73,8 @@ class ChatServer:
         self.config = config
         crl = config.crl_path
         self._ctx = server_context(config.cert_path, config.ca_path, crl)
-        revoked_serials(config.ca_path, crl)  # refuse to start with a CRL not from our CA
+        # Also refuses to start with a CRL not signed by our CA.
+        self._revoked = revoked_serials(config.ca_path, crl)
         self._clock = clock
         self.room = Room(room_settings(config), clock=clock)
         self._sel = selectors.DefaultSelector()
@@ -92,7 +93,7 @@ class ChatServer:
         self._again = False  # the room changed outside a round: run the next one at once
         self._accept_paused_until = 0.0
         self._stopping: str | None = None
-        self._signals_installed = False
+        self._old_handlers: dict[int, object] = {}
 
     # -- public API ------------------------------------------------------------------------
 
@@ -120,8 +121,7 @@ class ChatServer:
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             # The C-level handler writes the signal number to the wakeup fd; the loop acts on it.
-            signal.signal(signum, lambda _signum, _frame: None)
-        self._signals_installed = True
+            self._old_handlers[signum] = signal.signal(signum, lambda _signum, _frame: None)
 
     def request(self, signum: int) -> None:
         """Ask the loop, from any thread, to act as on a signal (SIGTERM stops, SIGHUP reloads)."""
@@ -278,6 +278,9 @@ class ChatServer:
             return
         mode = Mode.from_alpn(conn.sock.selected_alpn_protocol())
         identity = peer_identity(conn.sock)
+        if identity.serial in self._revoked:  # began before a SIGHUP, with the previous CRL
+            self._reject(conn, "certificate revoked")
+            return
         conn.session = self.room.open(identity.name, mode, conn.peer)
         conn.serial = identity.serial
         conn.state = State.OPEN
@@ -454,6 +457,7 @@ class ChatServer:
             log.error("reload failed, keeping the previous certificate and CRL: %s", exc)
             return
         self._ctx = ctx
+        self._revoked = revoked
         kicked = 0
         for conn in list(self._by_session.values()):
             if conn.state is State.OPEN and conn.serial in revoked and conn.session is not None:
@@ -493,8 +497,11 @@ class ChatServer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if self._signals_installed:
+        if self._old_handlers:
             signal.set_wakeup_fd(-1)
+            for signum, handler in self._old_handlers.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+            self._old_handlers.clear()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
