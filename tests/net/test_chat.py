@@ -77,6 +77,15 @@ def test_dm_who_and_leave(chat_server: RunningServer) -> None:
     chat_server.log.wait(r"disconnect carol from 127\.0\.0\.1:\d+")
 
 
+def test_tls_settings_seen_by_a_client(chat_server: RunningServer) -> None:
+    alice = chat_server.join("alice")
+    assert alice.sock.version() == "TLSv1.3"
+    assert alice.sock.selected_alpn_protocol() == "mtlschat-json/1"
+    # num_tickets = 0: no TLS 1.3 session tickets (each costs server CPU on every handshake).
+    session = alice.sock.session
+    assert session is None or not session.has_ticket
+
+
 def test_text_mode_without_alpn(chat_server: RunningServer) -> None:
     alice = chat_server.connect("alice", alpn=None)
     assert alice.read_line().startswith(b"* welcome alice")
