@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import TYPE_CHECKING
+
+from .conftest import ChatClient, client_context
 
 if TYPE_CHECKING:
     from .conftest import RunningServer
@@ -84,6 +87,15 @@ def test_tls_settings_seen_by_a_client(chat_server: RunningServer) -> None:
     # num_tickets = 0: no TLS 1.3 session tickets (each costs server CPU on every handshake).
     session = alice.sock.session
     assert session is None or not session.has_ticket
+    # TLS 1.2 is still welcome (1.1 is refused: see test_reject).
+    ctx = client_context(
+        chat_server.pki.user("bob"), chat_server.pki.ca_cert, maximum_version=ssl.TLSVersion.TLSv1_2
+    )
+    bob = ChatClient(chat_server.port, ctx)
+    assert bob.wait_for("welcome")["name"] == "bob"
+    assert bob.sock.version() == "TLSv1.2"
+    bob.send("over TLS 1.2")
+    assert alice.wait_for("msg")["text"] == "over TLS 1.2"
 
 
 def test_text_mode_without_alpn(chat_server: RunningServer) -> None:
