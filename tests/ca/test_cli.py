@@ -231,6 +231,12 @@ def test_error_paths(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "export", "nobody"), "not found")
     fails(cli("ca", "renew", "nobody"), "no unrevoked certificate")
     fails(cli("ca", "truststore", "--password-file", "missing.txt"), "not found")
+    fails(cli("ca", "issue", "bob", "--out", "nodir/bob.pem"), "does not exist")
+    assert "bob" not in ok(cli("ca", "list"))  # nothing recorded for the failed write
+    (tmp_path / "pki" / "ca.key").unlink()
+    fails(cli("ca", "crl"), "CA key pki/ca.key not found")
+    (tmp_path / "pki" / "ca.db").write_text("garbage")
+    fails(cli("ca", "list"), "not a database")
     (tmp_path / "pki" / "ca.crt").write_text("garbage")
     fails(cli("ca", "list"), "not a PEM certificate")
     # typer's own usage errors keep exit code 2

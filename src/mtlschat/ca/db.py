@@ -124,7 +124,8 @@ class CertDB:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may already have rolled back (e.g. I/O error)
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
