@@ -49,9 +49,7 @@ class ExportFormat(StrEnum):
 
 Pki = Annotated[
     Path,
-    typer.Option(
-        "--pki", envvar=PKI_ENV, help=f"PKI directory (env {PKI_ENV}).", show_default=True
-    ),
+    typer.Option("--pki", envvar=PKI_ENV, help="PKI directory.", show_default=True),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Days = Annotated[
@@ -215,7 +213,7 @@ def issue(
     days: Days = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output bundle [default: ./NAME.pem, or PKI/server.pem]."),
+        typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem, or PKI/server.pem)."),
     ] = None,
     force: Force = False,
     encrypt: Encrypt = False,
@@ -256,7 +254,7 @@ def sign(
     days: Days = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output certificate + CA [default: ./NAME.crt]."),
+        typer.Option("--out", "-o", help="Output certificate + CA (default ./NAME.crt)."),
     ] = None,
     force: Force = False,
 ) -> None:
@@ -365,7 +363,7 @@ def renew(
     pki: Pki = DEFAULT_PKI_DIR,
     days: Days = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output bundle [default: ./NAME.pem].")
+        Path | None, typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem).")
     ] = None,
     force: Force = False,
     revoke_old: Annotated[
@@ -407,7 +405,7 @@ def export(
         ExportFormat.p12
     ),
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file [default: NAME.p12].")
+        Path | None, typer.Option("--out", "-o", help="Output file (default NAME.p12).")
     ] = None,
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="Read the password from this file.")
