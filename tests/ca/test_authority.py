@@ -61,7 +61,7 @@ def test_init_refuses_existing_ca_unless_forced(tmp_path: Path) -> None:
     assert CertificateAuthority.open(tmp_path).cert == first.cert  # untouched
     second = CertificateAuthority.init(tmp_path, force=True)
     assert second.cert != first.cert
-    assert second.list() == []  # a new CA starts a new record
+    assert second.records() == []  # a new CA starts a new record
 
 
 def test_open_without_ca(tmp_path: Path) -> None:
@@ -99,11 +99,11 @@ def test_bad_names_refused(pki: TestPKI, tmp_path: Path, name: str) -> None:
 def test_duplicate_name_refused_case_insensitively(fresh_pki: TestPKI, tmp_path: Path) -> None:
     ca = fresh_pki.ca
     ca.issue_user("Dana", out=tmp_path / "dana.pem")
-    before = ca.list()
+    before = ca.records()
     with pytest.raises(NameTaken):
         ca.issue_user("dana", out=tmp_path / "dana2.pem")
     assert not (tmp_path / "dana2.pem").exists()
-    assert ca.list() == before  # nothing recorded
+    assert ca.records() == before  # nothing recorded
     ca.revoke("DANA")
     ca.issue_user("dana", out=tmp_path / "dana3.pem")  # a revoked name can be reissued
 
@@ -119,7 +119,7 @@ def test_existing_output_refused_unless_forced(fresh_pki: TestPKI, tmp_path: Pat
     with pytest.raises(OutputExists):
         fresh_pki.ca.issue_user("frank", out=out)
     assert out.read_text() == "keep me"
-    assert fresh_pki.ca.list()[-1].name != "frank"  # the record was rolled back
+    assert fresh_pki.ca.records()[-1].name != "frank"  # the record was rolled back
     fresh_pki.ca.issue_user("frank", out=out, force=True)
     assert load_bundle(out).name == "frank"
 
@@ -136,7 +136,7 @@ def test_revoke_rewrites_crl_with_incrementing_number(fresh_pki: TestPKI) -> Non
     assert isinstance(reason, x509.CRLReason)
     assert reason.reason == x509.ReasonFlags.key_compromise
     assert crl.next_update_utc is not None and crl.next_update_utc > datetime.now(UTC)
-    [rec] = [r for r in fresh_pki.ca.list() if r.serial == serial]
+    [rec] = [r for r in fresh_pki.ca.records() if r.serial == serial]
     assert rec.status() == "revoked" and rec.reason == "key-compromise"
     fresh_pki.ca.write_crl()
     assert _crl_number(fresh_pki.crl) == n0 + 2
@@ -167,10 +167,10 @@ def test_renew_keeps_old_valid_unless_asked(fresh_pki: TestPKI, tmp_path: Path) 
     new = ca.renew("ivy", out=tmp_path / "ivy2.pem")
     assert new.name == "Ivy" and new.serial != old.serial
     assert load_bundle(new.path).key.public_key() != load_bundle(old.path).key.public_key()
-    statuses = {r.serial: r.status() for r in ca.list() if r.name == "Ivy"}
+    statuses = {r.serial: r.status() for r in ca.records() if r.name == "Ivy"}
     assert statuses == {old.serial: "valid", new.serial: "valid"}
     newer = ca.renew("ivy", out=tmp_path / "ivy3.pem", revoke_old=True)
-    statuses = {r.serial: r.status() for r in ca.list() if r.name == "Ivy"}
+    statuses = {r.serial: r.status() for r in ca.records() if r.name == "Ivy"}
     assert statuses == {old.serial: "revoked", new.serial: "revoked", newer.serial: "valid"}
     assert load_revoked_serials(fresh_pki.crl) == {old.serial, new.serial}
     with pytest.raises(UnknownName):
@@ -181,7 +181,7 @@ def test_encrypted_ca_key(tmp_path: Path) -> None:
     CertificateAuthority.init(tmp_path, passphrase=b"s3cret")
     assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "ca.key").read_bytes()
     listed = CertificateAuthority.open(tmp_path)
-    assert listed.key_encrypted and listed.list() == []  # listing needs no passphrase
+    assert listed.key_encrypted and listed.records() == []  # listing needs no passphrase
     with pytest.raises(PassphraseRequired):
         listed.issue_user("alice", out=tmp_path / "a.pem")
     with pytest.raises(WrongPassphrase):
@@ -307,7 +307,7 @@ def test_sign_csr_refusals(
     with pytest.raises(CSRRefused, match=match):
         fresh_pki.ca.sign_csr(_csr(**kwargs), out=tmp_path / "x.crt")  # type: ignore[arg-type]
     assert not (tmp_path / "x.crt").exists()
-    assert [r.name for r in fresh_pki.ca.list()] == ["localhost"]
+    assert [r.name for r in fresh_pki.ca.records()] == ["localhost"]
 
 
 def test_sign_csr_bad_name_and_bad_file(fresh_pki: TestPKI, tmp_path: Path) -> None:

@@ -81,10 +81,10 @@ def test_leaf_profile(pki: TestPKI, kind: str) -> None:
 
 
 def test_serials_are_random_and_distinct(pki: TestPKI) -> None:
-    serials = {r.serial for r in pki.ca.list()}
+    serials = {r.serial for r in pki.ca.records()}
     pki.user("serial-a")
     pki.user("serial-b")
-    after = {r.serial for r in pki.ca.list()}
+    after = {r.serial for r in pki.ca.records()}
     assert len(after) == len(serials) + 2
     assert all(s.bit_length() > 64 for s in after)
 

@@ -444,7 +444,7 @@ class CertificateAuthority:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def list(self) -> list[CertRecord]:
+    def records(self) -> list[CertRecord]:
         """Every certificate issued, oldest first."""
         return self.db.all()
 

@@ -279,7 +279,7 @@ def list_(
     """Every certificate issued: serial, name, kind, expiry and status."""
     with _errors():
         ca = _open_ca(pki, need_key=False)
-        records = ca.list()
+        records = ca.records()
         now = datetime.now(UTC)
         if as_json:
             rows = [
