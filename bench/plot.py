@@ -95,7 +95,7 @@ def main() -> None:
     for f in args.reports:
         try:
             runs.extend(json.loads(f.read_text())["runs"])
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"error: {f}: not a bench report ({e})", file=sys.stderr)
             raise SystemExit(2) from None
     plot(runs, args.workload, args.out)

@@ -207,6 +207,9 @@ def _run(
         "failed": failed,
         "seconds": connect_s,
         "handshakes_per_s": ok / connect_s,
+        # The receivers' own CPU while connecting: client handshakes cost about what the
+        # server's do, so on a small machine the load generator can be what limits handshakes/s.
+        "load_cpu_per_handshake_ms": sum(c["cpu_s"] for c in connected) * 1000 / max(1, ok),
     }
     if pid is not None:
         cpu1 = settle_cpu(pid)

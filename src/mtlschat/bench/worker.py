@@ -115,6 +115,7 @@ class _Stats:
     dropped: int = 0
     t_start_us: int = 0
     t_connected_us: int = 0
+    cpu_start: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def error(self, msg: str) -> None:
@@ -137,7 +138,7 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
         return
     sel = selectors.DefaultSelector()
     todo = deque(conns)
-    stats = _Stats(t_start_us=now_us())
+    stats = _Stats(t_start_us=now_us(), cpu_start=time.process_time())
     in_flight = 0
     total = job.senders * job.per_sender
     received = 0
@@ -322,6 +323,7 @@ def _connected_stats(stats: _Stats) -> dict[str, Any]:
         "t_start_us": stats.t_start_us,
         "t_connected_us": stats.t_connected_us,
         "errors": list(stats.errors),
+        "cpu_s": time.process_time() - stats.cpu_start,
     }
 
 
