@@ -32,11 +32,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Server:
     """``python -m mtlschat server`` on 127.0.0.1 (port 0 = any), logging to a file."""
 
-    def __init__(self, pki_dir: Path, log_path: Path, port: int = 0) -> None:
+    def __init__(self, pki_dir: Path, log_path: Path, port: int = 0, *flags: str) -> None:
         self.pki_dir = pki_dir
         self.log_path = log_path
         cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--rate", "0"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--rate", "0", *flags]
         # A restarted server appends to the same log: only read what this process wrote.
         self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
         with log_path.open("ab") as log:
@@ -167,15 +167,16 @@ def spawn_client() -> Iterator[Callable[..., Client]]:
 
 @pytest.fixture(scope="module")
 def spawn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """``spawn_server(pki_dir, port=0, log=None)``: a real server process, killed at teardown.
+    """``spawn_server(pki_dir, *flags, port=0, log=None)``: a real server process, killed at
+    teardown.
 
     Pass a previous server's ``port`` and ``log_path`` to restart it in place.
     """
     servers: list[Server] = []
 
-    def spawn(pki_dir: Path, port: int = 0, log: Path | None = None) -> Server:
+    def spawn(pki_dir: Path, *flags: str, port: int = 0, log: Path | None = None) -> Server:
         log = log or tmp_path_factory.mktemp("server") / "server.log"
-        server = Server(pki_dir, log, port)
+        server = Server(pki_dir, log, port, *flags)
         servers.append(server)
         return server
 

@@ -140,6 +140,19 @@ def test_our_certificate_from_unknown_ca(run_client: Run, room: Any) -> None:
     fails(result, ExitCode.CERT_UNKNOWN_CA, "signed by a CA this server does not trust")
 
 
+def test_server_full(run_client: Run, room: Any, spawn_server: Any, spawn_client: Any) -> None:
+    pki, _ = room
+    full = spawn_server(pki.dir, "--max-connections", "1")
+    addr = f"127.0.0.1:{full.port}"
+    bob = spawn_client("--cert", pki.user("bob"), addr)
+    bob.wait_out("* welcome bob")
+    result = run_client("--cert", pki.user("alice"), addr)
+    fails(result, ExitCode.REFUSED, f"{addr} closed the connection")
+    bob.close_stdin()
+    assert bob.wait_exit() == ExitCode.OK
+    full.stop()
+
+
 @pytest.fixture
 def not_tls() -> Iterator[int]:
     """A TCP port that answers in plain text, like a web server or a typo'd port would."""

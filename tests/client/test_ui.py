@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -140,5 +145,73 @@ def test_ui_against_a_real_server(pki: TestPKI, spawn_server: Any, spawn_client:
 
     asyncio.run(scenario())
     bob.wait_out("* alice left")
+    bob.close_stdin()
+    assert bob.wait_exit() == 0
+
+
+def test_terminal_ui_in_a_real_pty(pki: TestPKI, spawn_server: Any, spawn_client: Any) -> None:
+    """``mtlschat client`` on a real terminal: type, receive, Ctrl-D, exit 0."""
+    server = spawn_server(pki.dir)
+    addr = f"localhost:{server.port}"
+    bob = spawn_client("--cert", pki.user("bob"), addr)
+    bob.wait_out("* welcome bob")
+    cmd = [sys.executable, "-m", "mtlschat", "client", "--cert", str(pki.user("alice")), addr]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
+    env.update(TERM="xterm", COLUMNS="100", LINES="30")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        cmd, stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True
+    )
+    os.close(secondary)
+    screen = bytearray()
+    changed = threading.Condition()
+
+    def pump() -> None:  # always drain the terminal, so the client never blocks writing to it
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the client exited and the terminal closed
+                data = b""
+            if b"\x1b[6n" in data:  # answer cursor position requests like a real terminal
+                os.write(primary, b"\x1b[1;1R")
+            with changed:
+                screen.extend(data)
+                changed.notify_all()
+            if not data:
+                return
+
+    def expect(text: bytes) -> None:
+        """Wait for ``text`` and then the prompt redrawn after it: typing before that would
+        race the terminal's switch back to raw mode (a real person is never that fast)."""
+
+        def seen() -> bool:
+            at = screen.find(text)
+            return at >= 0 and screen.find(b"alice>", at) >= 0
+
+        with changed:
+            ok = changed.wait_for(seen, DEADLINE)
+            assert ok, f"{text!r} never appeared in {bytes(screen)[-2000:]!r}"
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        expect(b"welcome alice")
+        bob.wait_out("* alice joined")
+        os.write(primary, b"hi from a terminal\r")
+        assert bob.wait_out("hi from a terminal") == "<alice> hi from a terminal"
+        bob.send("welcome, terminal")
+        expect(b"welcome, terminal")
+        os.write(primary, b"\x04")  # Ctrl-D
+        try:
+            code = proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, bytes(screen)[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(DEADLINE)
+        os.close(primary)
     bob.close_stdin()
     assert bob.wait_exit() == 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 from mtlschat.client.app import run_client
 from mtlschat.client.errors import ClientError, ExitCode
+
+DEBUG_ENV = "MTLSCHAT_DEBUG"
 
 
 def client(
@@ -45,3 +48,10 @@ def client(
     except KeyboardInterrupt:
         typer.echo("mtlschat: interrupted", err=True)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:  # stdout closed under pipe mode (e.g. `| head`): nothing to say
+        raise typer.Exit(int(ExitCode.OK)) from None
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        typer.echo(f"mtlschat: unexpected error: {exc!r} (set {DEBUG_ENV}=1 for details)", err=True)
+        raise typer.Exit(int(ExitCode.ERROR)) from None

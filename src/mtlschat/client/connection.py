@@ -121,7 +121,7 @@ class Link:
             if self._quitting and not (self._deliver_before_quit and self._pending()):
                 return
             try:
-                reader, writer = await self._open()
+                reader, writer, first = await self._open()
             except ClientError as err:
                 if not welcomed_once or err.code not in _TRANSIENT:
                     raise
@@ -132,10 +132,10 @@ class Link:
                 )
                 await self._pause(delay)
                 continue
-            if not welcomed_once:
-                self._on_status(f"connected to {self.address}", False)
-            else:
-                self._on_status(f"reconnected to {self.address}", False)
+            again = "re" if welcomed_once else ""
+            self._on_status(f"{again}connected to {self.address}", False)
+            self.state.apply(first)
+            self._on_event(first)
             welcomed_once = True
             self._backoff.reset()
             why = await self._session(reader, writer)
@@ -160,7 +160,7 @@ class Link:
                 await asyncio.wait_for(self._kick.wait(), left)
             self._kick.clear()
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Event]:
         """TCP + TLS + the server's first line; raise :class:`ClientError` with what failed."""
         where = str(self.address)
         try:
@@ -196,9 +196,7 @@ class Link:
         except BaseException:
             writer.close()
             raise
-        self.state.apply(first)
-        self._on_event(first)
-        return reader, writer
+        return reader, writer, first
 
     async def _first_event(self, reader: asyncio.StreamReader, where: str) -> Event:
         """Read the welcome. A rejected certificate shows up here as a TLS alert (TLS 1.3)."""

@@ -129,7 +129,7 @@ def render_styled(event: Event, me: str = "") -> FormattedText | None:
     if kind == "dm":
         to = clean(event.text("to"))
         peer = to if own else sender
-        arrow = f" to {peer} " if own else f" from {peer} "
+        arrow = f" to {peer}: " if own else f" from {peer}: "
         return FormattedText(
             [*ts, ("class:dm.label", " private "), ("class:dm", arrow), ("class:dm", body)]
         )

@@ -135,6 +135,11 @@ def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
             f"the server at {where} is not trusted (not signed by your CA): {detail}",
         )
     reason = exc.reason or ""
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "UNEXPECTED_EOF" in reason:
+        # No alert, just a close: e.g. a server over its connection limit.
+        return ClientError(
+            ExitCode.REFUSED, f"{where} closed the connection during the TLS handshake"
+        )
     if reason in _ALERTS:
         code, text = _ALERTS[reason]
         return ClientError(code, f"{where} rejected your certificate: {text}")
