@@ -103,7 +103,7 @@ def test_server_unreachable(run_client: Run, room: Any) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         result = run_client("--cert", pki.user("alice"), f"127.0.0.1:{port}")
-    fails(result, ExitCode.UNREACHABLE, f"cannot reach 127.0.0.1:{port}")
+    fails(result, ExitCode.UNREACHABLE, f"cannot reach 127.0.0.1:{port}: connection refused")
 
 
 def test_server_not_signed_by_our_ca(run_client: Run, room: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 from collections import deque
@@ -53,6 +54,14 @@ def parse_address(text: str | None) -> Address:
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"bad port in {text!r}: use a number from 1 to 65535")
     return Address(host or "localhost", int(port) if port else DEFAULT_PORT)
+
+
+def _why(exc: OSError) -> str:
+    """Why a TCP connect failed, in words (asyncio joins one error per address it tried)."""
+    refused = f"[Errno {errno.ECONNREFUSED}]"
+    if isinstance(exc, ConnectionRefusedError) or (exc.errno is None and refused in str(exc)):
+        return "connection refused (is the server running, on this port?)"
+    return exc.strerror or str(exc)
 
 
 StatusCallback = Callable[[str, bool], None]  # (text, is_error)
@@ -188,9 +197,7 @@ class Link:
                 ExitCode.REFUSED, f"{where} closed the connection during the TLS handshake"
             ) from None
         except OSError as exc:
-            raise ClientError(
-                ExitCode.UNREACHABLE, f"cannot reach {where}: {exc.strerror or exc}"
-            ) from None
+            raise ClientError(ExitCode.UNREACHABLE, f"cannot reach {where}: {_why(exc)}") from None
         try:
             first = await self._first_event(reader, where)
         except BaseException:
