@@ -64,6 +64,27 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _detect_dead_peers(sock: socket.socket | None) -> None:
+    """Notice a silently dropped network within about a minute, not TCP's ~15.
+
+    Keepalive probes cover an idle connection; TCP_USER_TIMEOUT covers data left unacknowledged.
+    Either way the read fails and the client reconnects. (Linux names; skipped elsewhere.)
+    """
+    if sock is None:
+        return
+    options = [
+        (socket.SOL_SOCKET, getattr(socket, "SO_KEEPALIVE", None), 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), 30),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), 10),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), 60_000),
+    ]
+    for level, name, value in options:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, name, value)
+
+
 StatusCallback = Callable[[str, bool], None]  # (text, is_error)
 
 
@@ -198,6 +219,7 @@ class Link:
             ) from None
         except OSError as exc:
             raise ClientError(ExitCode.UNREACHABLE, f"cannot reach {where}: {_why(exc)}") from None
+        _detect_dead_peers(writer.get_extra_info("socket"))
         try:
             first = await self._first_event(reader, where)
         except BaseException:
