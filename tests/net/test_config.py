@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    PrivateFormat,
+    load_pem_private_key,
+)
 
 from mtlschat.net.config import ConfigError, ServerConfig, load_config
 
@@ -98,3 +104,20 @@ def test_cli_bad_server_key(tmp_path: Path, pki: TestPKI, mtlschat_cli: CLIRunne
     assert r.returncode == 1
     assert r.stderr.startswith("mtlschat server: error: cannot load server certificate/key")
     assert r.stderr.count("\n") == 1
+
+
+def test_cli_encrypted_server_key_is_refused_not_prompted(
+    tmp_path: Path, pki: TestPKI, mtlschat_cli: CLIRunner
+) -> None:
+    pem = pki.server_bundle.read_bytes()
+    start = pem.index(b"-----BEGIN PRIVATE KEY-----")
+    end = pem.index(b"-----END PRIVATE KEY-----") + len(b"-----END PRIVATE KEY-----\n")
+    key = load_pem_private_key(pem[start:end], None)
+    encrypted = key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"secret")
+    )
+    bundle = tmp_path / "server-enc.pem"
+    bundle.write_bytes(encrypted + pem[:start] + pem[end:])
+    r = mtlschat_cli("server", "--pki", pki.dir, "--cert", bundle, "--port", "0", timeout=30)
+    assert r.returncode == 1
+    assert "passphrase-protected" in r.stderr and r.stderr.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
     try:
-        ctx.load_cert_chain(cert)
+        # A server starts unattended: never let OpenSSL prompt on the terminal for a passphrase.
+        ctx.load_cert_chain(cert, password=_no_passphrase(cert))
     except (OSError, ssl.SSLError) as exc:
         raise TLSSetupError(f"cannot load server certificate/key {cert}: {_why(exc)}") from None
     try:
@@ -69,6 +71,13 @@ def revoked_serials(ca: Path, crl: Path | None) -> frozenset[int]:
         except CAError as exc:
             problem = str(exc)
     raise TLSSetupError(f"bad CRL: {problem}")
+
+
+def _no_passphrase(cert: Path) -> Callable[[], bytes]:
+    def refuse() -> bytes:
+        raise TLSSetupError(f"the server key in {cert} is passphrase-protected (not supported)")
+
+    return refuse
 
 
 def _why(exc: OSError | ssl.SSLError) -> str:
