@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.formatted_text import fragment_list_to_text
 
@@ -33,6 +33,31 @@ def test_anything_from_the_server_renders_without_raising(line: str) -> None:
     event = parse_line(line)
     render_plain(event)
     render_styled(event, "alice")
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text())
+_types = st.sampled_from(
+    ["welcome", "msg", "action", "dm", "join", "leave", "who", "info", "error", "ping", "bye", "x"]
+)
+
+
+@example("msg", {"ts": float("nan")})
+@example("join", {"ts": 10**30, "name": 5})
+@given(
+    _types,
+    st.dictionaries(
+        st.sampled_from(["name", "online", "from", "to", "text", "ts", "reason", "code"]),
+        st.one_of(_values, st.lists(_values, max_size=3)),
+    ),
+)
+def test_any_json_event_renders_and_updates_state_without_raising(
+    kind: str, fields: dict[str, object]
+) -> None:
+    event = parse_line(json.dumps({**fields, "type": kind}))
+    for line in render_plain(event, timestamps=True):
+        assert "\n" not in line and "\x1b" not in line
+    render_styled(event, "alice")
+    ChatState().apply(event)
 
 
 @given(st.text())

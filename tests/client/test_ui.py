@@ -149,69 +149,104 @@ def test_ui_against_a_real_server(pki: TestPKI, spawn_server: Any, spawn_client:
     assert bob.wait_exit() == 0
 
 
+class Terminal:
+    """``mtlschat client`` on a real pseudo-terminal, its screen drained by a thread."""
+
+    def __init__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "mtlschat", "client", *map(str, args)]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
+        full_env.update(TERM="xterm", COLUMNS="100", LINES="30", **(env or {}))
+        self.fd, secondary = pty.openpty()
+        self.proc = subprocess.Popen(
+            cmd, stdin=secondary, stdout=secondary, stderr=secondary, env=full_env
+        )
+        os.close(secondary)
+        self.screen = bytearray()
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:  # always drain the terminal, so the client never blocks on it
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:  # the client exited and the terminal closed
+                data = b""
+            if b"\x1b[6n" in data:  # answer cursor position requests like a real terminal
+                os.write(self.fd, b"\x1b[1;1R")
+            with self.changed:
+                self.screen.extend(data)
+                self.changed.notify_all()
+            if not data:
+                return
+
+    def expect(self, text: bytes, then: bytes = b"") -> None:
+        """Wait for ``text``, then for ``then`` after it (e.g. the prompt redrawn: typing
+        before that races the terminal's switch back to raw mode; no person is that fast)."""
+
+        def seen() -> bool:
+            at = self.screen.find(text)
+            return at >= 0 and self.screen.find(then, at) >= 0
+
+        with self.changed:
+            ok = self.changed.wait_for(seen, DEADLINE)
+            assert ok, f"{text!r} never appeared in {bytes(self.screen)[-2000:]!r}"
+
+    def type(self, keys: bytes) -> None:
+        """Type ``keys``."""
+        os.write(self.fd, keys)
+
+    def exit_code(self) -> int | None:
+        """Wait for the client to exit (None if it does not)."""
+        try:
+            return self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        """Teardown."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(DEADLINE)
+        os.close(self.fd)
+
+
 def test_terminal_ui_in_a_real_pty(pki: TestPKI, spawn_server: Any, spawn_client: Any) -> None:
     """``mtlschat client`` on a real terminal: type, receive, Ctrl-D, exit 0."""
     server = spawn_server(pki.dir)
     addr = f"localhost:{server.port}"
     bob = spawn_client("--cert", pki.user("bob"), addr)
     bob.wait_out("* welcome bob")
-    cmd = [sys.executable, "-m", "mtlschat", "client", "--cert", str(pki.user("alice")), addr]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
-    env.update(TERM="xterm", COLUMNS="100", LINES="30")
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen(
-        cmd, stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True
-    )
-    os.close(secondary)
-    screen = bytearray()
-    changed = threading.Condition()
-
-    def pump() -> None:  # always drain the terminal, so the client never blocks writing to it
-        while True:
-            try:
-                data = os.read(primary, 65536)
-            except OSError:  # the client exited and the terminal closed
-                data = b""
-            if b"\x1b[6n" in data:  # answer cursor position requests like a real terminal
-                os.write(primary, b"\x1b[1;1R")
-            with changed:
-                screen.extend(data)
-                changed.notify_all()
-            if not data:
-                return
-
-    def expect(text: bytes) -> None:
-        """Wait for ``text`` and then the prompt redrawn after it: typing before that would
-        race the terminal's switch back to raw mode (a real person is never that fast)."""
-
-        def seen() -> bool:
-            at = screen.find(text)
-            return at >= 0 and screen.find(b"alice>", at) >= 0
-
-        with changed:
-            ok = changed.wait_for(seen, DEADLINE)
-            assert ok, f"{text!r} never appeared in {bytes(screen)[-2000:]!r}"
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    term = Terminal("--cert", pki.user("alice"), addr)
     try:
-        expect(b"welcome alice")
+        term.expect(b"welcome alice", then=b"alice>")
         bob.wait_out("* alice joined")
-        os.write(primary, b"hi from a terminal\r")
+        term.type(b"hi from a terminal\r")
         assert bob.wait_out("hi from a terminal") == "<alice> hi from a terminal"
         bob.send("welcome, terminal")
-        expect(b"welcome, terminal")
-        os.write(primary, b"\x04")  # Ctrl-D
-        try:
-            code = proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            code = None
-        assert code == 0, bytes(screen)[-2000:]
+        term.expect(b"welcome, terminal", then=b"alice>")
+        term.type(b"\x04")  # Ctrl-D
+        assert term.exit_code() == 0, bytes(term.screen)[-2000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(DEADLINE)
-        os.close(primary)
+        term.close()
     bob.close_stdin()
     assert bob.wait_exit() == 0
+
+
+def test_passphrase_prompt_on_a_terminal(pki: TestPKI, spawn_server: Any) -> None:
+    """An encrypted bundle and no MTLSCHAT_BUNDLE_PASSPHRASE: the client asks, hidden."""
+    server = spawn_server(pki.dir)
+    locked = pki.dir.parent / "tty-locked.pem"
+    if not locked.exists():
+        pki.ca.issue_user("ttylocked", out=locked, passphrase=b"open sesame")
+    term = Terminal("--cert", locked, f"localhost:{server.port}")
+    try:
+        term.expect(b"passphrase for")
+        term.type(b"open sesame\r")
+        term.expect(b"welcome ttylocked", then=b"ttylocked>")
+        assert b"open sesame" not in term.screen  # not echoed
+        term.type(b"/quit\r")
+        assert term.exit_code() == 0, bytes(term.screen)[-2000:]
+    finally:
+        term.close()

@@ -55,7 +55,10 @@ def name_colour(name: str) -> str:
 
 def clock(ts: float | None) -> str:
     """``HH:MM:SS`` in local time (now if the event has no timestamp)."""
-    return time.strftime("%H:%M:%S", time.localtime(time.time() if ts is None else ts))
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(time.time() if ts is None else ts))
+    except (OverflowError, ValueError, OSError):  # NaN, or a year out of range: a broken server
+        return "--:--:--"
 
 
 def _names(names: list[str]) -> str:
