@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 COLORS = {"mtlschat": "tab:blue", "reference": "tab:orange", "external": "tab:green"}
 LABELS = {"mtlschat": "mtlschat (selectors)", "reference": "asyncio reference"}
 PANELS = (
-    ("deliveries_per_s", "deliveries/s", "linear"),
+    ("deliveries_per_s", "deliveries/s", "log"),
     ("latency_ms.p99", "latency p99 (ms)", "log"),
     ("server.cpu_per_delivery_us", "server CPU per delivery (us)", "log"),
 )
@@ -38,6 +38,14 @@ def value(run: dict[str, Any], path: str) -> float | None:
             return None
         v = v[part]
     return float(v)
+
+
+def human(v: float) -> str:
+    """3 significant digits with a k/M suffix: 4466123 -> 4.47M."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
 
 
 def series(runs: list[dict[str, Any]], path: str) -> dict[str, list[tuple[int, float]]]:
@@ -72,7 +80,7 @@ def plot(runs: list[dict[str, Any]], workload: str, out: Path) -> None:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", color=COLORS.get(target), label=LABELS.get(target, target))
             for x, y in pts:
-                ax.annotate(f"{y:,.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
+                ax.annotate(human(y), (x, y), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=8)  # fmt: skip
         ax.set_title(label)
         ax.set_xlabel("receivers")
