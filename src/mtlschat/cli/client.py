@@ -15,7 +15,7 @@ DEBUG_ENV = "MTLSCHAT_DEBUG"
 
 def client(
     address: str | None = typer.Argument(
-        None, metavar="[HOST[:PORT]]", help="The server (default localhost:7443)."
+        None, metavar="HOST[:PORT]", help="The server (default localhost:7443)."
     ),
     cert: Path = typer.Option(
         ...,
@@ -37,8 +37,7 @@ def client(
 ) -> None:
     """Join a chat server with a certificate bundle.
 
-    The key passphrase, if the bundle's key is encrypted, comes from MTLSCHAT_BUNDLE_PASSPHRASE
-    or a prompt.
+    An encrypted key's passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
     """
     try:
         run_client(cert, address, ca=ca, pipe=pipe, timestamps=timestamps)

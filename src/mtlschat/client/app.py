@@ -9,12 +9,18 @@ import ssl
 import sys
 from pathlib import Path
 
+from prompt_toolkit.patch_stdout import patch_stdout
+
 from mtlschat.client.connection import Link, parse_address
 from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.client.pipe import run_pipe
+from mtlschat.client.protocol import ChatState
 from mtlschat.client.tls import PASSPHRASE_ENV, client_context
+from mtlschat.client.ui import ChatUI, run_ui
 
 
 def _context(cert: Path, ca: Path | None, interactive: bool) -> ssl.SSLContext:
+    """The TLS context; asks for the key's passphrase on the terminal if it needs one."""
     passphrase = os.environ.get(PASSPHRASE_ENV)
     try:
         return client_context(cert, passphrase, ca)
@@ -46,24 +52,18 @@ def run_client(
         pipe = not sys.stdin.isatty()
     context = _context(cert, ca, sys.stdin.isatty())
     if pipe or not interactive:
-        from mtlschat.client.pipe import run_pipe
-
         asyncio.run(
             run_pipe(
                 target, context, sys.stdin.fileno(), sys.stdout, sys.stderr, timestamps=timestamps
             )
         )
         return
-    from prompt_toolkit.patch_stdout import patch_stdout
-
-    from mtlschat.client.protocol import ChatState
-    from mtlschat.client.ui import ChatUI, run_ui
 
     async def main() -> None:
         state = ChatState()
         ui = ChatUI(state)
         link = Link(target, context, ui.show_event, ui.show_status, state=state)
-        with patch_stdout(raw=True):
+        with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
             await run_ui(ui, link)
 
     asyncio.run(main())
