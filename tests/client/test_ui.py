@@ -88,6 +88,18 @@ def test_message_arriving_mid_line_leaves_the_half_line_intact() -> None:
     asyncio.run(scenario())
 
 
+def test_a_pasted_block_is_sent_line_by_line() -> None:
+    sent: list[str] = []
+    quits: list[str] = []
+    with create_pipe_input() as keys:
+        ui = ChatUI(welcomed("alice"), input=keys, output=DummyOutput())
+        ui.send, ui.quit = sent.append, quits.append
+        assert ui.submit("one\n\ntwo\r\n/me three")
+        assert sent == ["one", "two", "/me three"]
+        assert not ui.submit("four\n/quit done\nnever")
+        assert sent[-1] == "four" and quits == ["/quit done"]
+
+
 def test_ctrl_d_leaves() -> None:
     async def scenario() -> None:
         quits: list[str] = []

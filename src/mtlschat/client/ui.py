@@ -87,19 +87,23 @@ class ChatUI:
         """A line about the connection."""
         self.show(render_status(text, error=error))
 
-    def submit(self, line: str) -> bool:
-        """Handle one typed line; False once the user has left."""
-        if not line.strip():
-            return True
-        if is_quit(line):
-            self.quit(line)
-            return False
-        echo = local_echo(line, self.state.me, time.time())
-        if echo is not None:
-            self.show_event(echo)
-        if not self.connected():
-            self.show_status("not connected: will send when reconnected")
-        self.send(line)
+    def submit(self, text: str) -> bool:
+        """Handle what the user entered; False once they have left.
+
+        A bracketed paste can hold several lines: each is sent (and shown) on its own.
+        """
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if is_quit(line):
+                self.quit(line)
+                return False
+            echo = local_echo(line, self.state.me, time.time())
+            if echo is not None:
+                self.show_event(echo)
+            if not self.connected():
+                self.show_status("not connected: will send when reconnected")
+            self.send(line)
         return True
 
     async def input_loop(self) -> None:
