@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlschat.ca.names import name_key
+from mtlschat.chat.commands import COMMANDS as SERVER_COMMANDS
 
-ALPN_JSON = "mtlschat-json/1"
 DEFAULT_PORT = 7443
 
-# The commands of docs/protocol.md, for tab completion and local checks; the server's command
-# table is the authority (an unknown command just gets an ``error`` back).
-COMMANDS: tuple[str, ...] = ("/help", "/me", "/mode", "/msg", "/pong", "/quit", "/who")
+# For tab completion: the server's command table (a newer server may know more; those still work).
+COMMANDS: tuple[str, ...] = tuple(sorted(f"/{name}" for name in SERVER_COMMANDS))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from mtlschat.ca.bundle import Bundle, load_bundle
 from mtlschat.ca.errors import BundleError, CAError, PassphraseRequired, WrongPassphrase
+from mtlschat.chat.wire import ALPN_JSON
 from mtlschat.client.errors import ClientError, ExitCode
-from mtlschat.client.protocol import ALPN_JSON
 
 PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
 
