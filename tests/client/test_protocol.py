@@ -60,10 +60,13 @@ def test_any_json_event_renders_and_updates_state_without_raising(
     ChatState().apply(event)
 
 
+@example("lone \ud800 surrogate, \u2028 separator, \x1b[31m red")
 @given(st.text())
 def test_clean_leaves_no_control_characters(text: str) -> None:
     out = clean(text)
     assert "\x1b" not in out and "\n" not in out and "\r" not in out and "\u202e" not in out
+    out.encode("utf-8")  # printable: no lone surrogates
+    assert clean("tab\there") == "tab here"
 
 
 def test_chat_state_tracks_who_is_online_and_answers_pings() -> None:

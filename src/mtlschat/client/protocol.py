@@ -7,13 +7,13 @@ Nothing here touches a socket or a terminal, so all of it is unit-tested directl
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mtlschat.ca.names import name_key
 from mtlschat.chat.commands import COMMANDS as SERVER_COMMANDS
+from mtlschat.chat.wire import clean_text
 
 DEFAULT_PORT = 7443
 
@@ -59,9 +59,17 @@ def parse_line(line: str) -> Event:
     return Event(obj["type"], obj)
 
 
-# Bidirectional overrides can make a line read differently from what was sent ("Trojan
-# source"), so they are dropped along with control characters.
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+# On top of the server's own cleaning (a client cannot assume its server is well-behaved): bidi
+# controls can make a line read differently from what was sent ("Trojan source"), line separators
+# would break "one line per message", and lone surrogates (valid in JSON) cannot be printed.
+_EXTRA = str.maketrans(
+    {
+        **dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None),
+        **dict.fromkeys((0x200E, 0x200F), None),
+        **dict.fromkeys((0x2028, 0x2029, *range(0xD800, 0xE000)), "\ufffd"),
+        0x09: " ",
+    }
+)
 
 
 def clean(text: str) -> str:
@@ -69,20 +77,7 @@ def clean(text: str) -> str:
 
     A peer could otherwise send ``\\x1b]...`` and drive the reader's terminal.
     """
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch in _BIDI:
-            continue
-        cat = unicodedata.category(ch)
-        if ch == "\t":
-            out.append(" ")
-        elif cat in ("Cc", "Cs") or ch in ("\u2028", "\u2029"):
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return text if text.isprintable() else clean_text(text).translate(_EXTRA)
 
 
 def local_echo(line: str, me: str, now: float) -> Event | None:
