@@ -283,7 +283,7 @@ class Link:
             except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError) as exc:
                 return f"connection lost ({exc})"
             if not raw:
-                return f"server said bye ({bye})" if bye else "connection closed by the server"
+                return f"server said bye ({bye})" if bye else "connection closed without a goodbye"
             event = parse_line(raw.decode("utf-8", "replace"))
             for reply in self.state.apply(event):
                 self._write(reply)
