@@ -81,6 +81,11 @@ def test_message_arriving_mid_line_leaves_the_half_line_intact() -> None:
             await until(lambda: sent == ["hello"], "the finished line sent")
             assert "hello" in out.text()  # shown locally: the server does not echo it
 
+            keys.send_text("\x1b[A")  # Up: the line typed before comes back
+            await until(lambda: buffer.text == "hello", "history")
+            keys.send_text("\x15")  # Ctrl-U clears it again
+            await until(lambda: buffer.text == "", "cleared line")
+
             keys.send_text("/quit see you\r")
             await asyncio.wait_for(typing, DEADLINE)
             assert quits == ["/quit see you"]
