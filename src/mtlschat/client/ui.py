@@ -48,7 +48,7 @@ class ChatUI:
 
     def __init__(
         self, state: ChatState, *, input: Input | None = None, output: Output | None = None
-    ):
+    ) -> None:
         self.state = state
         self.output = output
         self.session: PromptSession[str] = PromptSession(
