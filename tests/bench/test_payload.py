@@ -106,3 +106,14 @@ def test_a_foreign_bench_sender_is_ignored() -> None:
     c = StreamChecker(1, fast=False, latencies=array("q"))
     c.feed(line(0) + line(0, sender=5, name=b"s005"), 0)
     assert (c.received, c.other) == (1, 1)
+
+
+@pytest.mark.parametrize("kind", ["lost", "duplicated", "swapped"])
+def test_damage_is_caught_one_line_per_read(kind: str) -> None:
+    """Paced traffic arrives one line per read: the single-line fast path checks each one."""
+    c = StreamChecker(1, True, array("q"))
+    c.feed(WELCOME, 0)
+    for x in _corrupt(kind, [line(i) for i in range(400)]):
+        c.feed(x, 0)
+    assert c.received == 399
+    assert c.gaps + c.disorder >= 1
