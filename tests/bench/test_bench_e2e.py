@@ -6,6 +6,7 @@ Only correctness is asserted (every message arrived, the report has its shape), 
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,3 +113,14 @@ def test_bad_flags_are_one_line_errors(mtlschat_cli: CLIRunner) -> None:
         assert out.returncode == 2, args
         assert out.stderr.count("\n") == 1, out.stderr
         assert out.stderr.startswith("error:")
+
+
+def test_no_server_is_a_one_line_error(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:
+    prepare_pki(tmp_path / "pki", 2, 1)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mtlschat_cli("bench", f"127.0.0.1:{port}", "--pki", tmp_path / "pki", "-n", "2")
+    assert out.returncode == 1
+    assert "no receiver could connect" in out.stderr
+    assert "Traceback" not in out.stderr

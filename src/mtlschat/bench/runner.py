@@ -225,7 +225,9 @@ def _run(
         "connect": connect,
         "server": server or None,
     }
-    if wl.kind == "connect" or ok == 0:
+    if ok == 0:
+        raise BenchError(f"no receiver could connect: {errors[0] if errors else 'no answer'}")
+    if wl.kind == "connect":
         result["errors"] = errors
         return result
 

@@ -291,7 +291,8 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
         if not reported_connected and pending_done == 0:
             reported_connected = True
             pipe.send(("connected", _connected_stats(stats)))
-        if not sent_done and received >= total * stats.connected and reported_connected:
+        live = stats.connected - stats.dropped  # a dropped receiver must not stall the run
+        if not sent_done and reported_connected and received >= total * live:
             checkers = [c.checker for c in conns if c.up and not c.closed and c.checker]
             if all(ch.done(job.per_sender) for ch in checkers):
                 sent_done = True
