@@ -25,13 +25,15 @@ for user in alice bob; do
   fi
 done
 
+q_root="$(printf '%q' "$root")"  # a path with spaces must still paste as one command
+q_pki="$(printf '%q' "$pki")"
 cat <<EOF
 
   mtlschat is starting on port $port. In another terminal, join as alice:
 
-    cd $root && .venv/bin/mtlschat client --cert $pki/users/alice.pem localhost:$port
+    cd $q_root && .venv/bin/mtlschat client --cert $q_pki/users/alice.pem localhost:$port
 
-  and as bob in a third one (--cert $pki/users/bob.pem). Ctrl-C here stops the server.
+  and as bob in a third one (--cert $q_pki/users/bob.pem). Ctrl-C here stops the server.
 
 EOF
 exec "${mtlschat[@]}" server --pki "$pki" --port "$port" "$@"
