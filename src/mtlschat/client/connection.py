@@ -25,6 +25,7 @@ from mtlschat.client.tls import handshake_error
 # Failures worth retrying once we have been in the room: the server restarting, the network.
 _TRANSIENT = frozenset({ExitCode.UNREACHABLE, ExitCode.REFUSED, ExitCode.PROTOCOL})
 MAX_LINE = 1 << 20  # a /who of a big room is one long line
+SEND_BATCH = 512  # lines per write when a lot is queued
 QUIT_GRACE = 5.0  # seconds to wait for the server to close after /quit
 
 
@@ -297,16 +298,24 @@ class Link:
 
     async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
         while True:
-            while self._outbox and not self._quit_sent:
-                line = self._outbox[0]
-                writer.write(line.encode("utf-8") + b"\n")
+            if self._outbox and not self._quit_sent:
+                # Everything queued goes out as one write (a pasted block, a piped file), up to
+                # and including a /quit. Lines leave the queue only once handed to the socket.
+                batch: list[str] = []
+                for line in self._outbox:
+                    batch.append(line)
+                    if is_quit(line) or len(batch) >= SEND_BATCH:
+                        break
+                writer.write("".join(line + "\n" for line in batch).encode("utf-8"))
                 await writer.drain()
-                self._outbox.popleft()
-                if is_quit(line):
+                for _ in batch:
+                    self._outbox.popleft()
+                if is_quit(batch[-1]):
                     self._quit_sent = True
                     # The server answers /quit with bye and a close; don't hang if it doesn't.
                     await asyncio.sleep(QUIT_GRACE)
                     writer.transport.abort()
                     return
+                continue
             self._kick.clear()
             await self._kick.wait()
