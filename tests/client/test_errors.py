@@ -49,6 +49,12 @@ def test_bundle_missing(run_client: Run, tmp_path: Path) -> None:
     fails(result, ExitCode.BUNDLE_MISSING, "nobody.pem does not exist")
 
 
+def test_ca_file_missing(run_client: Run, room: Any, tmp_path: Path) -> None:
+    pki, _ = room
+    result = run_client("--cert", pki.user("alice"), "--ca", tmp_path / "no-ca.crt")
+    fails(result, ExitCode.BUNDLE_MISSING, "no-ca.crt does not exist")
+
+
 def test_bundle_unreadable(run_client: Run, tmp_path: Path) -> None:
     # A directory cannot be read as a file even by root (CI runs as root, so no chmod 000).
     fails(run_client("--cert", tmp_path, "127.0.0.1:1"), ExitCode.BUNDLE_UNREADABLE, "directory")
