@@ -32,6 +32,9 @@ from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
 from mtlschat.bench.procstat import raise_fd_limit
 
 _RECV = 256 * 1024
+# TLS plaintext records are at most 16 KiB: asking SSL for more only makes CPython allocate (and
+# shrink) a bigger bytes object on every call.
+_RECORD = 16 * 1024
 _PROGRESS_EVERY = 0.2
 _MAX_ERRORS = 5
 
@@ -137,6 +140,8 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
     if pipe.recv()[0] != "start":
         return
     sel = selectors.DefaultSelector()
+    rbuf = bytearray(_RECV)
+    rview = memoryview(rbuf)
     todo = deque(conns)
     stats = _Stats(t_start_us=now_us(), cpu_start=time.process_time())
     in_flight = 0
@@ -238,14 +243,15 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
             if not c.unsent:
                 sel.modify(sock.fileno(), selectors.EVENT_READ, c)
         try:
-            raw = sock.recv(_RECV)
+            # Into one reused buffer: a 256 KiB bytes object per call would be an mmap/munmap.
+            size = sock.recv_into(rbuf)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as e:
             return decrypt(c, t_us, e.strerror or str(e))
-        if not raw:
+        if not size:
             return decrypt(c, t_us, "closed by server")
-        c.inc.write(raw)
+        c.inc.write(rview[:size])
         return decrypt(c, t_us, None)
 
     def decrypt(c: _Conn, t_us: int, gone: str | None) -> int:
@@ -253,7 +259,7 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
         assert tls is not None and chk is not None
         chunks: list[bytes] = []
         try:
-            while d := tls.read(_RECV):
+            while d := tls.read(_RECORD):
                 chunks.append(d)
             gone = gone or "closed by server"
         except ssl.SSLWantReadError:
@@ -400,7 +406,7 @@ def _drain(tls: ssl.SSLSocket) -> None:
     """Read and discard whatever the server sent us (welcome, other senders' lines)."""
     tls.setblocking(False)
     try:
-        while tls.recv(_RECV):
+        while tls.recv(_RECORD):
             pass
     except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
         pass
