@@ -87,7 +87,12 @@ def plot(runs: list[dict[str, Any]], workload: str, out: Path) -> None:
         ax.set_yscale(scale)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"{workload}: {what} (2-core machine, server and load generator share it)")
+    repeats = max(
+        sum(1 for r in runs if r["target"] == t and r["params"]["receivers"] == n)
+        for t, n in {(r["target"], r["params"]["receivers"]) for r in runs}
+    )
+    median = f", median of {repeats} runs" if repeats > 1 else ""
+    fig.suptitle(f"{workload}: {what}{median} (2 cores shared by server and load generator)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
 
