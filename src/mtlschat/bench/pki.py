@@ -44,7 +44,7 @@ def prepare_pki(
 
     A CA is created if the directory has none. Bundles already in ``pki_dir/bench/`` are reused,
     so keeping the directory (``mtlschat bench --pki DIR``) saves re-issuing thousands of
-    certificates on every run. ``progress`` is called with the number of newly issued bundles.
+    certificates on every run. ``progress`` is called once per bundle ready (issued or reused).
     """
     paths = PKIPaths(pki_dir)
     ca = (
@@ -63,8 +63,8 @@ def prepare_pki(
             f = out / f"{name}.pem"
             if not f.exists():
                 ca.issue_user(name, out=f)
-                if progress is not None:
-                    progress(1)
+            if progress is not None:
+                progress(1)
             files.append(f)
         return files
 

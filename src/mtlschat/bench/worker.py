@@ -258,10 +258,18 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
         tls, chk = c.tls, c.checker
         assert tls is not None and chk is not None
         chunks: list[bytes] = []
+        inc = c.inc
         try:
-            while d := tls.read(_RECORD):
+            while True:
+                d = tls.read(_RECORD)
+                if not d:
+                    gone = gone or "closed by server"
+                    break
                 chunks.append(d)
-            gone = gone or "closed by server"
+                # Nothing left in the BIO or in OpenSSL: stop here rather than let the next read
+                # raise SSLWantReadError (an exception per wake-up is a visible cost in profiles).
+                if not inc.pending and not tls.pending():
+                    break
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
