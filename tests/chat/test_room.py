@@ -23,6 +23,7 @@ def test_welcome_join_and_online_list(h: Harness) -> None:
     assert welcome["type"] == "welcome"
     assert welcome["name"] == "bob"
     assert welcome["online"] == ["alice", "bob"]
+    assert welcome["online_count"] == 2
     assert welcome["server"].startswith("mtlschat")
     assert welcome["limits"] == {
         "max_line": 2048,
@@ -307,3 +308,48 @@ def test_each_broadcast_is_encoded_once_per_mode_in_use(
 def test_session_has_no_instance_dict(h: Harness) -> None:
     s = h.join("alice")
     assert not hasattr(s, "__dict__")
+
+
+def test_online_list_stays_sorted_as_people_come_and_go(h: Harness) -> None:
+    people = {n: h.join(n) for n in ("mallory", "Bob", "alice", "zed", "carol")}
+    assert h.room.online() == sorted(people)
+    h.room.close(people["alice"], "quit")
+    h.room.close(people["zed"], "quit")
+    h.join("dave")
+    assert h.room.online() == ["Bob", "carol", "dave", "mallory"]
+
+
+def test_welcome_lists_the_first_names_and_the_count(make_harness: type[Harness]) -> None:
+    h = make_harness(RoomSettings(welcome_names=3))
+    for n in ("e5", "d4", "c3", "b2"):
+        h.join(n)
+    text = h.room.open("a1", Mode.TEXT, "peer")
+    js = h.room.open("f6", Mode.JSON, "peer")
+    for s in (text, js):
+        h.received[s.id] = bytearray()
+        h._read[s.id] = 0
+    h.flush()
+    assert h.take_text(text)[0].startswith(
+        "* welcome a1. online: a1, b2, c3 and 2 more (/who lists everyone)"
+    )
+    (welcome,) = h.take(js)
+    assert welcome["online"] == ["a1", "b2", "c3"]
+    assert welcome["online_count"] == 6
+    h.send(js, "/who")
+    h.flush()
+    assert h.take(js) == [{"type": "who", "online": ["a1", "b2", "c3", "d4", "e5", "f6"]}]
+
+
+def test_join_and_leave_are_not_announced_above_the_limit(make_harness: type[Harness]) -> None:
+    h = make_harness(RoomSettings(announce_limit=3))
+    alice, bob = h.join("alice"), h.join("bob")
+    assert [ev["name"] for ev in h.take(alice)] == ["bob"]
+    carol = h.join("carol")  # 3 members: still announced
+    assert [ev["type"] for ev in h.take(alice)] == ["join"]
+    h.join("dave")  # 4 members: above the limit, silence
+    h.room.close(bob, "quit")  # leaving while 4 are online: silence too
+    h.flush()
+    assert h.take(alice) == []
+    h.room.close(carol, "quit")  # 2 left: announced again
+    h.flush()
+    assert [(ev["type"], ev["name"]) for ev in h.take(alice)] == [("leave", "carol")]

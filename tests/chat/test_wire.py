@@ -31,12 +31,13 @@ TS = 1_700_000_000.5  # 22:13:20.5 UTC
 
 EVENTS: list[tuple[Event, str, dict[str, object]]] = [
     (
-        Welcome("alice", ["alice", "bob"], "mtlschat 0.1.0", 2048, 5.0, 20, 60.0, 180.0),
+        Welcome("alice", ["alice", "bob"], 2, "mtlschat 0.1.0", 2048, 5.0, 20, 60.0, 180.0),
         "* welcome alice. online: alice, bob (mtlschat 0.1.0; /help for commands)",
         {
             "type": "welcome",
             "name": "alice",
             "online": ["alice", "bob"],
+            "online_count": 2,
             "server": "mtlschat 0.1.0",
             "limits": {
                 "max_line": 2048,

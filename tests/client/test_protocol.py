@@ -104,6 +104,10 @@ def test_local_echo() -> None:
             {"type": "welcome", "name": "al", "online": ["al", "bo"]},
             ["* welcome al. online: al, bo"],
         ),
+        (
+            {"type": "welcome", "name": "al", "online": ["al", "bo"], "online_count": 5},
+            ["* welcome al. online: al, bo and 3 more (/who lists everyone)"],
+        ),
         ({"type": "msg", "id": 1, "ts": 0, "from": "bo", "text": "hi"}, ["<bo> hi"]),
         ({"type": "action", "id": 2, "ts": 0, "from": "bo", "text": "waves"}, ["* bo waves"]),
         (

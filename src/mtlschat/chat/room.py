@@ -18,6 +18,7 @@ O(messages x sessions).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from collections.abc import Callable
@@ -128,7 +129,7 @@ class Room:
         self._sessions: dict[int, Session] = {}  # every open session, closing ones included
         self._members: dict[int, Session] = {}  # sessions in the room (they get broadcasts)
         self._names: dict[str, _Member] = {}  # name_key -> member
-        self._online: list[str] | None = None  # cached sorted names
+        self._online: list[str] = []  # member names, kept sorted (bisect) as they come and go
         self._mode_count = [0, 0]  # members per mode: encode only for modes someone uses
         self._events: list[Event] = []  # this round's broadcasts
         self._special: dict[int, Session] = {}  # sessions with ops this round
@@ -155,7 +156,7 @@ class Room:
         first = member is None
         if member is None:
             member = self._names[key] = _Member(name, float(self.settings.burst), now)
-            self._online = None
+            bisect.insort(self._online, name)
         member.sessions.append(s)
         s._member = member
         self._members[s.id] = s
@@ -165,7 +166,8 @@ class Room:
             s,
             Welcome(
                 name,
-                self.online(),
+                self._online[: st.welcome_names],
+                len(self._online),
                 st.server_version,
                 st.max_line,
                 st.rate,
@@ -174,7 +176,7 @@ class Room:
                 st.idle_timeout,
             ),
         )
-        if first:
+        if first and self._announcing():
             # History on join would be sent here; a cross-node fan-out would publish this too.
             self.broadcast(Join(now, name), s)
         return s
@@ -336,9 +338,7 @@ class Room:
 
     def online(self) -> list[str]:
         """Sorted names of the members (each name once, whatever its number of sessions)."""
-        if self._online is None:
-            self._online = sorted(m.name for m in self._names.values())
-        return self._online
+        return list(self._online)
 
     def sessions_of(self, name: str) -> list[Session]:
         """The live sessions of ``name`` (case-insensitive); empty if not online."""
@@ -448,10 +448,17 @@ class Room:
         assert member is not None
         member.sessions.remove(s)
         if not member.sessions:
+            announce = announce and self._announcing()  # counted with the leaver, as on join
             del self._names[name_key(member.name)]
-            self._online = None
+            online = self._online
+            del online[bisect.bisect_left(online, member.name)]
             if announce:
                 self.broadcast(Leave(self.clock(), member.name, clean_text(reason)))
+
+    def _announcing(self) -> bool:
+        """Whether join/leave lines go out at the room's current size (see ``announce_limit``)."""
+        limit = self.settings.announce_limit
+        return not limit or len(self._online) <= limit
 
     def _command(self, s: Session, line: str, now: float) -> None:
         word, _, arg = line[1:].partition(" ")

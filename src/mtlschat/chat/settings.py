@@ -16,6 +16,10 @@ class RoomSettings:
     burst: int = 20  # token-bucket depth, so a short multi-line paste goes through
     keepalive: float = 60.0  # seconds of client silence before a ping
     idle_timeout: float = 180.0  # seconds of client silence before the connection is closed
+    # Join/leave lines go to everyone: N people joining cost N^2/2 lines. Above this many members
+    # they are no longer announced (as large channels do); /who stays exact. 0: always announce.
+    announce_limit: int = 500
+    welcome_names: int = 100  # names listed in a welcome (plus the count); /who lists everyone
     server_version: str = f"mtlschat {__version__}"
 
     def __post_init__(self) -> None:
@@ -25,6 +29,8 @@ class RoomSettings:
             raise ValueError("rate must be >= 0 (0 means unlimited)")
         if self.burst < 1:
             raise ValueError("burst must be at least 1")
+        if self.announce_limit < 0 or self.welcome_names < 0:
+            raise ValueError("announce_limit and welcome_names must be >= 0")
         if self.keepalive <= 0 or self.idle_timeout <= 0:
             raise ValueError("keepalive and idle_timeout must be positive")
 

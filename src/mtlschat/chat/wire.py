@@ -173,7 +173,8 @@ class Welcome(Event):
     """First line of every session: who you are, who is here, the server's limits."""
 
     name: str
-    online: list[str]
+    online: list[str]  # the first names (sorted); ``online_count`` says how many there are
+    online_count: int
     server: str
     max_line: int
     rate: float
@@ -183,6 +184,8 @@ class Welcome(Event):
 
     def text(self) -> bytes:
         who = ", ".join(self.online)
+        if (more := self.online_count - len(self.online)) > 0:
+            who += f" and {more} more (/who lists everyone)"
         return (
             f"* welcome {self.name}. online: {who} ({self.server}; /help for commands)\n".encode()
         )
@@ -193,6 +196,7 @@ class Welcome(Event):
                 "type": "welcome",
                 "name": self.name,
                 "online": self.online,
+                "online_count": self.online_count,
                 "server": self.server,
                 "limits": {
                     "max_line": self.max_line,

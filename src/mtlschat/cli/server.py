@@ -44,6 +44,11 @@ def server(
     idle_timeout: float | None = typer.Option(
         None, "--idle-timeout", help="Seconds of silence before disconnecting. (default: 180)"
     ),
+    announce_limit: int | None = typer.Option(
+        None,
+        "--announce-limit",
+        help="Announce joins/leaves only up to this many people online; 0 = always. (default: 500)",
+    ),
     handshake_timeout: float | None = typer.Option(
         None, "--handshake-timeout", help="Seconds to complete the TLS handshake. (default: 10)"
     ),
@@ -70,6 +75,7 @@ def server(
         "burst": burst,
         "keepalive": keepalive,
         "idle_timeout": idle_timeout,
+        "announce_limit": announce_limit,
         "handshake_timeout": handshake_timeout,
         "max_connections": max_connections,
         "out_buffer": out_buffer,

@@ -69,7 +69,11 @@ def _notice_text(event: Event) -> str | None:
     """The text of a notice-like event (everything but messages), without prefix."""
     kind = event.type
     if kind == "welcome":
-        return f"welcome {clean(event.text('name'))}. online: {_names(event.names('online'))}"
+        online = event.names("online")
+        count = event.data.get("online_count")
+        more = count - len(online) if isinstance(count, int) else 0
+        extra = f" and {more} more (/who lists everyone)" if more > 0 else ""
+        return f"welcome {clean(event.text('name'))}. online: {_names(online)}{extra}"
     if kind == "join":
         return f"{clean(event.text('name'))} joined"
     if kind == "leave":

@@ -37,6 +37,7 @@ class ServerConfig:
     burst: int = 20
     keepalive: float = 60.0
     idle_timeout: float = 180.0
+    announce_limit: int = 500
     handshake_timeout: float = 10.0
     max_connections: int = 10000
     out_buffer: int = 1048576
@@ -112,6 +113,8 @@ def _convert(name: str, value: object, source: str) -> object:
         raise ConfigError(f"bad value {value!r} for {where}: must be at least 1")
     if name in _POSITIVE_FLOAT and float(str(out)) <= 0:
         raise ConfigError(f"bad value {value!r} for {where}: must be positive")
+    if name == "announce_limit" and int(str(out)) < 0:
+        raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = always announce)")
     if name == "rate" and float(str(out)) < 0:
         raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = no limit)")
     if name == "log_level":

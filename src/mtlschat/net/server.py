@@ -48,6 +48,7 @@ def room_settings(config: ServerConfig) -> RoomSettings:
         burst=config.burst,
         keepalive=config.keepalive,
         idle_timeout=config.idle_timeout,
+        announce_limit=config.announce_limit,
     )
 
 
