@@ -1,4 +1,5 @@
-"""Shared fixtures: a throw-away PKI (CA, server bundle, CRL, user bundles) and the real CLI.
+"""Shared fixtures: a throw-away PKI (CA, server bundle, CRL, user bundles), the real CLI and a
+real server process.
 
 Every PKI lives in a temporary directory; no key ever touches the repository. ECDSA P-256 keys
 make a session PKI with a handful of users cost a few milliseconds.
@@ -6,10 +7,13 @@ make a session PKI with a handful of users cost a few milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,6 +88,13 @@ def fresh_pki(tmp_path: Path) -> TestPKI:
 CLIRunner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus the caller's MTLSCHAT_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
+    env.update(extra or {})
+    return env
+
+
 def run_cli(
     *args: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
@@ -96,11 +107,9 @@ def run_cli(
     ``env`` is added to (not substituted for) the current environment, minus any MTLSCHAT_*
     variables of the caller's shell so tests are not influenced by them.
     """
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
-    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "mtlschat", *map(str, args)],
-        env=full_env,
+        env=clean_env(env),
         cwd=cwd,
         input=input if input is not None else "",
         capture_output=True,
@@ -114,3 +123,93 @@ def run_cli(
 def mtlschat_cli() -> CLIRunner:
     """The :func:`run_cli` helper: ``mtlschat_cli("ca", "list", "--pki", d)``."""
     return run_cli
+
+
+class ServerProcess:
+    """``python -m mtlschat server`` on 127.0.0.1 (port 0 = any) as a real process, logging to a
+    file. ``deadline`` bounds the start-up wait, :meth:`wait_log` by default and :meth:`stop`.
+    """
+
+    def __init__(
+        self, pki_dir: Path, log_path: Path, *flags: str, port: int = 0, deadline: float
+    ) -> None:
+        self.pki_dir = pki_dir
+        self.log_path = log_path
+        self.deadline = deadline
+        cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), *flags]
+        # A restarted server appends to the same log: only read what this process wrote.
+        self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, env=clean_env()
+            )
+        line = self.wait_log(r"listening on 127\.0\.0\.1:\d+")
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match is not None
+        self.port = int(match.group(1))
+
+    def log(self) -> str:
+        """What this server process logged (a restarted server appends to the same file)."""
+        return self.log_path.read_text(errors="replace")[self._seen :]
+
+    def wait_log(self, pattern: str, timeout: float | None = None) -> str:
+        """Poll the log (with a deadline) for a line matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + (self.deadline if timeout is None else timeout)
+        while True:
+            for line in self.log().splitlines():
+                if regex.search(line):
+                    return line
+            # Re-read after poll(): the line may have been written just before the exit.
+            if self.proc.poll() is not None and not regex.search(self.log()):
+                raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no log line matching {pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        """SIGTERM (graceful: clients get bye) and wait; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(self.deadline)
+
+    def kill(self) -> None:
+        """Teardown: make sure nothing outlives the test."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+ServerSpawner = Callable[..., ServerProcess]
+
+
+@contextlib.contextmanager
+def server_processes(
+    tmp_path_factory: pytest.TempPathFactory, *default_flags: str, deadline: float
+) -> Iterator[ServerSpawner]:
+    """``with server_processes(factory, "--rate", "0", deadline=15) as spawn_server:`` yields
+    ``spawn_server(pki_dir, *flags, port=0, log=None)`` and kills whatever is still alive on
+    exit. Pass a previous server's ``port`` and ``log_path`` to restart it in place.
+    """
+    servers: list[ServerProcess] = []
+
+    def spawn(pki_dir: Path, *flags: str, port: int = 0, log: Path | None = None) -> ServerProcess:
+        log = log or tmp_path_factory.mktemp("server") / "server.log"
+        server = ServerProcess(pki_dir, log, *default_flags, *flags, port=port, deadline=deadline)
+        servers.append(server)
+        return server
+
+    try:
+        yield spawn
+    finally:
+        for server in servers:
+            server.kill()
+
+
+@pytest.fixture(scope="session")
+def server_process_pool() -> Callable[..., contextlib.AbstractContextManager[ServerSpawner]]:
+    """:func:`server_processes` for the folders' ``spawn_server`` fixtures (conftest modules
+    cannot be imported at run time).
+    """
+    return server_processes

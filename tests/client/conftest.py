@@ -6,18 +6,21 @@ sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import queue
-import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # conftest modules are not importable at run time (--import-mode=importlib)
+    from conftest import CLIRunner, ServerSpawner
 
 DEADLINE = 20.0  # two shared cores and other suites running: be patient, never flaky
 
@@ -27,49 +30,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
     env.update(extra)
     return env
-
-
-class Server:
-    """``python -m mtlschat server`` on 127.0.0.1 (port 0 = any), logging to a file."""
-
-    def __init__(self, pki_dir: Path, log_path: Path, port: int = 0, *flags: str) -> None:
-        self.pki_dir = pki_dir
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--rate", "0", *flags]
-        # A restarted server appends to the same log: only read what this process wrote.
-        self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=log, env=clean_env()
-            )
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.wait_log(r"listening on "))
-        assert match is not None
-        self.port = int(match.group(1))
-
-    def log(self) -> str:
-        """What this server process logged (a restarted server appends to the same file)."""
-        return self.log_path.read_text(errors="replace")[self._seen :]
-
-    def wait_log(self, pattern: str, timeout: float = DEADLINE) -> str:
-        """Poll the log (with a deadline) for a line matching ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log().splitlines():
-                if regex.search(line):
-                    return line
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no log line matching {pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        """SIGTERM (graceful: clients get bye) and wait."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(DEADLINE)
 
 
 class Client:
@@ -166,46 +126,21 @@ def spawn_client() -> Iterator[Callable[..., Client]]:
 
 
 @pytest.fixture(scope="module")
-def spawn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """``spawn_server(pki_dir, *flags, port=0, log=None)``: a real server process, killed at
-    teardown.
-
-    Pass a previous server's ``port`` and ``log_path`` to restart it in place.
+def spawn_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    server_process_pool: Callable[..., contextlib.AbstractContextManager[ServerSpawner]],
+) -> Iterator[ServerSpawner]:
+    """``spawn_server(pki_dir, *flags, port=0, log=None)``: a real server process (rate limit
+    off), killed at teardown. Pass a previous server's ``port`` and ``log_path`` to restart it in
+    place.
     """
-    servers: list[Server] = []
-
-    def spawn(pki_dir: Path, *flags: str, port: int = 0, log: Path | None = None) -> Server:
-        log = log or tmp_path_factory.mktemp("server") / "server.log"
-        server = Server(pki_dir, log, port, *flags)
-        servers.append(server)
-        return server
-
-    yield spawn
-    for server in servers:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
-
-
-def _run_client(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None, input: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run the client to completion (for the failure cases); never raises on exit != 0.
-
-    ``env`` is added to the environment (minus the caller's MTLSCHAT_* variables).
-    """
-    return subprocess.run(
-        [sys.executable, "-m", "mtlschat", "client", *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env=clean_env(**(env or {})),
-        timeout=60,
-        check=False,
-    )
+    with server_process_pool(tmp_path_factory, "--rate", "0", deadline=DEADLINE) as spawn:
+        yield spawn
 
 
 @pytest.fixture
-def run_client() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``run_client("--cert", bundle, addr, env=..., input=...)``: run to completion."""
-    return _run_client
+def run_client(mtlschat_cli: CLIRunner) -> CLIRunner:
+    """``run_client("--cert", bundle, addr, env=..., input=...)``: run ``mtlschat client`` to
+    completion (for the failure cases); never raises on exit != 0.
+    """
+    return functools.partial(mtlschat_cli, "client")

@@ -7,12 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -27,7 +24,7 @@ from mtlschat.net.config import ServerConfig
 from mtlschat.net.server import ChatServer
 
 if TYPE_CHECKING:  # conftest modules are not importable at run time (--import-mode=importlib)
-    from conftest import TestPKI
+    from conftest import ServerSpawner, TestPKI
 
 DEADLINE = 15.0  # generous: two shared cores, other test suites running at the same time
 
@@ -323,58 +320,11 @@ def chat_server(start_server: ServerFactory) -> RunningServer:
     return start_server()
 
 
-class ServerProcess:
-    """``python -m mtlschat server`` as a real process, logging to a file."""
-
-    def __init__(self, pki_dir: Path, log_path: Path, *args: str) -> None:
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
-        cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
-        cmd += ["--host", "127.0.0.1", "--port", "0", *args]
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        line = self.wait_log(r"listening on 127\.0\.0\.1:\d+")
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert match is not None
-        self.port = int(match.group(1))
-
-    def log(self) -> str:
-        """Everything the server logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, pattern: str, timeout: float = DEADLINE) -> str:
-        """Poll the log file (with a deadline) for a line matching ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log().splitlines():
-                if regex.search(line):
-                    return line
-            if self.proc.poll() is not None and not regex.search(self.log()):
-                raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no log line matching {pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        """SIGTERM and wait; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(DEADLINE)
-
-
 @pytest.fixture
-def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def spawn_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    server_process_pool: Callable[..., contextlib.AbstractContextManager[ServerSpawner]],
+) -> Iterator[ServerSpawner]:
     """``spawn_server(pki_dir, *flags)``: a real server process, killed at teardown if alive."""
-    procs: list[ServerProcess] = []
-
-    def spawn(pki_dir: Path, *args: str) -> ServerProcess:
-        proc = ServerProcess(pki_dir, tmp_path / f"server{len(procs)}.log", *args)
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+    with server_process_pool(tmp_path_factory, deadline=DEADLINE) as spawn:
+        yield spawn

@@ -17,9 +17,7 @@ from mtlschat.chat.wire import ALPN_JSON
 from .conftest import client_context
 
 if TYPE_CHECKING:
-    from conftest import TestPKI
-
-    from .conftest import ServerProcess
+    from conftest import ServerProcess, TestPKI
 
 CLIENTS = 500
 NAMES = 25  # 20 sessions per name: issuing 500 certificates would dominate the test

@@ -12,9 +12,9 @@ import pytest
 from .conftest import BioClient, ChatClient, Closed, assert_refused, client_context
 
 if TYPE_CHECKING:
-    from conftest import CLIRunner, TestPKI
+    from conftest import CLIRunner, ServerProcess, TestPKI
 
-    from .conftest import ServerFactory, ServerProcess
+    from .conftest import ServerFactory
 
 
 def _join(server: ServerProcess, pki: TestPKI, name: str, **kw: bool) -> ChatClient:
