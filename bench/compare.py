@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mtlschat.bench.suite import metric
+
 HERE = Path(__file__).resolve().parent
 PKI = HERE / "results" / "pki"  # kept between runs: 10,000 certificates take a while to issue
 
@@ -46,16 +48,6 @@ FIGURES = (
 )
 
 
-def value(run: dict[str, Any], path: str) -> float | None:
-    """A number from a run by dotted path, or None."""
-    v: Any = run
-    for part in path.split("."):
-        if not isinstance(v, dict) or v.get(part) is None:
-            return None
-        v = v[part]
-    return float(v)
-
-
 def summarize(reports: list[dict[str, Any]]) -> None:
     """Median of each figure per (workload, receivers, server), and the median ratio."""
     groups: dict[tuple[str, int], dict[str, list[dict[str, Any]]]] = {}
@@ -69,7 +61,7 @@ def summarize(reports: list[dict[str, Any]]) -> None:
             cells = []
             medians = {}
             for target, runs in by_target.items():
-                vals = [v for r in runs if (v := value(r, path)) is not None]
+                vals = [v for r in runs if (v := metric(r, path)) is not None]
                 if vals:
                     medians[target] = statistics.median(vals)
                     cells.append(f"{target} {medians[target]:,.4g}")

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from mtlschat.bench.suite import metric
+
 COLORS = {"mtlschat": "tab:blue", "reference": "tab:orange", "external": "tab:green"}
 LABELS = {"mtlschat": "mtlschat (selectors)", "reference": "asyncio reference"}
 PANELS = (
@@ -28,16 +30,6 @@ PANELS = (
     ("latency_ms.p99", "latency p99 (ms)", "log"),
     ("server.cpu_per_delivery_us", "server CPU per delivery (us)", "log"),
 )
-
-
-def value(run: dict[str, Any], path: str) -> float | None:
-    """A number from a run by dotted path, or None."""
-    v: Any = run
-    for part in path.split("."):
-        if not isinstance(v, dict) or v.get(part) is None:
-            return None
-        v = v[part]
-    return float(v)
 
 
 def human(v: float) -> str:
@@ -52,7 +44,7 @@ def series(runs: list[dict[str, Any]], path: str) -> dict[str, list[tuple[int, f
     """target -> sorted (receivers, median value over repeated runs)."""
     points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        v = value(r, path)
+        v = metric(r, path)
         if v is not None:
             points[r["target"]][r["params"]["receivers"]].append(v)
     out = {}
