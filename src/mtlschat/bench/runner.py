@@ -13,12 +13,11 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
+from mtlschat.bench import WORKLOADS
 from mtlschat.bench.payload import DEFAULT_SIZE, HEADER_SIZE, MAX_SENDERS, now_us
 from mtlschat.bench.pki import BenchPKI
 from mtlschat.bench.procstat import cpu_seconds, rss_bytes, settle_cpu
 from mtlschat.bench.worker import Endpoint, ReceiverJob, SenderJob, run_receivers, run_sender
-
-WORKLOADS = ("burst", "paced", "connect", "hold")
 
 
 class BenchError(RuntimeError):

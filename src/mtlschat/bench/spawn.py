@@ -11,9 +11,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlschat.bench import TARGETS
 from mtlschat.bench.pki import BenchPKI
 
-TARGETS = ("mtlschat", "reference")
 _LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)\b")
 
 

@@ -6,18 +6,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mtlschat.bench.report import print_report
-from mtlschat.bench.runner import WORKLOADS, BenchError, Workload
-from mtlschat.bench.spawn import TARGETS, SpawnError
-from mtlschat.bench.suite import Plan, parse_address, run_plan, workloads_for
-from mtlschat.ca.errors import CAError
-from mtlschat.ca.paths import PKIPaths
+from mtlschat.bench import TARGETS, WORKLOADS
+
+if TYPE_CHECKING:  # the load generator and rich are imported by the command itself
+    from rich.progress import Progress
+
+    from mtlschat.bench.runner import Workload
+    from mtlschat.bench.suite import Plan
 
 
 class _Bar:
@@ -78,6 +77,21 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Load-test a server: deliveries/s, latency, losses, server CPU and memory."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from mtlschat.bench.report import print_report
+    from mtlschat.bench.runner import BenchError, Workload
+    from mtlschat.bench.spawn import SpawnError
+    from mtlschat.bench.suite import run_plan, workloads_for
+    from mtlschat.ca.errors import CAError
+
     err = Console(stderr=True)
     try:
         base = Workload(
@@ -148,6 +162,10 @@ def _plan(
     server_name: str | None,
     pki: Path | None,
 ) -> Plan:
+    from mtlschat.bench.runner import BenchError
+    from mtlschat.bench.suite import Plan, parse_address
+    from mtlschat.ca.paths import PKIPaths
+
     if (spawn or compare) and (address is not None or server_pid is not None):
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
     if target not in TARGETS:

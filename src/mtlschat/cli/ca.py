@@ -14,22 +14,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from mtlschat.ca import CertificateAuthority
-from mtlschat.ca.bundle import load_bundle
+# Only what the command signatures need is imported here; the CA itself, bundles, export and
+# rich are imported by the commands that use them, so other `mtlschat` commands start faster.
 from mtlschat.ca.crl import DEFAULT_CRL_DAYS, Reason
-from mtlschat.ca.describe import describe_file
 from mtlschat.ca.errors import BadFile, BadRequest, CAError, PassphraseRequired
-from mtlschat.ca.export import export_pkcs12, java_truststore
 from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
 from mtlschat.ca.keys import KeyType
 from mtlschat.ca.paths import DEFAULT_PKI_DIR, PKI_ENV
 from mtlschat.ca.profile import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, MAX_LEAF_DAYS
+
+if TYPE_CHECKING:
+    from mtlschat.ca.authority import CertificateAuthority
 
 CA_PASSPHRASE_ENV = "MTLSCHAT_CA_PASSPHRASE"
 BUNDLE_PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
@@ -112,6 +111,8 @@ def _secret(env: str, prompt: str, *, confirm: bool, required: bool, why: str = 
 
 def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
     """Open the CA; when signing, decrypt its key now (prompting if needed) to fail early."""
+    from mtlschat.ca.authority import CertificateAuthority
+
     ca = CertificateAuthority.open(pki, passphrase=_env_bytes(CA_PASSPHRASE_ENV))
     if need_key:
         if ca.key_encrypted and not os.environ.get(CA_PASSPHRASE_ENV):
@@ -179,6 +180,8 @@ def init(
     If MTLSCHAT_CA_PASSPHRASE is set, ca.key is encrypted with it; --encrypt asks for a
     passphrase when it is not set.
     """
+    from mtlschat.ca.authority import CertificateAuthority
+
     with _errors():
         passphrase = None
         if encrypt or os.environ.get(CA_PASSPHRASE_ENV):
@@ -277,6 +280,9 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every certificate issued: serial, name, kind, expiry and status."""
+    from rich.console import Console
+    from rich.table import Table
+
     with _errors():
         ca = _open_ca(pki, need_key=False)
         records = ca.records()
@@ -417,6 +423,9 @@ def export(
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt. An encrypted bundle's
     passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
     """
+    from mtlschat.ca.bundle import load_bundle
+    from mtlschat.ca.export import export_pkcs12
+
     with _errors():
         path = Path(bundle)
         if not path.exists() and path.suffix != ".pem" and os.sep not in bundle:
@@ -453,6 +462,8 @@ def truststore(
 
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt.
     """
+    from mtlschat.ca.export import java_truststore
+
     with _errors():
         ca = _open_ca(pki, need_key=False)
         data = java_truststore(ca.cert, _p12_password(password_file))
@@ -466,6 +477,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Subject, issuer, SANs, validity, key type and SHA-256 fingerprint of what FILE holds."""
+    from mtlschat.ca.describe import describe_file
+
     with _errors():
         if not file.exists():
             raise BadFile(f"{file} not found")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from mtlschat.client.app import run_client
 from mtlschat.client.errors import ClientError, ExitCode
 
 DEBUG_ENV = "MTLSCHAT_DEBUG"
@@ -39,6 +38,9 @@ def client(
 
     An encrypted key's passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
     """
+    # Imported here: the client (prompt_toolkit, TLS set-up) is only paid for by this command.
+    from mtlschat.client.app import run_client
+
     try:
         run_client(cert, address, ca=ca, pipe=pipe, timestamps=timestamps)
     except ClientError as err:
