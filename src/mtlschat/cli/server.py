@@ -8,10 +8,6 @@ from pathlib import Path
 
 import typer
 
-from mtlschat.net.config import ConfigError, load_config
-from mtlschat.net.server import StartupError, run_server
-from mtlschat.net.tls import TLSSetupError
-
 
 def server(
     config: Path | None = typer.Option(
@@ -63,6 +59,11 @@ def server(
     ),
 ) -> None:
     """Run the chat server. Settings: flags > MTLSCHAT_<NAME> env vars > --config file."""
+    # Imported here so `mtlschat --help` and the other commands don't pay for the server's.
+    from mtlschat.net.config import ConfigError, load_config
+    from mtlschat.net.server import StartupError, run_server
+    from mtlschat.net.tls import TLSSetupError
+
     flags: dict[str, object | None] = {
         "pki": pki,
         "host": host,
