@@ -211,6 +211,17 @@ def test_bad_name_is_refused(h: Harness) -> None:
     assert h.room.online() == []
 
 
+def test_bad_name_gets_no_broadcasts_of_its_round(h: Harness) -> None:
+    alice, bob = h.join("alice"), h.join("bob")
+    bad = h.room.open("bad name!", Mode.JSON, "peer")
+    h.received[bad.id] = bytearray()
+    h._read[bad.id] = 0
+    h.send(alice, "not for refused clients")
+    h.flush()
+    assert [m["type"] for m in h.take(bad)] == ["error", "bye"]
+    assert [m["text"] for m in h.take(bob)] == ["not for refused clients"]
+
+
 def test_blank_and_whitespace_lines_are_ignored(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
     h.take(alice)

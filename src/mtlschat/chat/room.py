@@ -148,6 +148,7 @@ class Room:
         self._sessions[s.id] = s
         self.counters.sessions_opened += 1
         if not is_valid_username(name):
+            s._stop = s._start  # never a member: none of this round's broadcasts are for it
             self.send(s, Error(BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}"))
             self.end(s, "bad name")
             return s
