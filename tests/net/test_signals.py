@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import resource
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -109,3 +111,19 @@ def test_handshake_straddling_a_reload_is_checked_against_the_new_crl(
         with pytest.raises((ssl.SSLError, ConnectionError, Closed)):
             mallory.read_line()
     server.log.wait(r"rejected handshake from .*: certificate revoked")
+
+
+def test_stop_while_accepts_are_paused_still_says_bye(
+    pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+) -> None:
+    server = spawn_server(pki.dir)
+    alice = _join(server, pki, "alice")
+    # No descriptor left for the server: a pending connection makes accept() fail (EMFILE),
+    # and the listener is unregistered for a while, over and over while the peer waits.
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (3, 3))
+    with socket.create_connection(("127.0.0.1", server.port)):
+        server.wait_log(r"accept failed: .*; pausing accepts")
+        server.proc.send_signal(signal.SIGTERM)
+        assert alice.wait_for("bye")["reason"] == "server shutting down"
+        assert server.proc.wait(15) == 0
+    assert "stopped" in server.log() and "Traceback" not in server.log()

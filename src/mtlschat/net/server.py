@@ -476,7 +476,8 @@ class ChatServer:
         """Say goodbye to everyone, flush for a short grace period, close_notify, close."""
         log.info("shutting down (%s), %d connections", self._stopping, len(self._conns))
         if self._listener is not None:
-            self._sel.unregister(self._listener)
+            if not self._accept_paused_until:  # (paused accepts already unregistered it)
+                self._sel.unregister(self._listener)
             self._listener.close()
             self._listener = None
         for conn in list(self._conns.values()):
