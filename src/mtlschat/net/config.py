@@ -111,11 +111,11 @@ def _convert(name: str, value: object, source: str) -> object:
         raise ConfigError(f"bad value {value!r} for {where}: a port is 0-65535")
     if name in _POSITIVE and int(str(out)) < 1:
         raise ConfigError(f"bad value {value!r} for {where}: must be at least 1")
-    if name in _POSITIVE_FLOAT and float(str(out)) <= 0:
+    if name in _POSITIVE_FLOAT and not float(str(out)) > 0:  # (NaN too)
         raise ConfigError(f"bad value {value!r} for {where}: must be positive")
     if name == "announce_limit" and int(str(out)) < 0:
         raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = always announce)")
-    if name == "rate" and float(str(out)) < 0:
+    if name == "rate" and not float(str(out)) >= 0:
         raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = no limit)")
     if name == "log_level":
         level = str(out).upper()
