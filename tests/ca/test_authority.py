@@ -177,6 +177,17 @@ def test_renew_keeps_old_valid_unless_asked(fresh_pki: TestPKI, tmp_path: Path) 
         ca.renew("nobody", out=tmp_path / "n.pem")
 
 
+def test_failed_renew_revoke_old_leaves_crl_alone(fresh_pki: TestPKI, tmp_path: Path) -> None:
+    ca = fresh_pki.ca
+    old = ca.issue_user("jade", out=tmp_path / "jade.pem")
+    number = _crl_number(fresh_pki.crl)
+    with pytest.raises(BadFile):
+        ca.renew("jade", out=tmp_path / "missing" / "jade.pem", revoke_old=True)
+    assert [r.status() for r in ca.records() if r.name == "jade"] == ["valid"]
+    assert old.serial not in load_revoked_serials(fresh_pki.crl, ca.cert)
+    assert _crl_number(fresh_pki.crl) == number
+
+
 def test_encrypted_ca_key(tmp_path: Path) -> None:
     CertificateAuthority.init(tmp_path, passphrase=b"s3cret")
     assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "ca.key").read_bytes()

@@ -386,10 +386,17 @@ class CertificateAuthority:
                     cert_pem=_pem(cert).decode(),
                 ),
             )
-            if supersede:
-                self._write_crl(conn, now, DEFAULT_CRL_DAYS)
             # Written inside the transaction: if the write fails, the record is rolled back.
             atomic_write(out, render(cert), mode=mode, overwrite=force)
+            if supersede:
+                # Only once the new bundle exists: a failed renew must not revoke the old
+                # certificate in crl.pem while the record (rolled back) still says valid.
+                try:
+                    self._write_crl(conn, now, DEFAULT_CRL_DAYS)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        out.unlink()  # its certificate is not recorded: do not hand it out
+                    raise
         return IssuedCert(
             path=out, serial=cert.serial_number, name=cn, not_after=end, kind=kind, cert=cert
         )
