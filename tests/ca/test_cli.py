@@ -205,6 +205,17 @@ def test_error_paths_as_processes(tmp_path: Path, mtlschat_cli: CLIRunner) -> No
     fails(run("ca", "show", "missing.pem"), "not found")
 
 
+def test_days_past_year_9999_is_one_line_error(tmp_path: Path, mtlschat_cli: CLIRunner) -> None:
+    run = lambda *a: mtlschat_cli(*a, cwd=tmp_path)  # noqa: E731
+    fails(run("ca", "init", "--days", "99999999"), "too large")
+    assert not (tmp_path / "pki" / "ca.key").exists()
+    ok(run("ca", "init"))
+    crl = (tmp_path / "pki" / "crl.pem").read_bytes()
+    fails(run("ca", "crl", "--days", "99999999"), "too long")
+    fails(run("ca", "init", "--force", "--days", "99999999"), "too large")
+    assert (tmp_path / "pki" / "crl.pem").read_bytes() == crl  # nothing replaced
+
+
 def test_error_paths(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "issue", "alice"), "no CA in pki")
     fails(cli("ca", "list", "--pki", "nowhere"), "no CA in nowhere")

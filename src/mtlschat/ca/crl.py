@@ -7,7 +7,7 @@ SIGHUP to drop connections whose certificate has since been revoked.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -115,3 +115,7 @@ def check_crl_days(days: int) -> None:
     """Refuse a nextUpdate that is not in the future."""
     if days < 1:
         raise BadRequest(f"CRL validity must be at least 1 day (got {days})")
+    try:
+        datetime.now(UTC) + timedelta(days=days)
+    except OverflowError:
+        raise BadRequest(f"CRL validity of {days} days is too long (past the year 9999)") from None

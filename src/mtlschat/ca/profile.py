@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -50,6 +50,10 @@ def check_days(days: int, limit: int | None) -> None:
         raise BadRequest(f"--days must be at least 1 (got {days})")
     if limit is not None and days > limit:
         raise BadRequest(f"--days must be at most {limit} for a leaf certificate (got {days})")
+    try:
+        datetime.now(UTC) + timedelta(days=days)
+    except OverflowError:
+        raise BadRequest(f"--days {days} is too large (past the year 9999)") from None
 
 
 def parse_host(host: str) -> x509.GeneralName:
