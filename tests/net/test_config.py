@@ -58,6 +58,8 @@ def test_crl_path_found_in_pki_only_if_present(tmp_path: Path) -> None:
         ({}, {"MTLSCHAT_RATE": "nan"}, None, "must be >= 0"),
         ({"handshake_timeout": "nan"}, {}, None, "must be positive"),
         ({}, {}, "keepalive = nan\n", "must be positive"),
+        ({}, {"MTLSCHAT_IDLE_TIMEOUT": "inf"}, None, "must be positive and finite"),
+        ({"rate": "inf"}, {}, None, "must be >= 0 and finite"),
         ({"log_level": "chatty"}, {}, None, "use DEBUG, INFO"),
         ({}, {}, "porty = 1\n", "unknown setting 'porty'"),
         ({}, {}, "port = [1\n", "bad TOML"),

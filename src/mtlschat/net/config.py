@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -111,12 +112,14 @@ def _convert(name: str, value: object, source: str) -> object:
         raise ConfigError(f"bad value {value!r} for {where}: a port is 0-65535")
     if name in _POSITIVE and int(str(out)) < 1:
         raise ConfigError(f"bad value {value!r} for {where}: must be at least 1")
-    if name in _POSITIVE_FLOAT and not float(str(out)) > 0:  # (NaN too)
-        raise ConfigError(f"bad value {value!r} for {where}: must be positive")
+    if name in _POSITIVE_FLOAT and not 0 < float(str(out)) < math.inf:  # (NaN too)
+        raise ConfigError(f"bad value {value!r} for {where}: must be positive and finite")
     if name == "announce_limit" and int(str(out)) < 0:
         raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = always announce)")
-    if name == "rate" and not float(str(out)) >= 0:
-        raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = no limit)")
+    if name == "rate" and not 0 <= float(str(out)) < math.inf:
+        raise ConfigError(
+            f"bad value {value!r} for {where}: must be >= 0 and finite (0 = no limit)"
+        )
     if name == "log_level":
         level = str(out).upper()
         if not isinstance(logging.getLevelName(level), int):
