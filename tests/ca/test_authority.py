@@ -341,3 +341,12 @@ def test_issue_server_hosts(fresh_pki: TestPKI, tmp_path: Path) -> None:
     with pytest.raises(OutputExists):  # server.pem is there already
         fresh_pki.ca.issue_server(["localhost"])
     assert timedelta(0) < issued.not_after - datetime.now(UTC) <= timedelta(days=397)
+
+
+def test_crl_is_backdated_like_certificates(tmp_path: Path) -> None:
+    """A server whose clock is a few minutes behind the CA's must still accept the CRL."""
+    ca = CertificateAuthority.init(tmp_path / "pki")
+    before = datetime.now(UTC)
+    crl = load_crl(ca.write_crl())
+    assert crl.last_update_utc <= before - timedelta(minutes=4)
+    assert crl.next_update_utc is not None and crl.next_update_utc > before + timedelta(days=179)

@@ -17,6 +17,7 @@ from mtlschat.ca.db import CertRecord
 from mtlschat.ca.errors import BadFile, BadRequest
 from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import PrivateKey, signature_hash
+from mtlschat.ca.profile import CLOCK_SKEW
 
 # The CRL's nextUpdate: OpenSSL rejects every certificate once it has passed, so run
 # `mtlschat ca crl` well before (cron/systemd timer). easy-rsa uses the same default.
@@ -60,7 +61,9 @@ def build_crl(
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
-        .last_update(now)
+        # Backdated like certificates: a server whose clock is a little behind the CA's would
+        # otherwise find the CRL "not yet valid" and refuse every client until it caught up.
+        .last_update(now - CLOCK_SKEW)
         .next_update(now + timedelta(days=days))
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(
