@@ -258,6 +258,10 @@ class ChatServer:
             self._read(conn)
         if conn.queued():  # (a closed connection has nothing queued)
             self._dirty.add(conn)  # writable again (or readable after a write wanted a read)
+        elif not conn.read_wants_write:
+            # A read that wanted a write has gone through: stop watching for writability, or
+            # the always-writable socket would spin the loop until this peer's next output.
+            self._want(conn, selectors.EVENT_READ)
 
     def _handshake(self, conn: Connection) -> None:
         try:
