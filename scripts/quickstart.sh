@@ -21,7 +21,16 @@ fi
 mkdir -p "$pki/users"
 for user in alice bob; do
   if [ ! -f "$pki/users/$user.pem" ]; then
-    "${mtlschat[@]}" ca issue "$user" --pki "$pki" --out "$pki/users/$user.pem"
+    # A bundle deleted while its certificate is still valid: the name is taken, so renew it
+    # (revoking the lost one) rather than stop. Any other failure is shown as it was.
+    if ! err="$("${mtlschat[@]}" ca issue "$user" --pki "$pki" --out "$pki/users/$user.pem" 2>&1)"; then
+      if ! "${mtlschat[@]}" ca renew "$user" --pki "$pki" --out "$pki/users/$user.pem" --revoke-old; then
+        echo "$err" >&2
+        exit 1
+      fi
+    else
+      echo "$err"
+    fi
   fi
 done
 

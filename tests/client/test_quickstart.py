@@ -108,3 +108,9 @@ def test_quickstart_makes_a_pki_runs_a_server_and_prints_a_working_command(tmp_p
     assert _stop(_start(repo, env, out_path, err_path)) == 0
     assert (repo / "pki" / "ca.crt").read_bytes() == ca_before
     assert "creating a demo CA" not in out_path.read_text()
+
+    # A lost bundle whose certificate is still valid is renewed (the lost one revoked).
+    (repo / "pki" / "users" / "bob.pem").unlink()
+    assert _stop(_start(repo, env, out_path, err_path)) == 0
+    assert (repo / "pki" / "users" / "bob.pem").is_file()
+    assert (repo / "pki" / "ca.crt").read_bytes() == ca_before
