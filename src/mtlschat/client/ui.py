@@ -55,6 +55,8 @@ class ChatUI:
             message=self._prompt,
             completer=ChatCompleter(state),
             complete_while_typing=False,
+            # The sent line comes back as a timestamped chat line: don't leave the raw input too.
+            erase_when_done=True,
             history=InMemoryHistory(),
             style=STYLE,
             input=input,
