@@ -102,6 +102,18 @@ def load_revoked_serials(crl_path: Path, issuer: x509.Certificate | None = None)
     With ``issuer`` (the CA certificate) the CRL's signature is checked too, and a CRL not
     signed by that CA raises :class:`BadFile`.
     """
+    return revoked_in(load_verified_crl(crl_path, issuer))
+
+
+def revoked_in(crl: x509.CertificateRevocationList) -> frozenset[int]:
+    """The serial numbers a parsed CRL lists."""
+    return frozenset(entry.serial_number for entry in crl)
+
+
+def load_verified_crl(
+    crl_path: Path, issuer: x509.Certificate | None = None
+) -> x509.CertificateRevocationList:
+    """Parse a CRL file; with ``issuer``, check that CA signed it (else :class:`BadFile`)."""
     crl = load_crl(crl_path)
     if issuer is not None:
         ok = crl.issuer == issuer.subject
@@ -111,7 +123,7 @@ def load_revoked_serials(crl_path: Path, issuer: x509.Certificate | None = None)
             ok = False
         if not ok:
             raise BadFile(f"{crl_path} is not signed by the CA")
-    return frozenset(entry.serial_number for entry in crl)
+    return crl
 
 
 def check_crl_days(days: int) -> None:

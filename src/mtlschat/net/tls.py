@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from mtlschat.ca.crl import load_revoked_serials
+from mtlschat.ca.crl import load_verified_crl, revoked_in
 from mtlschat.ca.errors import CAError
 from mtlschat.chat.wire import ALPN_PROTOCOLS
+
+log = logging.getLogger("mtlschat.server")
 
 
 class TLSSetupError(Exception):
@@ -67,9 +71,20 @@ def revoked_serials(ca: Path, crl: Path | None) -> frozenset[int]:
     problem = f"{crl} is not signed by the CA in {ca}"
     for issuer in issuers:
         try:
-            return load_revoked_serials(crl, issuer)
+            parsed = load_verified_crl(crl, issuer)
         except CAError as exc:
             problem = str(exc)
+            continue
+        next_update = parsed.next_update_utc
+        if next_update is not None and next_update < datetime.now(UTC):
+            # OpenSSL refuses every client certificate against an expired CRL ("CRL has expired").
+            log.error(
+                "the CRL %s expired on %s: every client will be refused until `mtlschat ca crl` "
+                "rewrites it and the server is sent SIGHUP",
+                crl,
+                f"{next_update:%Y-%m-%d %H:%M} UTC",
+            )
+        return revoked_in(parsed)
     raise TLSSetupError(f"bad CRL: {problem}")
 
 
