@@ -6,9 +6,10 @@ import os
 
 import pytest
 
+from mtlschat.address import parse_address
 from mtlschat.bench.procstat import cpu_seconds, rss_bytes
 from mtlschat.bench.runner import BenchError, Workload, percentile
-from mtlschat.bench.suite import default_server_name, parse_address, ratios, workloads_for
+from mtlschat.bench.suite import default_server_name, ratios, workloads_for
 
 
 @pytest.mark.parametrize(

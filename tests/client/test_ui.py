@@ -17,7 +17,8 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from mtlschat.client.connection import Link, parse_address
+from mtlschat.address import parse_address
+from mtlschat.client.connection import Link
 from mtlschat.client.protocol import ChatState, Event
 from mtlschat.client.tls import client_context
 from mtlschat.client.ui import ChatCompleter, ChatUI, run_ui

@@ -19,7 +19,6 @@ from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_w
 from mtlschat.bench.spawn import spawn_server
 from mtlschat.bench.worker import Endpoint
 
-DEFAULT_PORT = 7443
 REPORT_VERSION = 1
 
 # (key path in a run's result, label, unit): what --compare turns into ratios.
@@ -32,30 +31,6 @@ RATIO_METRICS: tuple[tuple[str, str], ...] = (
     ("server.rss_per_conn_kb", "server RSS per connection"),
     ("connect.seconds", "time to connect all"),
 )
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` -> (host, port); ValueError if bad."""
-    host, port = text, DEFAULT_PORT
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"bad address {text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad address {text!r}")
-            port = _port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, p = text.split(":")
-        port = _port(p, text)
-    return host or "localhost", port
-
-
-def _port(p: str, text: str) -> int:
-    if not p.isdigit() or not 0 < int(p) < 65536:
-        raise ValueError(f"bad port in {text!r}")
-    return int(p)
 
 
 def default_server_name(host: str) -> str:

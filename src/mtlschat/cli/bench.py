@@ -162,8 +162,9 @@ def _plan(
     server_name: str | None,
     pki: Path | None,
 ) -> Plan:
+    from mtlschat.address import parse_address
     from mtlschat.bench.runner import BenchError
-    from mtlschat.bench.suite import Plan, parse_address
+    from mtlschat.bench.suite import Plan
     from mtlschat.ca.paths import PKIPaths
 
     if (spawn or compare) and (address is not None or server_pid is not None):

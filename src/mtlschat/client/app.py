@@ -11,7 +11,8 @@ from pathlib import Path
 
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from mtlschat.client.connection import Link, parse_address
+from mtlschat.address import parse_address
+from mtlschat.client.connection import Link
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.pipe import run_pipe
 from mtlschat.client.protocol import ChatState

@@ -15,11 +15,11 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from mtlschat.address import Address
 from mtlschat.client.backoff import Backoff
 from mtlschat.client.errors import ClientError, ExitCode
-from mtlschat.client.protocol import DEFAULT_PORT, ChatState, Event, is_quit, parse_line
+from mtlschat.client.protocol import ChatState, Event, is_quit, parse_line
 from mtlschat.client.tls import handshake_error
 
 # Failures worth retrying once we have been in the room: the server restarting, the network.
@@ -27,34 +27,6 @@ _TRANSIENT = frozenset({ExitCode.UNREACHABLE, ExitCode.REFUSED, ExitCode.PROTOCO
 MAX_LINE = 1 << 20  # a /who of a big room is one long line
 SEND_BATCH = 512  # lines per write when a lot is queued
 QUIT_GRACE = 5.0  # seconds to wait for the server to close after /quit
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where the server is; ``host`` is also the name its certificate must carry."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_address(text: str | None) -> Address:
-    """``HOST``, ``HOST:PORT``, ``[V6]:PORT``, ``V6`` or ``:PORT`` (default localhost:7443)."""
-    if not text:
-        return Address("localhost", DEFAULT_PORT)
-    host, port = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad address {text!r}: use [IPV6]:PORT")
-        port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"bad port in {text!r}: use a number from 1 to 65535")
-    return Address(host or "localhost", int(port) if port else DEFAULT_PORT)
 
 
 def _why(exc: OSError) -> str:

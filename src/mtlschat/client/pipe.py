@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from mtlschat.client.connection import Address, Link
+from mtlschat.address import Address
+from mtlschat.client.connection import Link
 from mtlschat.client.protocol import Event
 from mtlschat.client.render import render_plain
 

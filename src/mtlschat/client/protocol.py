@@ -15,8 +15,6 @@ from mtlschat.ca.names import name_key
 from mtlschat.chat.commands import COMMANDS as SERVER_COMMANDS
 from mtlschat.chat.wire import clean_text
 
-DEFAULT_PORT = 7443
-
 # For tab completion: the server's command table (a newer server may know more; those still work).
 COMMANDS: tuple[str, ...] = tuple(sorted(f"/{name}" for name in SERVER_COMMANDS))
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtlschat.address import DEFAULT_PORT
+
 ENV_PREFIX = "MTLSCHAT_"
 
 
@@ -29,7 +31,7 @@ class ServerConfig:
 
     pki: Path = Path("pki")
     host: str = "0.0.0.0"
-    port: int = 7443
+    port: int = DEFAULT_PORT
     cert: Path | None = None
     ca: Path | None = None
     crl: Path | None = None
