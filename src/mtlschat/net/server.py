@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable
 
+from mtlschat.address import Address
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
@@ -515,8 +516,7 @@ class ChatServer:
 
 def _format_peer(addr: object) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return str(Address(str(addr[0]), int(addr[1])))
     return str(addr)
 
 
