@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlschat.net.framing import BAD_UTF8, LINE_TOO_LONG, FramingError, LineDecoder
+from mtlschat.chat.framing import BAD_UTF8, LINE_TOO_LONG, FramingError, LineDecoder
 
 Out = list[str | FramingError]
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
 from mtlschat.chat.commands import COMMANDS
+from mtlschat.chat.framing import FramingError, LineDecoder
 from mtlschat.chat.settings import RoomCounters, RoomSettings
 from mtlschat.chat.wire import (
     BAD_NAME,
@@ -42,7 +43,6 @@ from mtlschat.chat.wire import (
     clean_text,
     shorten,
 )
-from mtlschat.net.framing import FramingError, LineDecoder
 
 __all__ = ["Mode", "Room", "RoomCounters", "RoomSettings", "Session"]
 

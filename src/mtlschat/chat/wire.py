@@ -13,7 +13,7 @@ from enum import IntEnum
 from functools import lru_cache
 from json.encoder import encode_basestring as _json_str  # C-accelerated in CPython
 
-from mtlschat.net.framing import BAD_UTF8, LINE_TOO_LONG
+from mtlschat.chat.framing import BAD_UTF8, LINE_TOO_LONG
 
 ALPN_TEXT = "mtlschat-text/1"
 ALPN_JSON = "mtlschat-json/1"
