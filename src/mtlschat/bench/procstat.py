@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import time
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -42,11 +41,3 @@ def settle_cpu(pid: int, quiet: float = 0.3, timeout: float = 15.0) -> float:
             return now
         last = now
     return last
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's open-file soft limit to its hard limit (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard

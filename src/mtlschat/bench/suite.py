@@ -14,10 +14,10 @@ from typing import Any
 
 from mtlschat import __version__
 from mtlschat.bench.pki import BenchPKI, prepare_pki
-from mtlschat.bench.procstat import raise_fd_limit
 from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_workload
 from mtlschat.bench.spawn import spawn_server
 from mtlschat.bench.worker import Endpoint
+from mtlschat.fdlimit import raise_fd_limit
 
 REPORT_VERSION = 1
 

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
-from mtlschat.bench.procstat import raise_fd_limit
+from mtlschat.fdlimit import raise_fd_limit
 
 _RECV = 256 * 1024
 # TLS plaintext records are at most 16 KiB: asking SSL for more only makes CPython allocate (and

@@ -13,6 +13,7 @@ from mtlschat.ca.bundle import Bundle, load_bundle
 from mtlschat.ca.errors import BundleError, CAError, PassphraseRequired, WrongPassphrase
 from mtlschat.chat.wire import ALPN_JSON
 from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.tlserror import tls_reason
 
 PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
 
@@ -96,25 +97,21 @@ def client_context(bundle: Path, passphrase: str | None, ca: Path | None = None)
             ctx.load_verify_locations(cafile=ca)
         except (OSError, ssl.SSLError) as exc:
             raise ClientError(
-                ExitCode.BUNDLE_UNREADABLE, f"cannot load CA certificate {ca}: {_why(exc)}"
+                ExitCode.BUNDLE_UNREADABLE, f"cannot load CA certificate {ca}: {tls_reason(exc)}"
             ) from None
     secret = (passphrase or "").encode()
     try:
         # The same file again, now for OpenSSL; the callback stops it prompting on the tty.
         ctx.load_cert_chain(bundle, password=lambda: secret)
     except ssl.SSLError as exc:
-        raise ClientError(ExitCode.BUNDLE_UNREADABLE, f"cannot use {bundle}: {_why(exc)}") from None
+        raise ClientError(
+            ExitCode.BUNDLE_UNREADABLE, f"cannot use {bundle}: {tls_reason(exc)}"
+        ) from None
     except OSError as exc:
         raise ClientError(
-            ExitCode.BUNDLE_UNREADABLE, f"cannot read {bundle}: {_why(exc)}"
+            ExitCode.BUNDLE_UNREADABLE, f"cannot read {bundle}: {tls_reason(exc)}"
         ) from None
     return ctx
-
-
-def _why(exc: OSError | ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return (exc.reason or str(exc)).lower().replace("_", " ")
-    return exc.strerror or str(exc)
 
 
 def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
@@ -124,7 +121,7 @@ def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
     certificate, so a rejection arrives as an alert on the first read, not in ``connect``.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or _why(exc)
+        detail = exc.verify_message or tls_reason(exc)
         if exc.verify_code in _NAME_MISMATCH:
             return ClientError(
                 ExitCode.HOSTNAME_MISMATCH,
@@ -144,5 +141,7 @@ def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
         code, text = _ALERTS[reason]
         return ClientError(code, f"{where} rejected your certificate: {text}")
     if "ALERT" in reason:
-        return ClientError(ExitCode.CERT_REJECTED, f"{where} refused the connection: {_why(exc)}")
-    return ClientError(ExitCode.PROTOCOL, f"TLS with {where} failed: {_why(exc)}")
+        return ClientError(
+            ExitCode.CERT_REJECTED, f"{where} refused the connection: {tls_reason(exc)}"
+        )
+    return ClientError(ExitCode.PROTOCOL, f"TLS with {where} failed: {tls_reason(exc)}")

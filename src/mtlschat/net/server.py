@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import resource
 import selectors
 import signal
 import socket
@@ -21,9 +20,11 @@ from collections.abc import Callable
 
 from mtlschat.address import Address
 from mtlschat.chat.room import Mode, Room, RoomSettings
+from mtlschat.fdlimit import raise_fd_limit
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.tls import TLSSetupError, peer_identity, revoked_serials, server_context
+from mtlschat.tlserror import tls_reason
 
 log = logging.getLogger("mtlschat.server")
 
@@ -51,16 +52,6 @@ def room_settings(config: ServerConfig) -> RoomSettings:
         idle_timeout=config.idle_timeout,
         announce_limit=config.announce_limit,
     )
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (every peer is a descriptor); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
 
 
 class StartupError(Exception):
@@ -136,7 +127,7 @@ class ChatServer:
 
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM (or :meth:`stop`), then shut down gracefully."""
-        nofile = raise_nofile_limit()
+        nofile = raise_fd_limit()
         if self._listener is None:
             self.bind()
         log.info(
@@ -277,7 +268,7 @@ class ChatServer:
             self._reject(conn, exc.verify_message or str(exc))
             return
         except ssl.SSLError as exc:
-            self._reject(conn, _ssl_reason(exc))
+            self._reject(conn, tls_reason(exc))
             return
         except OSError as exc:
             self._reject(conn, exc.strerror or str(exc))
@@ -335,7 +326,7 @@ class ChatServer:
             conn.read_wants_write = True
             self._want(conn, conn.events | selectors.EVENT_WRITE)
         except ssl.SSLError as exc:
-            eof = f"TLS error: {_ssl_reason(exc)}"
+            eof = f"TLS error: {tls_reason(exc)}"
         except OSError as exc:
             eof = exc.strerror or "connection lost"
         if chunks and conn.state is State.OPEN and conn.session is not None:
@@ -389,7 +380,7 @@ class ChatServer:
                 self._want(conn, selectors.EVENT_READ)
                 return
             except ssl.SSLError as exc:
-                self._drop(conn, f"TLS error: {_ssl_reason(exc)}")
+                self._drop(conn, f"TLS error: {tls_reason(exc)}")
                 return
             except OSError as exc:
                 self._drop(conn, exc.strerror or "connection lost")
@@ -518,12 +509,6 @@ def _format_peer(addr: object) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return str(Address(str(addr[0]), int(addr[1])))
     return str(addr)
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """OpenSSL's short reason (``WRONG_VERSION_NUMBER``...) in lower-case words."""
-    reason = exc.reason or ""
-    return reason.replace("_", " ").lower() if reason else str(exc)
 
 
 def run_server(config: ServerConfig) -> None:

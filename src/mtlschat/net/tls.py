@@ -14,6 +14,7 @@ from cryptography import x509
 from mtlschat.ca.crl import load_verified_crl, revoked_in
 from mtlschat.ca.errors import CAError
 from mtlschat.chat.wire import ALPN_PROTOCOLS
+from mtlschat.tlserror import tls_reason
 
 log = logging.getLogger("mtlschat.server")
 
@@ -41,17 +42,18 @@ def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
         # A server starts unattended: never let OpenSSL prompt on the terminal for a passphrase.
         ctx.load_cert_chain(cert, password=_no_passphrase(cert))
     except (OSError, ssl.SSLError) as exc:
-        raise TLSSetupError(f"cannot load server certificate/key {cert}: {_why(exc)}") from None
+        why = tls_reason(exc)
+        raise TLSSetupError(f"cannot load server certificate/key {cert}: {why}") from None
     try:
         ctx.load_verify_locations(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSSetupError(f"cannot load CA certificate {ca}: {_why(exc)}") from None
+        raise TLSSetupError(f"cannot load CA certificate {ca}: {tls_reason(exc)}") from None
     if crl is not None:
         try:
             # A PEM CRL loads into the same trust store as the CA certificate.
             ctx.load_verify_locations(cafile=crl)
         except (OSError, ssl.SSLError) as exc:
-            raise TLSSetupError(f"cannot load CRL {crl}: {_why(exc)}") from None
+            raise TLSSetupError(f"cannot load CRL {crl}: {tls_reason(exc)}") from None
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
@@ -93,12 +95,6 @@ def _no_passphrase(cert: Path) -> Callable[[], bytes]:
         raise TLSSetupError(f"the server key in {cert} is passphrase-protected (not supported)")
 
     return refuse
-
-
-def _why(exc: OSError | ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
-    return exc.strerror or str(exc)
 
 
 @dataclass(frozen=True, slots=True)
