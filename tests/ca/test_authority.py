@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlschat.ca import CertificateAuthority, PassphraseRequired, WrongPassphrase
 from mtlschat.ca.bundle import load_bundle
-from mtlschat.ca.crl import load_crl, load_revoked_serials
+from mtlschat.ca.crl import load_crl, load_verified_crl, revoked_in
 from mtlschat.ca.errors import (
     BadFile,
     BadName,
@@ -48,7 +48,7 @@ def test_init_writes_files_with_safe_modes(tmp_path: Path) -> None:
     assert _mode(ca.paths.ca_key) == 0o600
     assert _mode(ca.paths.ca_cert) == 0o644
     assert _mode(ca.paths.dir) == 0o700
-    assert ca.paths.crl.is_file() and load_revoked_serials(ca.paths.crl, ca.cert) == frozenset()
+    assert revoked_in(load_verified_crl(ca.paths.crl, ca.cert)) == frozenset()
     assert ca.paths.ca_key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8
     assert not list(ca.paths.dir.glob(".*tmp"))  # no temp files left behind
 
@@ -156,7 +156,7 @@ def test_revoke_unknown_or_twice(fresh_pki: TestPKI) -> None:
 def test_revoke_by_serial(fresh_pki: TestPKI) -> None:
     serial = load_bundle(fresh_pki.server_bundle).cert.serial_number
     fresh_pki.ca.revoke_serial(serial, reason="superseded")
-    assert serial in load_revoked_serials(fresh_pki.crl)
+    assert serial in revoked_in(load_verified_crl(fresh_pki.crl))
     with pytest.raises(UnknownName):
         fresh_pki.ca.revoke_serial(serial)
 
@@ -172,7 +172,7 @@ def test_renew_keeps_old_valid_unless_asked(fresh_pki: TestPKI, tmp_path: Path) 
     newer = ca.renew("ivy", out=tmp_path / "ivy3.pem", revoke_old=True)
     statuses = {r.serial: r.status() for r in ca.records() if r.name == "Ivy"}
     assert statuses == {old.serial: "revoked", new.serial: "revoked", newer.serial: "valid"}
-    assert load_revoked_serials(fresh_pki.crl) == {old.serial, new.serial}
+    assert revoked_in(load_verified_crl(fresh_pki.crl)) == {old.serial, new.serial}
     with pytest.raises(UnknownName):
         ca.renew("nobody", out=tmp_path / "n.pem")
 
@@ -184,7 +184,7 @@ def test_failed_renew_revoke_old_leaves_crl_alone(fresh_pki: TestPKI, tmp_path: 
     with pytest.raises(BadFile):
         ca.renew("jade", out=tmp_path / "missing" / "jade.pem", revoke_old=True)
     assert [r.status() for r in ca.records() if r.name == "jade"] == ["valid"]
-    assert old.serial not in load_revoked_serials(fresh_pki.crl, ca.cert)
+    assert old.serial not in revoked_in(load_verified_crl(fresh_pki.crl, ca.cert))
     assert _crl_number(fresh_pki.crl) == number
 
 
@@ -255,10 +255,10 @@ def test_bundle_errors(pki: TestPKI, tmp_path: Path) -> None:
 def test_crl_signature_checked(pki: TestPKI, tmp_path: Path) -> None:
     other = CertificateAuthority.init(tmp_path / "other")
     with pytest.raises(BadFile, match="not signed by the CA"):
-        load_revoked_serials(other.paths.crl, pki.ca.cert)
+        revoked_in(load_verified_crl(other.paths.crl, pki.ca.cert))
     (tmp_path / "bad.pem").write_text("nope")
     with pytest.raises(BadFile):
-        load_revoked_serials(tmp_path / "bad.pem")
+        revoked_in(load_verified_crl(tmp_path / "bad.pem"))
 
 
 # -- CSR signing --

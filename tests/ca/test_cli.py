@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from mtlschat.ca.bundle import load_bundle
-from mtlschat.ca.crl import load_revoked_serials
+from mtlschat.ca.crl import load_verified_crl, revoked_in
 from mtlschat.cli.main import app
 
 if TYPE_CHECKING:  # conftest is not importable at run time (--import-mode=importlib)
@@ -127,7 +127,7 @@ def test_workflow_with_openssl_and_keytool(tmp_path: Path, mtlschat_cli: CLIRunn
     ok(run("ca", "revoke", "alice", "--reason", "key-compromise"))
     statuses = [r["status"] for r in json.loads(ok(run("ca", "list", "--json")))]
     assert statuses.count("revoked") == 2  # both of alice's certificates
-    assert load_bundle(alice).cert.serial_number in load_revoked_serials(pki / "crl.pem")
+    assert load_bundle(alice).cert.serial_number in revoked_in(load_verified_crl(pki / "crl.pem"))
     ok(run("ca", "crl", "--days", "7"))
     crl_check = (*verify, "-crl_check", "-CRLfile", pki / "crl.pem")
     revoked = tool(*crl_check, "-purpose", "sslclient", alice)

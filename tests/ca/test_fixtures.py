@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mtlschat.ca.bundle import load_bundle
-from mtlschat.ca.crl import load_revoked_serials
+from mtlschat.ca.crl import load_verified_crl, revoked_in
 
 if TYPE_CHECKING:  # conftest is not importable at run time (--import-mode=importlib)
     from conftest import TestPKI
@@ -16,7 +16,7 @@ def test_session_pki_has_ca_server_and_crl(pki: TestPKI) -> None:
     assert pki.ca_cert.is_file() and pki.crl.is_file()
     server = load_bundle(pki.server_bundle)
     assert server.name == "localhost"
-    assert load_revoked_serials(pki.crl, pki.ca.cert) == frozenset()
+    assert revoked_in(load_verified_crl(pki.crl, pki.ca.cert)) == frozenset()
 
 
 def test_user_bundles_are_cached_and_distinct(pki: TestPKI) -> None:
@@ -36,4 +36,4 @@ def test_expired_and_other_ca_users(pki: TestPKI) -> None:
 def test_fresh_pki_revoke_updates_crl(fresh_pki: TestPKI) -> None:
     serial = load_bundle(fresh_pki.user("carol")).cert.serial_number
     fresh_pki.revoke("carol")
-    assert load_revoked_serials(fresh_pki.crl, fresh_pki.ca.cert) == {serial}
+    assert revoked_in(load_verified_crl(fresh_pki.crl, fresh_pki.ca.cert)) == {serial}

@@ -32,6 +32,7 @@ from mtlschat.ca.errors import (
 )
 from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
 from mtlschat.ca.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key
+from mtlschat.ca.listing import CertRow, cert_rows
 from mtlschat.ca.names import InvalidName, validate_username
 from mtlschat.ca.paths import PKIPaths
 from mtlschat.ca.profile import (
@@ -174,6 +175,16 @@ class CertificateAuthority:
             return is_encrypted_pem_key(self.paths.ca_key.read_bytes()[:200])
         except OSError:
             return False
+
+    def unlock(self, passphrase: bytes | None = None) -> PrivateKey:
+        """Load the CA key now, with ``passphrase`` if given (else the one passed to ``open``).
+
+        Raises :class:`PassphraseRequired`, :class:`WrongPassphrase` or :class:`BadFile` (missing,
+        or not matching ``ca.crt``) before anything is signed.
+        """
+        if passphrase is not None and self._key is None:
+            self._passphrase = passphrase
+        return self.key
 
     @property
     def key(self) -> PrivateKey:
@@ -454,6 +465,10 @@ class CertificateAuthority:
     def records(self) -> list[CertRecord]:
         """Every certificate issued, oldest first."""
         return self.db.all()
+
+    def rows(self, now: datetime | None = None) -> list[CertRow]:
+        """Every certificate issued as listed by ``ca list`` (status as of ``now``)."""
+        return cert_rows(self.db.all(), now or datetime.now(UTC))
 
 
 def _load_csr(csr: Path | bytes) -> x509.CertificateSigningRequest:

@@ -8,7 +8,7 @@ Python's ``ssl.SSLContext.load_cert_chain(path, password=...)`` and ``openssl s_
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,11 @@ from mtlschat.ca.errors import (
 from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import PrivateKey, as_supported_key
 from mtlschat.ca.profile import common_name
+
+# Asked for a passphrase: (why it is needed, attempt number from 0) -> the passphrase, or None to
+# give up. The CLI answers from an environment variable once, or from a prompt up to 3 times.
+AskPassphrase = Callable[[str, int], bytes | None]
+PASSPHRASE_TRIES = 3
 
 _KEY_BLOCK = re.compile(
     rb"-----BEGIN ((?:ENCRYPTED |RSA |EC )?PRIVATE KEY)-----.*?-----END \1-----", re.DOTALL
@@ -140,3 +145,25 @@ def load_bundle(path: Path, passphrase: bytes | None = None) -> Bundle:
                 encrypted=is_encrypted_pem_key(blocks[0]),
             )
     raise BundleError(f"the private key in {path} does not match any certificate in it")
+
+
+def unlock_bundle(path: Path, ask: AskPassphrase, tries: int = PASSPHRASE_TRIES) -> Bundle:
+    """Load a bundle, asking ``ask`` for its passphrase if the key is encrypted.
+
+    A wrong passphrase is asked again, up to ``tries`` times in all; when ``ask`` gives up
+    (returns None) the last error (:class:`PassphraseRequired` or :class:`WrongPassphrase`) is
+    raised.
+    """
+    try:
+        return load_bundle(path)
+    except PassphraseRequired as e:
+        error: WrongPassphrase = e
+    for attempt in range(tries):
+        passphrase = ask(f"the key in {path} is encrypted", attempt)
+        if passphrase is None:
+            break
+        try:
+            return load_bundle(path, passphrase)
+        except WrongPassphrase as e:
+            error = e
+    raise error

@@ -1,7 +1,7 @@
-"""Certificate revocation lists: building one, and reading the revoked serials back.
+"""Certificate revocation lists: building one, and reading one back (checked against the CA).
 
-The server loads ``crl.pem`` into its TLS context and calls :func:`load_revoked_serials` on
-SIGHUP to drop connections whose certificate has since been revoked.
+The server loads ``crl.pem`` with :func:`load_verified_crl` and reads its serials with
+:func:`revoked_in`, to drop connections whose certificate has since been revoked.
 """
 
 from __future__ import annotations
@@ -94,15 +94,6 @@ def load_crl(crl_path: Path) -> x509.CertificateRevocationList:
         return x509.load_der_x509_crl(data)
     except ValueError:
         raise BadFile(f"{crl_path} is not a valid CRL") from None
-
-
-def load_revoked_serials(crl_path: Path, issuer: x509.Certificate | None = None) -> frozenset[int]:
-    """The serial numbers listed in a CRL file.
-
-    With ``issuer`` (the CA certificate) the CRL's signature is checked too, and a CRL not
-    signed by that CA raises :class:`BadFile`.
-    """
-    return revoked_in(load_verified_crl(crl_path, issuer))
 
 
 def revoked_in(crl: x509.CertificateRevocationList) -> frozenset[int]:

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 PKI_ENV = "MTLSCHAT_PKI"
 DEFAULT_PKI_DIR = Path("pki")
-
-
-def default_pki_dir() -> Path:
-    """``$MTLSCHAT_PKI`` if set, else ``pki/`` (relative to the working directory)."""
-    env = os.environ.get(PKI_ENV)
-    return Path(env) if env else DEFAULT_PKI_DIR
 
 
 @dataclass(frozen=True)

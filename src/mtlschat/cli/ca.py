@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -22,7 +22,7 @@ import typer
 # rich are imported by the commands that use them, so other `mtlschat` commands start faster.
 from mtlschat.ca.crl import DEFAULT_CRL_DAYS, Reason
 from mtlschat.ca.errors import BadFile, BadRequest, CAError, PassphraseRequired
-from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
+from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import KeyType
 from mtlschat.ca.paths import DEFAULT_PKI_DIR, PKI_ENV
 from mtlschat.ca.profile import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, MAX_LEAF_DAYS
@@ -115,7 +115,8 @@ def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
 
     ca = CertificateAuthority.open(pki, passphrase=_env_bytes(CA_PASSPHRASE_ENV))
     if need_key:
-        if ca.key_encrypted and not os.environ.get(CA_PASSPHRASE_ENV):
+        passphrase = None
+        if ca.key_encrypted:
             passphrase = _secret(
                 CA_PASSPHRASE_ENV,
                 "CA key passphrase",
@@ -123,9 +124,21 @@ def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
                 required=True,
                 why=f"the CA key {ca.paths.ca_key} is encrypted",
             )
-            ca = CertificateAuthority.open(pki, passphrase=passphrase)
-        ca.key  # noqa: B018 - loads and checks the key (wrong passphrase, mismatch)
+        ca.unlock(passphrase)  # wrong passphrase, missing key, key/certificate mismatch
     return ca
+
+
+def _ask_bundle_passphrase(why: str, attempt: int) -> bytes | None:
+    """The bundle passphrase: from the environment once, else up to three prompts."""
+    if attempt == 0 and (value := _env_bytes(BUNDLE_PASSPHRASE_ENV)):
+        return value
+    if os.environ.get(BUNDLE_PASSPHRASE_ENV) or not sys.stdin.isatty():
+        if attempt == 0:
+            raise PassphraseRequired(f"{why}: set {BUNDLE_PASSPHRASE_ENV} or run in a terminal")
+        return None
+    if attempt:
+        typer.echo("wrong passphrase, try again", err=True)
+    return typer.prompt("Bundle passphrase", hide_input=True).encode() or None
 
 
 def _bundle_passphrase(encrypt: bool) -> bytes | None:
@@ -285,33 +298,20 @@ def list_(
 
     with _errors():
         ca = _open_ca(pki, need_key=False)
-        records = ca.records()
-        now = datetime.now(UTC)
+        rows = ca.rows()
         if as_json:
-            rows = [
-                {
-                    "serial": f"{r.serial:x}",
-                    "name": r.name,
-                    "kind": r.kind,
-                    "not_before": r.not_before.isoformat(),
-                    "not_after": r.not_after.isoformat(),
-                    "status": r.status(now),
-                    "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
-                    "reason": r.reason,
-                    "sha256": r.fingerprint,
-                }
-                for r in records
-            ]
-            typer.echo(json.dumps(rows, indent=2))
+            typer.echo(json.dumps([r.to_json() for r in rows], indent=2))
             return
         table = Table("serial", "name", "kind", "expires", "status", box=None)
-        for r in records:
-            status = r.status(now)
+        for r in rows:
+            status = r.status
             if r.reason and status == "revoked":
                 status += f" ({r.reason})"
-            table.add_row(f"{r.serial:x}", r.name, r.kind, _date(r.not_after), status)
+            if r.expires_soon:
+                status += " (expires soon)"
+            table.add_row(r.serial, r.name, r.kind, _date(r.not_after), status)
         console = Console() if sys.stdout.isatty() else Console(width=200)
-        console.print(table) if records else typer.echo("no certificates issued yet")
+        console.print(table) if rows else typer.echo("no certificates issued yet")
 
 
 @app.command()
@@ -423,28 +423,19 @@ def export(
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt. An encrypted bundle's
     passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
     """
-    from mtlschat.ca.bundle import load_bundle
-    from mtlschat.ca.export import export_pkcs12
+    from mtlschat.ca.export import export_bundle
 
     with _errors():
-        path = Path(bundle)
-        if not path.exists() and path.suffix != ".pem" and os.sep not in bundle:
-            path = Path(f"{bundle}.pem")
-        try:
-            loaded = load_bundle(path)
-        except PassphraseRequired:
-            passphrase = _secret(
-                BUNDLE_PASSPHRASE_ENV,
-                "Bundle passphrase",
-                confirm=False,
-                required=True,
-                why=f"the key in {path} is encrypted",
-            )
-            loaded = load_bundle(path, passphrase)
-        target = out if out is not None else path.with_suffix(f".{fmt.value}")
-        data = export_pkcs12(loaded, _p12_password(password_file))
-        atomic_write(target, data, mode=PRIVATE, overwrite=force)
-        typer.echo(f"wrote {target} (PKCS#12: key and certificate of {loaded.name!r} + CA)")
+        exported = export_bundle(
+            bundle,
+            password=lambda: _p12_password(password_file),
+            ask_passphrase=_ask_bundle_passphrase,
+            out=out,
+            force=force,
+        )
+        typer.echo(
+            f"wrote {exported.path} (PKCS#12: key and certificate of {exported.name!r} + CA)"
+        )
 
 
 @app.command()
@@ -462,12 +453,11 @@ def truststore(
 
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt.
     """
-    from mtlschat.ca.export import java_truststore
+    from mtlschat.ca.export import write_truststore
 
     with _errors():
         ca = _open_ca(pki, need_key=False)
-        data = java_truststore(ca.cert, _p12_password(password_file))
-        atomic_write(out, data, mode=PUBLIC, overwrite=force)
+        write_truststore(ca.cert, out, lambda: _p12_password(password_file), force=force)
         typer.echo(f"wrote {out} (truststore with {ca.name!r} as a trusted certificate)")
 
 
