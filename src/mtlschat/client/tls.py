@@ -76,15 +76,28 @@ def load_identity(bundle: Path, passphrase: str | None) -> Bundle:
     return loaded
 
 
-def client_context(bundle: Path, passphrase: str | None, ca: Path | None = None) -> ssl.SSLContext:
-    """A client context: TLS >= 1.2, server verified against our CA with its hostname checked,
-    our certificate from the bundle, ALPN asking for JSON mode."""
-    loaded = load_identity(bundle, passphrase)
+def client_context(
+    bundle: Path | None,
+    passphrase: str | None = None,
+    ca: Path | None = None,
+    *,
+    alpn: str | None = ALPN_JSON,
+) -> ssl.SSLContext:
+    """The one TLS client context of mtlschat (the client, the bench, the tests).
+
+    TLS >= 1.2; the server is verified against ``ca`` (default: the CA certificate in the
+    bundle) with its host name checked; ``bundle`` (key + certificate) is presented as our
+    identity, or nothing when it is None (then ``ca`` is required); ``alpn`` asks for a mode
+    (JSON by default, None for the server's text mode). Every failure is a
+    :class:`ClientError` with its exit code.
+    """
+    loaded = load_identity(bundle, passphrase) if bundle is not None else None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols([ALPN_JSON])
+    if alpn is not None:
+        ctx.set_alpn_protocols([alpn])
     if ca is None:
-        if not loaded.chain:
+        if loaded is None or not loaded.chain:
             raise ClientError(
                 ExitCode.BUNDLE_UNREADABLE,
                 f"{bundle} holds no CA certificate to check the server with: use --ca FILE",
@@ -99,6 +112,8 @@ def client_context(bundle: Path, passphrase: str | None, ca: Path | None = None)
             raise ClientError(
                 ExitCode.BUNDLE_UNREADABLE, f"cannot load CA certificate {ca}: {tls_reason(exc)}"
             ) from None
+    if bundle is None:
+        return ctx
     secret = (passphrase or "").encode()
     try:
         # The same file again, now for OpenSSL; the callback stops it prompting on the tty.
