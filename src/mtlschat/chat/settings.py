@@ -1,38 +1,57 @@
-"""Room configuration and the room's counters (read by metrics later)."""
+"""The room's settings (each declared once, see :mod:`mtlschat.setting`) and its counters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mtlschat import __version__
+from mtlschat.setting import Integer, Number, setting, settle
 
 
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
-    """The room's limits. The server fills these from flags / environment / TOML."""
+    """The room's limits. The server's configuration extends these (flags, environment, TOML)."""
 
-    max_line: int = 2048  # bytes per client line, terminator excluded
-    rate: float = 5.0  # chat lines per second per user name; 0 means unlimited
-    burst: int = 20  # token-bucket depth, so a short multi-line paste goes through
-    keepalive: float = 60.0  # seconds of client silence before a ping
-    idle_timeout: float = 180.0  # seconds of client silence before the connection is closed
-    # Join/leave lines go to everyone: N people joining cost N^2/2 lines. Above this many members
-    # they are no longer announced (as large channels do); /who stays exact. 0: always announce.
-    announce_limit: int = 500
-    welcome_names: int = 100  # names listed in a welcome (plus the count); /who lists everyone
+    max_line: int = setting(
+        2048,
+        Integer(min=1),
+        "Longest client line (terminator excluded); longer ones get a line_too_long error.",
+        unit="bytes",
+    )
+    rate: float = setting(
+        5.0,
+        Number(positive=False, note="0 = no limit"),
+        "Chat lines per second per user name (token bucket); 0 disables the limit.",
+        unit="lines/s",
+    )
+    burst: int = setting(
+        20,
+        Integer(min=1),
+        "Token-bucket depth, so a short multi-line paste goes through.",
+        unit="lines",
+    )
+    keepalive: float = setting(
+        60.0, Number(), "Seconds of client silence before a ping.", unit="seconds"
+    )
+    idle_timeout: float = setting(
+        180.0, Number(), "Seconds of client silence before bye (idle timeout).", unit="seconds"
+    )
+    # Join/leave lines go to everyone: N people joining cost N^2/2 lines.
+    announce_limit: int = setting(
+        500,
+        Integer(min=0, note="0 = always announce"),
+        "Above this many people online, joins and leaves are no longer announced; 0 = always.",
+    )
+    welcome_names: int = setting(
+        100,
+        Integer(min=0),
+        "Names listed in a welcome (plus the count); /who lists everyone.",
+        public=False,
+    )
     server_version: str = f"mtlschat {__version__}"
 
     def __post_init__(self) -> None:
-        if self.max_line < 1:
-            raise ValueError("max_line must be at least 1")
-        if self.rate < 0:
-            raise ValueError("rate must be >= 0 (0 means unlimited)")
-        if self.burst < 1:
-            raise ValueError("burst must be at least 1")
-        if self.announce_limit < 0 or self.welcome_names < 0:
-            raise ValueError("announce_limit and welcome_names must be >= 0")
-        if self.keepalive <= 0 or self.idle_timeout <= 0:
-            raise ValueError("keepalive and idle_timeout must be positive")
+        settle(self)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from mtlschat import __version__
@@ -9,6 +11,8 @@ from mtlschat.cli import bench as bench_cli
 from mtlschat.cli import ca as ca_cli
 from mtlschat.cli import client as client_cli
 from mtlschat.cli import server as server_cli
+from mtlschat.cli.output import error
+from mtlschat.setting import ConfigError
 
 app = typer.Typer(
     name="mtlschat",
@@ -38,6 +42,25 @@ def _root(
     """A chat room whose only door is a certificate."""
 
 
+def _usage_message(exc: typer.TyperException) -> str:
+    """typer's (click's) message for a command line it cannot parse, and where help is."""
+    message: str = getattr(exc, "format_message", lambda: str(exc))()
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every error, typer's own included, is one line."""
+    try:
+        code = app(standalone_mode=False)
+    except ConfigError as exc:  # a bad setting (flag, variable or file) or a missing file
+        error(str(exc))
+        code = 1
+    except typer.TyperException as exc:  # typer's usage errors: unknown option, bad value...
+        if str(exc).strip():  # (empty: no arguments, and typer has printed the help)
+            error(_usage_message(exc))
+        code = exc.exit_code
+    except typer.Abort:  # typer's confirm/prompt interrupted (Ctrl-C, Ctrl-D)
+        error("interrupted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,90 +1,112 @@
-"""``mtlschat server``: thin CLI over :mod:`mtlschat.net`."""
+"""``mtlschat server``: thin CLI over :mod:`mtlschat.net`.
+
+Its options are not written here: one per setting declared on
+:class:`~mtlschat.net.config.ServerConfig`, each with its ``MTLSCHAT_*`` variable (typer's
+``envvar``) and the TOML file read into typer's ``default_map``, so typer itself applies the
+precedence flags > environment > file > defaults.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from mtlschat.cli.output import fail
+from mtlschat.net.config import ConfigError, ServerConfig, read_settings_file
+from mtlschat.setting import envvar, flag, parse_value, public_settings
 
-def server(
-    config: Path | None = typer.Option(
-        None, "--config", help="TOML file with any of these settings (env MTLSCHAT_CONFIG)."
-    ),
-    pki: Path | None = typer.Option(
-        None, "--pki", help="PKI directory (ca.crt, server.pem, crl.pem). (default: pki)"
-    ),
-    host: str | None = typer.Option(
-        None, "--host", help="Address to listen on. (default: 0.0.0.0)"
-    ),
-    port: int | None = typer.Option(None, "--port", help="TCP port; 0 picks one. (default: 7443)"),
-    cert: Path | None = typer.Option(
-        None, "--cert", help="Server key+certificate PEM. (default: PKI/server.pem)"
-    ),
-    ca: Path | None = typer.Option(None, "--ca", help="CA certificate. (default: PKI/ca.crt)"),
-    crl: Path | None = typer.Option(
-        None, "--crl", help="CRL to enforce. (default: PKI/crl.pem if it exists)"
-    ),
-    max_line: int | None = typer.Option(
-        None, "--max-line", help="Longest accepted line, bytes. (default: 2048)"
-    ),
-    rate: float | None = typer.Option(
-        None, "--rate", help="Messages per second per user; 0 = unlimited. (default: 5)"
-    ),
-    burst: int | None = typer.Option(None, "--burst", help="Rate-limit burst. (default: 20)"),
-    keepalive: float | None = typer.Option(
-        None, "--keepalive", help="Seconds of silence before a ping. (default: 60)"
-    ),
-    idle_timeout: float | None = typer.Option(
-        None, "--idle-timeout", help="Seconds of silence before disconnecting. (default: 180)"
-    ),
-    announce_limit: int | None = typer.Option(
-        None,
-        "--announce-limit",
-        help="Announce joins/leaves only up to this many people online; 0 = always. (default: 500)",
-    ),
-    handshake_timeout: float | None = typer.Option(
-        None, "--handshake-timeout", help="Seconds to complete the TLS handshake. (default: 10)"
-    ),
-    max_connections: int | None = typer.Option(
-        None, "--max-connections", help="Connections beyond this are refused. (default: 10000)"
-    ),
-    out_buffer: int | None = typer.Option(
-        None, "--out-buffer", help="Unsent bytes per client before it is cut off. (default: 1 MiB)"
-    ),
-    log_level: str | None = typer.Option(
-        None, "--log-level", help="DEBUG, INFO, WARNING or ERROR. (default: INFO)"
-    ),
-) -> None:
-    """Run the chat server. Settings: flags > MTLSCHAT_<NAME> env vars > --config file."""
+SETTINGS = public_settings(ServerConfig)
+_FILE = "mtlschat.config_file"  # ctx.meta keys: the TOML file the default_map came from,
+_SOURCES = "mtlschat.sources"  # and where each setting's value came from
+
+
+def _read_file(ctx: typer.Context, value: Path | None) -> Path | None:
+    """``--config``: runs before the other options (eager) so its values become their defaults."""
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **read_settings_file(value)}
+        ctx.meta[_FILE] = value
+    return value
+
+
+def _parse_setting(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Check a setting's value, naming where it came from if it is bad."""
+    name = param.name or ""
+    source = ctx.get_parameter_source(name)
+    where = {
+        "COMMANDLINE": flag(name),
+        "ENVIRONMENT": envvar(name),
+        "DEFAULT_MAP": f"{name.replace('_', '-')} in {ctx.meta.get(_FILE)}",
+    }.get(source.name if source else "", "default")
+    ctx.meta.setdefault(_SOURCES, {})[name] = where
+    return parse_value(name, SETTINGS[name], value, where)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a JSON string is a TOML basic string
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_report(cfg: ServerConfig, sources: dict[str, str]) -> str:
+    """The settings in effect, as TOML, each with where it came from (``--check``)."""
+    lines = []
+    for name, declared in SETTINGS.items():
+        value, key, where = getattr(cfg, name), name.replace("_", "-"), sources.get(name, "")
+        if value is None:
+            lines.append(f"# {key} = {declared.default_text}  # {where}")
+        else:
+            lines.append(f"{key} = {_toml(value)}  # {where}")
+    return "\n".join(lines)
+
+
+def _help(text: str) -> str:
+    return text.replace("[", "\\[")  # typer reads help as markup: "[server]" is text here
+
+
+def _option(name: str) -> inspect.Parameter:
+    declared = SETTINGS[name]
+    # The default is given as the user would type it, so --help shows it as it is documented
+    # (5, not 5.0) and _parse_setting reads it like any other value. A default that is a rule,
+    # not a value (PKI/server.pem), is stated in the help, with the same brackets.
+    described = declared.shown_default
+    help_text = _help(declared.help) + (_help(f" [default: {described}]") if described else "")
+    option = typer.Option(
+        None if described else declared.kind.show(declared.default),
+        flag(name),
+        envvar=envvar(name),
+        callback=_parse_setting,
+        parser=lambda raw: raw,  # _parse_setting reads strings and TOML's typed values alike
+        metavar=declared.metavar,
+        show_default=not described,
+        help=help_text,
+    )
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Any)
+
+
+def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any) -> None:
+    """Run the chat server.
+
+    Every setting is a flag, an environment variable MTLSCHAT_<NAME> and a key of the optional TOML
+    file (--config): flags win over the environment, which wins over the file.
+    """
     # Imported here so `mtlschat --help` and the other commands don't pay for the server's.
-    from mtlschat.net.config import ConfigError, load_config
     from mtlschat.net.server import StartupError, run_server
     from mtlschat.net.tls import TLSSetupError
 
-    flags: dict[str, object | None] = {
-        "pki": pki,
-        "host": host,
-        "port": port,
-        "cert": cert,
-        "ca": ca,
-        "crl": crl,
-        "max_line": max_line,
-        "rate": rate,
-        "burst": burst,
-        "keepalive": keepalive,
-        "idle_timeout": idle_timeout,
-        "announce_limit": announce_limit,
-        "handshake_timeout": handshake_timeout,
-        "max_connections": max_connections,
-        "out_buffer": out_buffer,
-        "log_level": log_level,
-    }
     try:
-        cfg = load_config(flags, config_file=config)
+        cfg = ServerConfig(**settings)
         cfg.check_files()
+        if check:
+            typer.echo(settings_report(cfg, ctx.meta.get(_SOURCES, {})))
+            return
         logging.basicConfig(
             level=cfg.log_level,
             stream=sys.stderr,
@@ -92,5 +114,31 @@ def server(
         )
         run_server(cfg)
     except (ConfigError, TLSSetupError, StartupError) as exc:
-        typer.echo(f"mtlschat server: error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
+
+
+_CONFIG = typer.Option(
+    None,
+    "--config",
+    envvar=envvar("config"),
+    is_eager=True,
+    callback=_read_file,
+    metavar="FILE",
+    help=_help("TOML file with any of these settings (keys as the flags, top level or [server])."),
+)
+_CHECK = typer.Option(
+    False,
+    "--check",
+    help="Check the settings and the PKI files, print the settings in effect and where each came "
+    "from (as TOML), and exit.",
+)
+server.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=_CONFIG, annotation=Path | None
+        ),
+        inspect.Parameter("check", inspect.Parameter.KEYWORD_ONLY, default=_CHECK, annotation=bool),
+        *(_option(name) for name in SETTINGS),
+    ]
+)

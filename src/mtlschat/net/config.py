@@ -1,50 +1,85 @@
-"""Server configuration: one dataclass, one function that merges its sources.
+"""The server's settings: the room's (:class:`~mtlschat.chat.settings.RoomSettings`) plus the
+transport's, each declared once (see :mod:`mtlschat.setting`).
 
-Precedence, highest first: command-line flags, ``MTLSCHAT_<NAME>`` environment variables, the
-optional TOML file (``--config``), then the defaults below.
+``mtlschat server`` reads them, highest first, from flags, ``MTLSCHAT_<NAME>`` environment
+variables, the optional TOML file (``--config``, :func:`read_settings_file`), then the defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import math
-import os
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mtlschat.address import DEFAULT_PORT
+from mtlschat.chat.settings import RoomSettings
+from mtlschat.setting import (
+    Choice,
+    ConfigError,
+    FilePath,
+    Integer,
+    Nullable,
+    Number,
+    Text,
+    flag,
+    public_settings,
+    setting,
+)
 
-ENV_PREFIX = "MTLSCHAT_"
+__all__ = ["ConfigError", "ServerConfig", "read_settings_file"]
 
-
-class ConfigError(ValueError):
-    """A configuration value or file is unusable; the message is one line for the user."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
-class ServerConfig:
+class ServerConfig(RoomSettings):
     """Everything ``mtlschat server`` can be told. Paths left ``None`` are found in ``pki``."""
 
-    pki: Path = Path("pki")
-    host: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    cert: Path | None = None
-    ca: Path | None = None
-    crl: Path | None = None
-    max_line: int = 2048
-    rate: float = 5.0
-    burst: int = 20
-    keepalive: float = 60.0
-    idle_timeout: float = 180.0
-    announce_limit: int = 500
-    handshake_timeout: float = 10.0
-    max_connections: int = 10000
-    out_buffer: int = 1048576
-    log_level: str = "INFO"
+    pki: Path = setting(
+        Path("pki"), FilePath("DIR"), "PKI directory (ca.crt, server.pem, crl.pem)."
+    )
+    host: str = setting("0.0.0.0", Text(), "Address to listen on.", unit="host")
+    port: int = setting(
+        DEFAULT_PORT, Integer(min=0, max=65535), "TCP port; 0 picks a free one.", unit="port"
+    )
+    cert: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "The server's key + certificate PEM.",
+        shown_default="PKI/server.pem",
+    )
+    ca: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "CA certificate client certificates must chain to.",
+        shown_default="PKI/ca.crt",
+    )
+    crl: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "CRL to enforce (it must exist).",
+        shown_default="PKI/crl.pem if it exists",
+    )
+    handshake_timeout: float = setting(
+        10.0, Number(), "Seconds to finish the TLS handshake.", unit="seconds"
+    )
+    max_connections: int = setting(
+        10000,
+        Integer(min=1),
+        "Beyond it, new TCP connections are accepted and closed at once (logged).",
+    )
+    out_buffer: int = setting(
+        1048576,
+        Integer(min=1),
+        "Bytes waiting for one client; reaching it disconnects that client (slow consumer).",
+        unit="bytes",
+    )
+    log_level: str = setting(
+        "INFO",
+        Choice(LOG_LEVELS),
+        "Least severe log lines written: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        unit="level",
+    )
 
     @property
     def cert_path(self) -> Path:
@@ -80,58 +115,12 @@ class ServerConfig:
             raise ConfigError(f"CRL not found: {self.crl}")
 
 
-FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ServerConfig)}
-_POSITIVE = {"max_line", "burst", "max_connections", "out_buffer"}
-_POSITIVE_FLOAT = {"keepalive", "idle_timeout", "handshake_timeout"}
+def read_settings_file(path: Path) -> dict[str, object]:
+    """The settings in the TOML file ``path``, by field name, values as written (unchecked).
 
-
-def _convert(name: str, value: object, source: str) -> object:
-    """Turn a raw value (a string from env/flags, or a TOML scalar) into the field's type."""
-    kind = FIELDS[name].type
-    where = f"{name.replace('_', '-')} (from {source})"
-    try:
-        if kind in ("Path", "Path | None"):
-            if not isinstance(value, str | Path) or str(value) == "":
-                raise ValueError("expected a path")
-            return Path(value).expanduser()
-        if kind == "str":
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            out: object = value
-        elif kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ValueError("expected an integer")
-            out = int(value)
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise ValueError("expected a number")
-            out = float(value)
-        else:  # pragma: no cover - a new field type must be handled above
-            raise AssertionError(kind)
-    except ValueError as exc:
-        raise ConfigError(f"bad value {value!r} for {where}: {exc}") from None
-    if name == "port" and not 0 <= int(str(out)) <= 65535:
-        raise ConfigError(f"bad value {value!r} for {where}: a port is 0-65535")
-    if name in _POSITIVE and int(str(out)) < 1:
-        raise ConfigError(f"bad value {value!r} for {where}: must be at least 1")
-    if name in _POSITIVE_FLOAT and not 0 < float(str(out)) < math.inf:  # (NaN too)
-        raise ConfigError(f"bad value {value!r} for {where}: must be positive and finite")
-    if name == "announce_limit" and int(str(out)) < 0:
-        raise ConfigError(f"bad value {value!r} for {where}: must be >= 0 (0 = always announce)")
-    if name == "rate" and not 0 <= float(str(out)) < math.inf:
-        raise ConfigError(
-            f"bad value {value!r} for {where}: must be >= 0 and finite (0 = no limit)"
-        )
-    if name == "log_level":
-        level = str(out).upper()
-        if not isinstance(logging.getLevelName(level), int):
-            raise ConfigError(f"bad value {value!r} for {where}: use DEBUG, INFO, WARNING, ERROR")
-        out = level
-    return out
-
-
-def read_toml(path: Path) -> dict[str, object]:
-    """The settings of a TOML config file (keys as in the flags, ``-`` or ``_``)."""
+    Keys are the flags' names (``max-line``; ``max_line`` too), at top level or under
+    ``[server]``. Raises :class:`ConfigError` if the file is unreadable or a key is unknown.
+    """
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -141,39 +130,22 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"bad TOML in {path}: {exc}") from None
-    # Allow the settings at top level or under a [server] table.
-    section = data.get("server", data) if isinstance(data.get("server"), dict) else data
-    return {str(k): v for k, v in section.items()}
-
-
-def load_config(
-    flags: Mapping[str, object | None] | None = None,
-    env: Mapping[str, str] | None = None,
-    config_file: Path | None = None,
-) -> ServerConfig:
-    """Merge flags over environment over the TOML file over defaults into a :class:`ServerConfig`.
-
-    ``flags`` maps field names to values, ``None`` meaning "not given". ``env`` defaults to
-    ``os.environ``; ``MTLSCHAT_CONFIG`` names the TOML file when ``config_file`` is not given.
-    Raises :class:`ConfigError` with a one-line message on any bad value.
-    """
-    env = os.environ if env is None else env
-    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
-        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    section = data["server"] if isinstance(data.get("server"), dict) else data
+    known = public_settings(ServerConfig)
     values: dict[str, object] = {}
-    if config_file is not None:
-        for key, raw in read_toml(config_file).items():
-            name = key.replace("-", "_")
-            if name not in FIELDS:
-                raise ConfigError(f"unknown setting {key!r} in {config_file}")
-            values[name] = _convert(name, raw, str(config_file))
-    for name in FIELDS:
-        raw_env = env.get(ENV_PREFIX + name.upper())
-        if raw_env is not None and raw_env != "":
-            values[name] = _convert(name, raw_env, ENV_PREFIX + name.upper())
-    for name, raw in (flags or {}).items():
-        if name not in FIELDS:
-            raise ConfigError(f"unknown setting {name!r}")
-        if raw is not None:
-            values[name] = _convert(name, raw, "--" + name.replace("_", "-"))
-    return ServerConfig(**values)  # type: ignore[arg-type]
+    for key, raw in section.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"unknown setting {key!r} in {path}")
+        values[name] = raw
+    return values
+
+
+def settings_table() -> str:
+    """The README's table of server settings, in Markdown (a test keeps the README equal)."""
+    rows = ["| flag | default | what |", "|---|---|---|"]
+    for name, declared in public_settings(ServerConfig).items():
+        rows.append(
+            f"| `{flag(name)} {declared.metavar}` | `{declared.default_text}` | {declared.help} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import selectors
 import signal
@@ -44,14 +45,8 @@ _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 def room_settings(config: ServerConfig) -> RoomSettings:
     """The room's share of the server configuration."""
-    return RoomSettings(
-        max_line=config.max_line,
-        rate=config.rate,
-        burst=config.burst,
-        keepalive=config.keepalive,
-        idle_timeout=config.idle_timeout,
-        announce_limit=config.announce_limit,
-    )
+    fields = dataclasses.fields(RoomSettings)
+    return RoomSettings(**{f.name: getattr(config, f.name) for f in fields})
 
 
 class StartupError(Exception):
