@@ -127,7 +127,7 @@ def test_completion_of_commands_and_names() -> None:
         doc = Document(text, len(text))
         return [c.text for c in completer.get_completions(doc, CompleteEvent())]
 
-    assert complete("/m") == ["/me", "/mode", "/msg"]
+    assert complete("/m") == ["/me", "/msg"]  # not /mode: protocol plumbing
     assert complete("/msg b") == ["Bernard", "bob"]
     assert complete("hi CA") == ["carol"]
     assert complete("x /w") == []  # a command only at the start of the line

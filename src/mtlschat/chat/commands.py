@@ -37,6 +37,7 @@ class Command:
     usage: str  # e.g. "/msg NAME text"
     help: str  # one line for /help
     rated: bool = True  # counts against the sender's rate limit
+    hidden: bool = False  # protocol plumbing, left out of /help (docs/protocol.md has it)
 
 
 def _usage(room: Room, s: Session, command: str) -> None:
@@ -78,7 +79,8 @@ def _me(room: Room, s: Session, arg: str, now: float) -> None:
 def _help(room: Room, s: Session, arg: str, now: float) -> None:
     room.send(s, Info("commands:"))
     for command in COMMANDS.values():
-        room.send(s, Info(f"  {command.usage} - {command.help}"))
+        if not command.hidden:
+            room.send(s, Info(f"  {command.usage} - {command.help}"))
     room.send(s, Info("  //text sends a line starting with /"))
 
 
@@ -105,6 +107,8 @@ COMMANDS: dict[str, Command] = {
     "me": Command(_me, "/me action", "an action: * you action"),
     "help": Command(_help, "/help", "list the commands"),
     "quit": Command(_quit, "/quit [reason]", "leave the room", rated=False),
-    "pong": Command(_pong, "/pong", "answer a keepalive ping (any line does)", rated=False),
-    "mode": Command(_mode, "/mode text|json", "switch what the server sends you"),
+    "pong": Command(
+        _pong, "/pong", "answer a keepalive ping (any line does)", rated=False, hidden=True
+    ),
+    "mode": Command(_mode, "/mode text|json", "switch what the server sends you", hidden=True),
 }

@@ -16,7 +16,9 @@ from mtlschat.chat.commands import COMMANDS as SERVER_COMMANDS
 from mtlschat.chat.wire import clean_text
 
 # For tab completion: the server's command table (a newer server may know more; those still work).
-COMMANDS: tuple[str, ...] = tuple(sorted(f"/{name}" for name in SERVER_COMMANDS))
+COMMANDS: tuple[str, ...] = tuple(
+    sorted(f"/{name}" for name, command in SERVER_COMMANDS.items() if not command.hidden)
+)
 
 
 @dataclass(frozen=True)
