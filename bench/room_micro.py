@@ -37,8 +37,7 @@ def run(sessions: int, messages: int, per_round: int, json_share: float, label: 
     room = Room(RoomSettings(rate=1e9, burst=10**9))
     n_json = round(sessions * json_share)
     members = [
-        room.open(f"user{i}", Mode.JSON if i < n_json else Mode.TEXT, "bench")
-        for i in range(sessions)
+        room.open(f"user{i}", Mode.JSON if i < n_json else Mode.TEXT) for i in range(sessions)
     ]
     for s in room.flush():  # welcomes and joins are not part of the measurement
         s.take_output()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mtlschat.chat.room import Mode, RoomSettings
+from mtlschat.chat.room import Mode, Refusal, RoomSettings
 from mtlschat.chat.wire import Msg
 
 if TYPE_CHECKING:  # the harness class lives in conftest.py; fixtures hand it out
@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the harness class lives in conftest.py; fixtures hand it ou
 
 def test_welcome_join_and_online_list(h: Harness) -> None:
     alice = h.join("alice")
-    bob = h.room.open("bob", Mode.JSON, "peer")
+    bob = h.room.open("bob", Mode.JSON)
     h.received[bob.id] = bytearray()
     h._read[bob.id] = 0
     h.flush()
@@ -114,13 +114,13 @@ def test_text_welcome(make_harness: type[Harness]) -> None:
 def test_leave_is_announced_with_reason(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
     h.take(alice)
-    h.room.close(bob, "connection lost")
+    h.room.end(bob, "connection lost", gone=True)
     assert h.flush() == [alice]
     assert h.take(alice) == [
         {"type": "leave", "ts": h.clock.now, "name": "bob", "reason": "connection lost"}
     ]
     assert h.room.online() == ["alice"]
-    h.room.close(bob, "again")  # idempotent
+    h.room.end(bob, "again", gone=True)  # idempotent
     assert h.flush() == []
 
 
@@ -128,7 +128,7 @@ def test_closed_session_is_never_returned_by_flush(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
     h.send(alice, "hello")
     h.send(bob, "/who")
-    h.room.close(bob, "gone")
+    h.room.end(bob, "gone", gone=True)
     ready = h.flush()
     assert bob not in ready
     assert bob.take_output() == b""
@@ -137,7 +137,7 @@ def test_closed_session_is_never_returned_by_flush(h: Harness) -> None:
 def test_session_opened_mid_round_gets_welcome_first_and_only_later_lines(h: Harness) -> None:
     alice = h.join("alice")
     h.send(alice, "before")
-    bob = h.room.open("bob", Mode.JSON, "peer")
+    bob = h.room.open("bob", Mode.JSON)
     h.received[bob.id] = bytearray()
     h._read[bob.id] = 0
     h.send(alice, "after")
@@ -161,10 +161,10 @@ def test_multiple_sessions_per_name(h: Harness) -> None:
     assert [e["text"] for e in h.take(phone)] == ["from the laptop"]
     assert h.take(laptop) == []
     assert [e["text"] for e in h.take(carol)] == ["from the laptop"]
-    h.room.close(laptop, "closed")
+    h.room.end(laptop, "closed", gone=True)
     h.flush()
     assert h.take(carol) == []  # alice is still here
-    h.room.close(phone, "closed")
+    h.room.end(phone, "closed", gone=True)
     h.flush()
     assert [e["type"] for e in h.take(carol)] == ["leave"]
 
@@ -173,7 +173,7 @@ def test_kick_says_why_and_marks_closing(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
     h.take(alice)
     h.send(alice, "last words")
-    h.room.kick(bob, "certificate revoked")
+    h.room.end(bob, "certificate revoked")
     h.send(alice, "after the kick")
     h.flush()
     assert bob.closing == "certificate revoked"
@@ -183,7 +183,7 @@ def test_kick_says_why_and_marks_closing(h: Harness) -> None:
     ]
     assert [e["type"] for e in h.take(alice)] == ["leave"]
     h.send(bob, "ignored")  # a closing session's input is ignored
-    h.room.kick(bob, "twice")
+    h.room.end(bob, "twice")
     assert h.flush() == []
 
 
@@ -200,20 +200,43 @@ def test_shutdown_says_bye_to_everyone(h: Harness) -> None:
 
 
 def test_bad_name_is_refused(h: Harness) -> None:
-    s = h.room.open("-evil\x1b[2J", Mode.JSON, "peer")
+    s = h.room.open("-evil\x1b[2J", Mode.JSON)
     h.received[s.id] = bytearray()
     h._read[s.id] = 0
     h.flush()
     error, bye = h.take(s)
     assert error["type"] == "error" and error["code"] == "bad_name"
-    assert bye["type"] == "bye"
-    assert s.closing is not None
+    assert bye == {"type": "bye", "reason": "bad name"}
+    assert s.closing == "bad name"
+    assert s.refused is Refusal.BAD_NAME  # typed, for the driver to log
+    assert h.room.counters.refused == {"bad_name": 1}
     assert h.room.online() == []
+
+
+def test_an_admitted_session_is_not_refused(h: Harness) -> None:
+    assert h.join("alice").refused is None
+    assert h.room.counters.refused == {}
+
+
+def test_end_is_one_door_and_the_first_reason_stays(h: Harness) -> None:
+    alice, bob = h.join("alice"), h.join("bob")
+    h.take(alice)
+    h.room.end(bob, "idle timeout")
+    h.room.end(bob, "certificate revoked")  # already ending: no second bye, same reason
+    h.flush()
+    assert h.take(bob) == [{"type": "bye", "reason": "idle timeout"}]
+    assert [(e["type"], e["reason"]) for e in h.take(alice)] == [("leave", "idle timeout")]
+    assert len(h.room.sessions()) == 2  # closing: still the room's until the transport is gone
+    h.room.end(bob, "closed", gone=True)  # the driver closed the transport
+    assert bob.closing == "idle timeout"
+    assert h.room.sessions() == [alice]
+    assert h.room.counters.sessions_closed == 1
+    assert h.flush() == []  # no second leave
 
 
 def test_bad_name_gets_no_broadcasts_of_its_round(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
-    bad = h.room.open("bad name!", Mode.JSON, "peer")
+    bad = h.room.open("bad name!", Mode.JSON)
     h.received[bad.id] = bytearray()
     h._read[bad.id] = 0
     h.send(alice, "not for refused clients")
@@ -324,8 +347,8 @@ def test_session_has_no_instance_dict(h: Harness) -> None:
 def test_online_list_stays_sorted_as_people_come_and_go(h: Harness) -> None:
     people = {n: h.join(n) for n in ("mallory", "Bob", "alice", "zed", "carol")}
     assert h.room.online() == sorted(people)
-    h.room.close(people["alice"], "quit")
-    h.room.close(people["zed"], "quit")
+    h.room.end(people["alice"], "quit", gone=True)
+    h.room.end(people["zed"], "quit", gone=True)
     h.join("dave")
     assert h.room.online() == ["Bob", "carol", "dave", "mallory"]
 
@@ -334,8 +357,8 @@ def test_welcome_lists_the_first_names_and_the_count(make_harness: type[Harness]
     h = make_harness(RoomSettings(welcome_names=3))
     for n in ("e5", "d4", "c3", "b2"):
         h.join(n)
-    text = h.room.open("a1", Mode.TEXT, "peer")
-    js = h.room.open("f6", Mode.JSON, "peer")
+    text = h.room.open("a1", Mode.TEXT)
+    js = h.room.open("f6", Mode.JSON)
     for s in (text, js):
         h.received[s.id] = bytearray()
         h._read[s.id] = 0
@@ -358,9 +381,9 @@ def test_join_and_leave_are_not_announced_above_the_limit(make_harness: type[Har
     carol = h.join("carol")  # 3 members: still announced
     assert [ev["type"] for ev in h.take(alice)] == ["join"]
     h.join("dave")  # 4 members: above the limit, silence
-    h.room.close(bob, "quit")  # leaving while 4 are online: silence too
+    h.room.end(bob, "quit", gone=True)  # leaving while 4 are online: silence too
     h.flush()
     assert h.take(alice) == []
-    h.room.close(carol, "quit")  # 2 left: announced again
+    h.room.end(carol, "quit", gone=True)  # 2 left: announced again
     h.flush()
     assert [(ev["type"], ev["name"]) for ev in h.take(alice)] == [("leave", "carol")]

@@ -79,7 +79,7 @@ def run(script: Script, flush_every_op: bool) -> tuple[list[bytes], set[int]]:
     for op, a, b in script:
         if op == "open":
             assert isinstance(b, Mode)
-            sessions.append(room.open(NAMES[a], b, "peer"))
+            sessions.append(room.open(NAMES[a], b))
             got.append(bytearray())
         elif op == "flush":
             flush()
@@ -92,9 +92,9 @@ def run(script: Script, flush_every_op: bool) -> tuple[list[bytes], set[int]]:
                 assert isinstance(b, bytes)
                 room.feed(s, b)
             elif op == "kick":
-                room.kick(s, "kicked")
+                room.end(s, "kicked")
             elif s.id - 1 not in closed:
-                room.close(s, "gone")
+                room.end(s, "gone", gone=True)
                 closed.add(s.id - 1)
         if flush_every_op:
             flush()

@@ -141,4 +141,4 @@ def test_certificate_name_outside_policy_gets_bad_name(
     client = ChatClient(chat_server.port, client_context(bundle, pki.ca_cert))
     error, bye = client.wait_closed()
     assert (error["type"], error["code"], bye["type"]) == ("error", "bad_name", "bye")
-    chat_server.log.wait(r"rejected 127\.0\.0\.1:\d+: bad certificate name 'no spaces allowed'")
+    chat_server.log.wait(r"refused 'no spaces allowed' from 127\.0\.0\.1:\d+: bad name")

@@ -8,5 +8,5 @@ The event loop (``mtlschat.net``) uses this package; nothing here imports ``mtls
 - ``framing``: ``LineDecoder``, bytes in any split -> complete lines or framing errors
 - ``commands``: the command table, one entry per ``/command``
 - ``wire``: every server -> client message and its text / JSON encoding, ``Mode``, ALPN names
-- ``settings``: ``RoomSettings`` (limits) and ``RoomCounters`` (for metrics)
+- ``settings``: ``RoomSettings`` (limits) and ``RoomCounters`` (cumulative counts)
 """

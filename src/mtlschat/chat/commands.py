@@ -85,7 +85,7 @@ def _help(room: Room, s: Session, arg: str, now: float) -> None:
 
 
 def _quit(room: Room, s: Session, arg: str, now: float) -> None:
-    room.end(s, "quit", f"quit: {arg}" if arg else "quit")
+    room.end(s, "quit", leave=f"quit: {arg}" if arg else "quit")
 
 
 def _pong(room: Room, s: Session, arg: str, now: float) -> None:

@@ -19,6 +19,7 @@ O(messages x sessions).
 from __future__ import annotations
 
 import bisect
+import enum
 import itertools
 import time
 from collections.abc import Callable
@@ -44,9 +45,19 @@ from mtlschat.chat.wire import (
     shorten,
 )
 
-__all__ = ["Mode", "Room", "RoomCounters", "RoomSettings", "Session"]
+__all__ = ["Mode", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
+
+
+class Refusal(enum.Enum):
+    """Why :meth:`Room.open` refused a session: the ``error`` code and the ``bye`` reason."""
+
+    BAD_NAME = (BAD_NAME, "bad name")  # the certificate's CN fails the username policy
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code  # the protocol error code (docs/protocol.md); also the counter's key
+        self.reason = reason  # the bye reason, and what the driver logs
 
 
 class _Member:
@@ -79,16 +90,16 @@ class Session:
         "id",
         "mode",
         "name",
-        "peer",
+        "refused",
     )
 
-    def __init__(self, sid: int, name: str, mode: Mode, peer: str, max_line: int, now: float):
+    def __init__(self, sid: int, name: str, mode: Mode, max_line: int, now: float):
         self.id = sid
         self.name = name
         self.mode = mode
-        self.peer = peer
         # Set (to the reason) when the room wants the connection closed once output is flushed.
         self.closing: str | None = None
+        self.refused: Refusal | None = None  # set by open() when the session never got in
         self._closed = False
         self._decoder = LineDecoder(max_line)
         self._member: _Member | None = None
@@ -105,11 +116,6 @@ class Session:
         out = self._out
         self._out = b""
         return out
-
-    @property
-    def buffered_input(self) -> int:
-        """Bytes of an incomplete input line held for this session (bounded by max_line + 1)."""
-        return self._decoder.buffered
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.name!r} {self.mode.name} closing={self.closing!r}>"
@@ -136,21 +142,19 @@ class Room:
 
     # ---- the driver's API (docs/architecture.md) -------------------------------------------
 
-    def open(self, name: str, mode: Mode, peer: str) -> Session:
+    def open(self, name: str, mode: Mode) -> Session:
         """A verified handshake: add a session for certificate CN ``name``; queue its welcome.
 
-        A name that fails the username policy gets an ``error`` (bad_name) and a ``bye`` and is
-        marked closing, without ever entering the room.
+        A refused session (see :class:`Refusal`) has ``refused`` set and gets an ``error`` and a
+        ``bye``; it is marked closing without ever entering the room.
         """
         now = self.clock()
-        s = Session(next(self._ids), name, Mode(mode), peer, self.settings.max_line, now)
+        s = Session(next(self._ids), name, Mode(mode), self.settings.max_line, now)
         s._start = len(self._events)
         self._sessions[s.id] = s
         self.counters.sessions_opened += 1
         if not is_valid_username(name):
-            s._stop = s._start  # never a member: none of this round's broadcasts are for it
-            self.send(s, Error(BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}"))
-            self.end(s, "bad name")
+            self._refuse(s, Refusal.BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}")
             return s
         key = name_key(name)
         member = self._names.get(key)
@@ -218,19 +222,39 @@ class Room:
             ops.append((len(events) - 1, None))
             self.counters.messages += 1
 
-    def close(self, s: Session, reason: str) -> None:
-        """The transport is gone (or the driver dropped it, e.g. slow consumer). Idempotent."""
+    def end(
+        self,
+        s: Session,
+        reason: str,
+        *,
+        gone: bool = False,
+        leave: str | None = None,
+        announce: bool = True,
+    ) -> None:
+        """The one way a session ends, whoever ends it; idempotent (the first reason stays).
+
+        The room ends it (``gone=False``: quit, idle, revoked, refused...): ``s`` gets ``bye``
+        (``reason``), is marked ``closing`` and leaves the room; the driver flushes the bye,
+        closes the transport, then calls ``end(s, ..., gone=True)``.
+        The transport is gone (``gone=True``: peer closed, I/O error, slow consumer, or the
+        closing above is done): the session is forgotten, no bye. Either way, the others see it
+        leave with ``leave`` (default ``reason``) if it was the name's last session and
+        ``announce`` is true.
+        """
         if s._closed:
             return
-        s._closed = True
         if s.closing is None:
             s.closing = reason
-        self._depart(s, reason, announce=True)
-        del self._sessions[s.id]
-        self._special.pop(s.id, None)
-        s._ops = None
-        s._out = b""
-        self.counters.sessions_closed += 1
+            if not gone:
+                self.send(s, Bye(reason))
+        self._depart(s, leave or reason, announce=announce)
+        if gone:
+            s._closed = True
+            del self._sessions[s.id]
+            self._special.pop(s.id, None)
+            s._ops = None
+            s._out = b""
+            self.counters.sessions_closed += 1
 
     def tick(self, now: float) -> None:
         """Keepalive pings after ``keepalive`` s of silence; ``bye`` after ``idle_timeout`` s."""
@@ -280,11 +304,10 @@ class Room:
                 assert ops is not None
                 s._ops = None
                 stop = n if s._stop is None else s._stop
-                pos = s._start
+                start = s._start
                 s._start = 0
                 if s._stop is not None:
                     s._stop = 0  # gone: later rounds' broadcasts are not for it
-                segments: list[bytes | memoryview] = []
                 view = memoryview(b"")
                 offs = [0]
                 if n:
@@ -296,21 +319,8 @@ class Room:
                         )
                     offs = cached
                     view = memoryview(joined[s.mode])
-                for mark, payload in ops:
-                    if mark > stop:
-                        mark = stop
-                    if mark > pos:
-                        segments.append(view[offs[pos] : offs[mark]])
-                        delivered += mark - pos
-                    if payload is None:
-                        pos = mark + 1
-                    else:
-                        segments.append(payload)
-                        delivered += 1
-                        pos = mark
-                if stop > pos:
-                    segments.append(view[offs[pos] : offs[stop]])
-                    delivered += stop - pos
+                segments, count = _share_of_round(ops, start, stop, view, offs)
+                delivered += count
                 if segments:
                     mine = b"".join(segments)
                     s._out = s._out + mine if s._out else mine
@@ -320,16 +330,10 @@ class Room:
             self.counters.deliveries += delivered
         return ready
 
-    def kick(self, s: Session, reason: str) -> None:
-        """Tell ``s`` why (``bye``) and mark it closing; the others see it leave with ``reason``."""
-        if s.closing is None and not s._closed:
-            self.end(s, reason)
-
     def shutdown(self, reason: str) -> None:
         """``bye`` to everyone; every session is marked closing (no leave announcements)."""
         for s in list(self._sessions.values()):
-            if s.closing is None:
-                self.end(s, reason, announce=False)
+            self.end(s, reason, announce=False)
 
     # ---- for command handlers (mtlschat.chat.commands) -------------------------------------
 
@@ -398,14 +402,6 @@ class Room:
             self._mode_count[mode] += 1
         s.mode = mode
 
-    def end(
-        self, s: Session, reason: str, leave_reason: str | None = None, *, announce: bool = True
-    ) -> None:
-        """Say ``bye`` (``reason``) to ``s``, mark it closing, and take it out of the room."""
-        self.send(s, Bye(reason))
-        s.closing = reason
-        self._depart(s, leave_reason or reason, announce=announce)
-
     # ---- internals -------------------------------------------------------------------------
 
     def _ops_of(self, s: Session) -> list[tuple[int, bytes | None]]:
@@ -422,23 +418,21 @@ class Room:
         events = self._events
         n = len(events)
         stop = n if s._stop is None else s._stop
-        pos = s._start
-        lines: list[bytes] = []
-        for mark, payload in ops:
-            if mark > stop:
-                mark = stop
-            lines.extend(ev.encode(s.mode) for ev in events[pos:mark])
-            if payload is None:
-                pos = mark + 1
-            else:
-                lines.append(payload)
-                pos = mark
-        lines.extend(ev.encode(s.mode) for ev in events[pos:stop])
-        if lines:
-            s._out += b"".join(lines)
-            self.counters.deliveries += len(lines)
+        parts = [ev.encode(s.mode) for ev in events]
+        offs = list(itertools.accumulate(map(len, parts), initial=0))
+        segments, count = _share_of_round(ops, s._start, stop, memoryview(b"".join(parts)), offs)
+        if segments:
+            s._out += b"".join(segments)
+            self.counters.deliveries += count
         ops.clear()
         s._start = n
+
+    def _refuse(self, s: Session, why: Refusal, text: str) -> None:
+        s._stop = s._start  # never a member: none of this round's broadcasts are for it
+        s.refused = why
+        self.counters.refused[why.code] = self.counters.refused.get(why.code, 0) + 1
+        self.send(s, Error(why.code, text))
+        self.end(s, why.reason)
 
     def _depart(self, s: Session, reason: str, *, announce: bool) -> None:
         if self._members.pop(s.id, None) is None:
@@ -470,3 +464,38 @@ class Room:
             self.error(s, UNKNOWN_COMMAND, f"unknown command /{shorten(word)} (try /help)")
             return
         command.handler(self, s, arg.strip(), now)
+
+
+def _share_of_round(
+    ops: list[tuple[int, bytes | None]],
+    start: int,
+    stop: int,
+    joined: memoryview,
+    offsets: list[int],
+) -> tuple[list[bytes | memoryview], int]:
+    """What one session with ops gets of a round, in order, and how many lines that is.
+
+    The round's broadcasts ``start:stop`` (slices of ``joined``, the round encoded in the
+    session's mode; broadcast ``i`` is ``joined[offsets[i]:offsets[i + 1]]``), minus the ones it
+    sent (``(index, None)`` ops), with its private lines (``(mark, bytes)`` ops) stitched in where
+    the round list stood when they were queued.
+    """
+    segments: list[bytes | memoryview] = []
+    count = 0
+    pos = start
+    for mark, payload in ops:
+        if mark > stop:
+            mark = stop
+        if mark > pos:
+            segments.append(joined[offsets[pos] : offsets[mark]])
+            count += mark - pos
+        if payload is None:
+            pos = mark + 1
+        else:
+            segments.append(payload)
+            count += 1
+            pos = mark
+    if stop > pos:
+        segments.append(joined[offsets[pos] : offsets[stop]])
+        count += stop - pos
+    return segments, count

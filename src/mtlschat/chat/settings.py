@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mtlschat import __version__
 from mtlschat.setting import Integer, Number, setting, settle
@@ -64,3 +64,4 @@ class RoomCounters:
     deliveries: int = 0  # server -> client lines handed out by flush()
     errors: int = 0  # error lines sent (bad commands, framing, rate limit)
     rate_limited: int = 0  # lines dropped by the rate limit
+    refused: dict[str, int] = field(default_factory=dict)  # sessions refused, by Refusal.code

@@ -41,7 +41,7 @@ class Connection:
     def __init__(self, sock: ssl.SSLSocket, peer: str, deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = peer  # "host:port", for logs and the room
+        self.peer = peer  # "host:port", for logs
         self.state = State.HANDSHAKE
         self.deadline = deadline  # handshake deadline, then the close linger deadline (monotonic)
         self.events = selectors.EVENT_READ  # what the selector is watching for

@@ -273,12 +273,14 @@ class ChatServer:
         if identity.serial in self._revoked:  # began before a SIGHUP, with the previous CRL
             self._reject(conn, "certificate revoked")
             return
-        conn.session = self.room.open(identity.name, mode, conn.peer)
+        conn.session = self.room.open(identity.name, mode)
         conn.serial = identity.serial
         conn.state = State.OPEN
         self._by_session[conn.session.id] = conn
-        if conn.session.closing is not None:  # the room refused the name (error + bye queued)
-            log.info("rejected %s: bad certificate name %r", conn.peer, identity.name)
+        if conn.session.refused is not None:  # error + bye queued: flushed, then closed
+            log.info(
+                "refused %r from %s: %s", identity.name, conn.peer, conn.session.refused.reason
+            )
             return
         self._want(conn, selectors.EVENT_READ)
         log.info(
@@ -422,7 +424,7 @@ class ChatServer:
         self._release(conn)
         if session is not None:
             self._by_session.pop(session.id, None)
-            self.room.close(session, reason)
+            self.room.end(session, reason, gone=True)
             self._again = True  # others must hear "left" without waiting for the next event
             log.info("disconnect %s from %s: %s", session.name, conn.peer, reason)
 
@@ -454,7 +456,7 @@ class ChatServer:
         for conn in list(self._by_session.values()):
             if conn.state is State.OPEN and conn.serial in revoked and conn.session is not None:
                 log.info("revoked: %s from %s (serial %x)", conn.name, conn.peer, conn.serial)
-                self.room.kick(conn.session, "certificate revoked")
+                self.room.end(conn.session, "certificate revoked")
                 kicked += 1
         self._again = True
         log.info(
