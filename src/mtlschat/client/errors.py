@@ -6,9 +6,10 @@ troubleshooting table documents each. 2 is left to typer for usage errors.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 
+@unique  # an alias (two names, one value) would make two failures indistinguishable
 class ExitCode(IntEnum):
     """Process exit status of ``mtlschat client``."""
 
