@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,44 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
 def fresh_pki(tmp_path: Path) -> TestPKI:
     """A PKI of this test's own, for tests that revoke or otherwise change it."""
     return TestPKI(tmp_path)
+
+
+def under_ci() -> bool:
+    """True in CI (``CI`` set, as .ci/run's runner does), where nothing may be skipped quietly."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require_tool(name: str) -> str:
+    """The path of the command-line tool ``name`` (``openssl``, ``keytool``).
+
+    If it is missing, the test is skipped on a developer's machine but FAILS in CI: CI installs
+    both (.ci/run), and an interoperability check must not vanish there without a sound.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if under_ci():
+            pytest.fail(f"{message}; CI must install it (see .ci/run)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def external_tool() -> Callable[[str], str]:
+    """:func:`require_tool`, for tests (conftest modules are not importable at run time)."""
+    return require_tool
+
+
+@pytest.fixture(scope="session")
+def openssl() -> str:
+    """The ``openssl`` command (skips without it, except in CI where it fails)."""
+    return require_tool("openssl")
+
+
+@pytest.fixture(scope="session")
+def keytool() -> str:
+    """Java's ``keytool`` (skips without it, except in CI where it fails)."""
+    return require_tool("keytool")
 
 
 CLIRunner = Callable[..., "subprocess.CompletedProcess[str]"]

@@ -90,7 +90,7 @@ def test_serials_are_random_and_distinct(pki: TestPKI) -> None:
 
 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
-def test_every_key_type_verifies_with_openssl(tmp_path: Path, key_type: str) -> None:
+def test_every_key_type_verifies_with_openssl(tmp_path: Path, key_type: str, openssl: str) -> None:
     ca = CertificateAuthority.init(tmp_path / "pki", key_type=key_type)
     issued = ca.issue_user("alice", out=tmp_path / "alice.pem", key_type=key_type)
     key = load_bundle(issued.path).key
@@ -101,7 +101,7 @@ def test_every_key_type_verifies_with_openssl(tmp_path: Path, key_type: str) -> 
         assert isinstance(key, ed25519.Ed25519PrivateKey)
     result = subprocess.run(
         [
-            "openssl",
+            openssl,
             "verify",
             "-CAfile",
             str(ca.paths.ca_cert),

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import subprocess
 import time
 from typing import TYPE_CHECKING
-
-import pytest
 
 from .conftest import DEADLINE
 
 if TYPE_CHECKING:
     from .conftest import RunningServer
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
 def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = DEADLINE) -> bytes:
@@ -38,9 +33,11 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = D
     return out
 
 
-def test_openssl_s_client_chats_with_python_client(chat_server: RunningServer) -> None:
+def test_openssl_s_client_chats_with_python_client(
+    chat_server: RunningServer, openssl: str
+) -> None:
     bundle = str(chat_server.pki.user("alice"))
-    cmd = ["openssl", "s_client", "-quiet", "-cert", bundle, "-key", bundle]
+    cmd = [openssl, "s_client", "-quiet", "-cert", bundle, "-key", bundle]
     cmd += ["-CAfile", str(chat_server.pki.ca_cert), "-connect", f"127.0.0.1:{chat_server.port}"]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
