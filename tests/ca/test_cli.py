@@ -222,16 +222,23 @@ def test_error_paths(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "list", "--pki", "nowhere"), "no CA in nowhere")
     ok(cli("ca", "init"))
     fails(cli("ca", "init"), "already exists")
-    ok(cli("ca", "init", "--force"))
+    old_key = (tmp_path / "pki" / "ca.key").read_bytes()
+    replaced = ok(cli("ca", "init", "--force"))
+    [backup] = (tmp_path / "pki").glob("backup-*")
+    assert f"moved the previous CA (certificate, key, record, CRL) to pki/{backup.name}" in replaced
+    assert (backup / "ca.key").read_bytes() == old_key
     fails(cli("ca", "issue", "bad name"), "invalid username")
     fails(cli("ca", "issue", "--", "-dash"), "invalid username")
     fails(cli("ca", "issue", "alice", "bob"), "exactly one username")
     fails(cli("ca", "issue", "alice", "--days", "5000"), "at most 397")
     fails(cli("ca", "issue", "--server", "not a host"), "invalid host")
     fails(cli("ca", "revoke", "ghost"), "no unrevoked")
-    fails(cli("ca", "revoke"), "give a NAME or --serial")
+    fails(cli("ca", "revoke"), "give one of NAME, --serial or --cert")
+    fails(cli("ca", "revoke", "x", "--serial", "ab"), "give one of NAME, --serial or --cert")
     fails(cli("ca", "revoke", "--serial", "xyz"), "not a hex number")
-    fails(cli("ca", "revoke", "--serial", "abc123"), "no unrevoked certificate with serial")
+    unknown = cli("ca", "revoke", "--serial", "abc123")  # not in ca.db: listed all the same
+    assert unknown.returncode == 0 and "not in pki/ca.db" in unknown.stderr
+    fails(cli("ca", "revoke", "--serial", "abc123"), "already revoked")
     fails(cli("ca", "crl", "--days", "0"), "at least 1 day")
     fails(cli("ca", "show", "missing.pem"), "not found")
     fails(cli("ca", "show", "pki"), "directory")

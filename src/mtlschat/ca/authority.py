@@ -8,13 +8,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from mtlschat.ca import install
 from mtlschat.ca.bundle import is_encrypted_pem_key, load_pem_key, serialize_bundle
 from mtlschat.ca.crl import DEFAULT_CRL_DAYS, build_crl, check_crl_days, check_reason
 from mtlschat.ca.db import CertDB, CertRecord
@@ -23,6 +26,7 @@ from mtlschat.ca.errors import (
     BadName,
     BadRequest,
     BundleError,
+    CAError,
     CAExists,
     CSRRefused,
     NameTaken,
@@ -30,7 +34,13 @@ from mtlschat.ca.errors import (
     OutputExists,
     UnknownName,
 )
-from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
+from mtlschat.ca.fileio import (
+    PRIVATE,
+    PUBLIC,
+    atomic_write,
+    read_file,
+    remove_stale_temporaries,
+)
 from mtlschat.ca.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key
 from mtlschat.ca.listing import CertRow, cert_rows
 from mtlschat.ca.names import InvalidName, validate_username
@@ -47,6 +57,7 @@ from mtlschat.ca.profile import (
     fingerprint,
     parse_host,
 )
+from mtlschat.ca.testpoint import pause_point
 
 MAX_CA_NAME = 64  # X.520 upper bound for a CN
 
@@ -57,6 +68,18 @@ _CSR_ALLOWED = {
     ExtensionOID.EXTENDED_KEY_USAGE,
     ExtensionOID.SUBJECT_KEY_IDENTIFIER,
 }
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RevokedCert:
+    """What :meth:`CertificateAuthority.revoke_cert` revoked."""
+
+    serial: int
+    name: str
+    was_recorded: bool  # False: ca.db did not hold it (it is recorded now, revoked)
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,7 @@ class CertificateAuthority:
         self.db = CertDB(paths.db)
         self._passphrase = passphrase
         self._key: PrivateKey | None = None
+        self.backup_dir: Path | None = None  # where `init --force` put the CA it replaced
 
     # -- creating and opening ---------------------------------------------------------------
 
@@ -111,45 +135,68 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """Create a root CA in ``pki_dir``: ``ca.key``, ``ca.crt``, an empty ``ca.db`` and CRL.
 
-        Refuses (:class:`CAExists`) if a CA is there already, unless ``force``: then a new CA
-        replaces it and the record is reset (certificates of the old CA no longer verify).
+        Refuses (:class:`CAExists`) if a CA is there already, unless ``force``: then the old CA's
+        files move to a dated backup directory (``backup_dir`` on the result) and a new CA with
+        an empty record replaces it (certificates of the old CA no longer verify). All or
+        nothing: see :mod:`mtlschat.ca.install`.
         """
         paths = PKIPaths(Path(pki_dir))
-        if not force and (paths.ca_cert.exists() or paths.ca_key.exists()):
-            raise CAExists(f"a CA already exists in {paths.dir} (use --force to replace it)")
         if not name.strip() or len(name) > MAX_CA_NAME or not name.isprintable():
             raise BadRequest(f"the CA name must be 1-{MAX_CA_NAME} printable characters")
         check_days(days, None)
-        key = generate_key(key_type)
-        now = datetime.now(UTC)
-        cert = build_root(key, name, now - CLOCK_SKEW, now + timedelta(days=days))
         try:
             paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise BadFile(f"cannot create {paths.dir}: {e.strerror}") from None
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase)
-            if passphrase
-            else serialization.NoEncryption()
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
-        atomic_write(paths.ca_key, key_pem, mode=PRIVATE)
-        atomic_write(paths.ca_cert, _pem(cert), mode=PUBLIC)
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(f"{paths.db}{suffix}").unlink()
+        with install.install_lock(paths):
+            install.finish_interrupted(paths)
+            if not force and paths.ca_cert.exists():
+                raise CAExists(f"a CA already exists in {paths.dir} (use --force to replace it)")
+            if not force and paths.ca_key.exists():
+                raise CAExists(
+                    f"{paths.ca_key} exists without {paths.ca_cert.name}: move it away, or use "
+                    "--force to replace it (it is kept in a backup directory)"
+                )
+            key = generate_key(key_type)
+            now = datetime.now(UTC)
+            cert = build_root(key, name, now - CLOCK_SKEW, now + timedelta(days=days))
+            staging = install.new_staging(paths)
+            staged = PKIPaths(staging)
+            encryption: serialization.KeySerializationEncryption = (
+                serialization.BestAvailableEncryption(passphrase)
+                if passphrase
+                else serialization.NoEncryption()
+            )
+            key_pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            )
+            atomic_write(staged.ca_key, key_pem, mode=PRIVATE)
+            atomic_write(staged.ca_cert, _pem(cert), mode=PUBLIC)
+            db = CertDB(staged.db)
+            db.create()
+            with db.transaction() as conn:
+                crl = _sign_crl(db, conn, key, cert, now, DEFAULT_CRL_DAYS)
+            db.close()
+            atomic_write(staged.crl, crl, mode=PUBLIC)
+            pause_point("init:staged")
+            backup = install.backup_dir(paths, now) if install.existing_ca_files(paths) else None
+            install.commit(paths, staging, backup)
         ca = cls(paths, cert, passphrase)
         ca._key = key
-        ca.db.create()
-        ca.write_crl()
+        ca.backup_dir = backup
         return ca
 
     @classmethod
     def open(cls, pki_dir: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
-        """Open the CA in ``pki_dir``; raises :class:`NoCA` if there is none."""
+        """Open the CA in ``pki_dir``; raises :class:`NoCA` if there is none.
+
+        Finishes what a killed command left half done: an init past its commit point, a CRL
+        recorded but not yet written to ``crl.pem``, stale temporary files.
+        """
         paths = PKIPaths(Path(pki_dir))
+        if paths.init_marker.exists():
+            with install.install_lock(paths):
+                install.finish_interrupted(paths)
         if not paths.ca_cert.exists():
             raise NoCA(f"no CA in {paths.dir}: run `mtlschat ca init` first")
         data = read_file(paths.ca_cert, "CA certificate")
@@ -159,6 +206,10 @@ class CertificateAuthority:
             raise BadFile(f"{paths.ca_cert} is not a PEM certificate") from None
         ca = cls(paths, cert, passphrase)
         ca.db.create()  # a CA copied without its database gets an empty record
+        remove_stale_temporaries(paths.dir)
+        recorded = ca.db.newest_crl()
+        if recorded is not None and _read_or_none(paths.crl) != recorded:
+            ca._publish_crl()
         return ca
 
     # -- properties ---------------------------------------------------------------------------
@@ -365,14 +416,14 @@ class CertificateAuthority:
         end = min(start + timedelta(days=days), self.cert.not_valid_after_utc)
         if end <= start:
             raise BadRequest("the CA certificate has expired: create a new CA")
+        # Recorded first, then written: whatever exists on disk (the file, or a temporary left
+        # by a kill) is in the record and can be revoked.
         with self.db.transaction() as conn:
             if unique and end > now and self.db.active_names(conn, cn, kind, now):
                 raise NameTaken(
                     f"{cn!r} already has a valid certificate (names are unique "
                     "case-insensitively; revoke or renew it instead)"
                 )
-            if supersede:
-                self.db.revoke(conn, cn, kind, "superseded", now)
             cert = build_leaf(
                 ca_key=ca_key,
                 ca_cert=self.cert,
@@ -397,22 +448,32 @@ class CertificateAuthority:
                     cert_pem=_pem(cert).decode(),
                 ),
             )
-            # Written inside the transaction: if the write fails, the record is rolled back.
+        pause_point("issue:recorded")
+        try:
             atomic_write(out, render(cert), mode=mode, overwrite=force)
-            if supersede:
-                # Only once the new bundle exists: a failed renew must not revoke the old
-                # certificate in crl.pem while the record (rolled back) still says valid.
-                try:
-                    self._write_crl(conn, now, DEFAULT_CRL_DAYS)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        out.unlink()  # its certificate is not recorded: do not hand it out
-                    raise
+        except BaseException:
+            if _pem(cert) not in (_read_or_none(out) or b""):
+                # Never handed out: forget it, so the name is free again. (Killed before this,
+                # the record stays: safe, and `ca renew` or `ca revoke` clears it.)
+                with contextlib.suppress(CAError), self.db.transaction() as conn:
+                    self.db.delete(conn, cert.serial_number)
+            raise
+        if supersede:
+            # Only once the new bundle exists: a failed renew must not lock the member out.
+            self._revoke_and_publish(
+                lambda conn: self.db.revoke(
+                    conn, cn, kind, "superseded", now, keep=cert.serial_number
+                )
+            )
         return IssuedCert(
             path=out, serial=cert.serial_number, name=cn, not_after=end, kind=kind, cert=cert
         )
 
     # -- revoking -----------------------------------------------------------------------------
+    # Each revocation commits the record and the new CRL (with its number) in one transaction,
+    # then writes crl.pem from the record: a kill in between leaves crl.pem one CRL behind, and
+    # the next command publishes the recorded one. An announced revocation is never undone, and
+    # CRL numbers never repeat.
 
     def revoke(self, name: str, *, reason: str = "unspecified", kind: str = "user") -> list[int]:
         """Revoke every unrevoked certificate called ``name`` and rewrite the CRL at once.
@@ -420,45 +481,100 @@ class CertificateAuthority:
         Returns the serials revoked; raises :class:`UnknownName` if there were none.
         """
         check_reason(reason)
-        ca_key = self.key
-        now = datetime.now(UTC)
-        with self.db.transaction() as conn:
-            serials = self.db.revoke(conn, name, kind, reason, now)
+
+        def change(conn: sqlite3.Connection) -> list[int]:
+            serials = self.db.revoke(conn, name, kind, reason, datetime.now(UTC))
             if not serials:
                 raise UnknownName(f"no unrevoked {kind} certificate named {name!r}")
-            self._write_crl(conn, now, DEFAULT_CRL_DAYS, ca_key)
-        return serials
+            return serials
 
-    def revoke_serial(self, serial: int, *, reason: str = "unspecified") -> None:
-        """Revoke one certificate by serial number and rewrite the CRL."""
+        return self._revoke_and_publish(change)
+
+    def revoke_serial(self, serial: int, *, reason: str = "unspecified") -> CertRecord | None:
+        """Revoke one certificate by serial number and rewrite the CRL.
+
+        A serial the record does not hold (a certificate issued before ``ca.db`` was lost, say)
+        is listed in the CRL all the same; the record of a known one is returned, else None.
+        """
         check_reason(reason)
-        ca_key = self.key
-        now = datetime.now(UTC)
-        with self.db.transaction() as conn:
-            if not self.db.revoke_serial(conn, serial, reason, now):
+
+        def change(conn: sqlite3.Connection) -> CertRecord | None:
+            now = datetime.now(UTC)
+            record = self.db.get(conn, serial)
+            if record is None:
+                if not self.db.revoke_unknown(conn, serial, reason, now):
+                    raise UnknownName(f"serial {serial:x} is already revoked")
+            elif not self.db.revoke_serial(conn, serial, reason, now):
                 raise UnknownName(f"no unrevoked certificate with serial {serial:x}")
-            self._write_crl(conn, now, DEFAULT_CRL_DAYS, ca_key)
+            return record
+
+        return self._revoke_and_publish(change)
+
+    def revoke_cert(self, path: Path, *, reason: str = "unspecified") -> RevokedCert:
+        """Revoke the certificate in ``path`` (a certificate, bundle or ``.crt`` from this CA),
+        whether or not the record holds it (if not, it is recorded now, as revoked).
+        """
+        check_reason(reason)
+        cert = self._own_certificate(path)
+
+        def change(conn: sqlite3.Connection) -> RevokedCert:
+            now = datetime.now(UTC)
+            serial = cert.serial_number
+            name = common_name(cert.subject) or ""
+            record = self.db.get(conn, serial)
+            if record is None:
+                self.db.insert(conn, _record_of(cert, name))
+            if not self.db.revoke_serial(conn, serial, reason, now):
+                raise UnknownName(f"{name!r} (serial {serial:x}) is already revoked")
+            return RevokedCert(serial=serial, name=name, was_recorded=record is not None)
+
+        return self._revoke_and_publish(change)
 
     def write_crl(self, days: int = DEFAULT_CRL_DAYS) -> Path:
         """(Re)write ``crl.pem`` with the next CRL number and a nextUpdate ``days`` away."""
         check_crl_days(days)
-        ca_key = self.key
-        with self.db.transaction() as conn:
-            self._write_crl(conn, datetime.now(UTC), days, ca_key)
+        self._revoke_and_publish(lambda conn: None, days)
         return self.paths.crl
 
-    def _write_crl(
-        self, conn: sqlite3.Connection, now: datetime, days: int, ca_key: PrivateKey | None = None
-    ) -> None:
-        crl = build_crl(
-            ca_key=ca_key or self.key,
-            ca_cert=self.cert,
-            revoked=self.db.revoked(conn),
-            number=self.db.next_crl_number(conn),
-            now=now,
-            days=days,
-        )
-        atomic_write(self.paths.crl, crl.public_bytes(serialization.Encoding.PEM), mode=PUBLIC)
+    def _revoke_and_publish(
+        self, change: Callable[[sqlite3.Connection], _T], days: int = DEFAULT_CRL_DAYS
+    ) -> _T:
+        """Run ``change`` and sign the next CRL in one transaction, then write ``crl.pem``."""
+        ca_key = self.key
+        with self.db.transaction() as conn:
+            result = change(conn)
+            _sign_crl(self.db, conn, ca_key, self.cert, datetime.now(UTC), days)
+        pause_point("crl:recorded")
+        self._publish_crl()
+        return result
+
+    def _publish_crl(self) -> None:
+        """Write the newest recorded CRL to ``crl.pem`` (under the database lock, so that two
+        commands finishing at once cannot leave the older of their CRLs in place)."""
+        with self.db.transaction() as conn:
+            pem = self.db.latest_crl(conn)
+            if pem is not None and _read_or_none(self.paths.crl) != pem:
+                atomic_write(self.paths.crl, pem, mode=PUBLIC)
+
+    def _own_certificate(self, path: Path) -> x509.Certificate:
+        """The first certificate in ``path`` that this CA signed (not the CA itself)."""
+        data = read_file(path, "certificate")
+        try:
+            if b"-----BEGIN" in data:
+                certs = x509.load_pem_x509_certificates(data)
+            else:
+                certs = [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            raise BadFile(f"{path} holds no certificate") from None
+        for cert in certs:
+            if cert == self.cert:
+                continue
+            try:
+                cert.verify_directly_issued_by(self.cert)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return cert
+        raise BadRequest(f"{path} holds no certificate signed by this CA ({self.name!r})")
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -469,6 +585,51 @@ class CertificateAuthority:
     def rows(self, now: datetime | None = None) -> list[CertRow]:
         """Every certificate issued as listed by ``ca list`` (status as of ``now``)."""
         return cert_rows(self.db.all(), now or datetime.now(UTC))
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _sign_crl(
+    db: CertDB,
+    conn: sqlite3.Connection,
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    now: datetime,
+    days: int,
+) -> bytes:
+    """Sign the next CRL from the record and record it (inside the caller's transaction)."""
+    number = db.next_crl_number(conn)
+    crl = build_crl(
+        ca_key=ca_key, ca_cert=ca_cert, revoked=db.revoked(conn), number=number, now=now, days=days
+    )
+    pem = crl.public_bytes(serialization.Encoding.PEM)
+    db.record_crl(conn, number, pem, now)
+    return pem
+
+
+def _record_of(cert: x509.Certificate, name: str) -> CertRecord:
+    """A record for a certificate of this CA that the database did not hold."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        server = ExtendedKeyUsageOID.SERVER_AUTH in eku
+    except x509.ExtensionNotFound:
+        server = False
+    return CertRecord(
+        serial=cert.serial_number,
+        name=name,
+        kind="server" if server else "user",
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=fingerprint(cert),
+        revoked_at=None,
+        reason=None,
+        cert_pem=_pem(cert).decode(),
+    )
 
 
 def _load_csr(csr: Path | bytes) -> x509.CertificateSigningRequest:

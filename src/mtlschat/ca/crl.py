@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from mtlschat.ca.db import CertRecord
+from mtlschat.ca.db import Revocation
 from mtlschat.ca.errors import BadFile, BadRequest
 from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import PrivateKey, signature_hash
@@ -51,7 +51,7 @@ def build_crl(
     *,
     ca_key: PrivateKey,
     ca_cert: x509.Certificate,
-    revoked: Iterable[CertRecord],
+    revoked: Iterable[Revocation],
     number: int,
     now: datetime,
     days: int = DEFAULT_CRL_DAYS,
@@ -71,13 +71,12 @@ def build_crl(
         )
     )
     for rec in revoked:
-        assert rec.revoked_at is not None
         entry = (
             x509.RevokedCertificateBuilder()
             .serial_number(rec.serial)
             .revocation_date(rec.revoked_at)
         )
-        reason = REASONS.get(rec.reason or "unspecified", x509.ReasonFlags.unspecified)
+        reason = REASONS.get(rec.reason, x509.ReasonFlags.unspecified)
         # RFC 5280 5.3.1: "unspecified" SHOULD be expressed by leaving the reason out.
         if reason is not x509.ReasonFlags.unspecified:
             entry = entry.add_extension(x509.CRLReason(reason), critical=False)

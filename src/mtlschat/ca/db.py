@@ -34,6 +34,19 @@ CREATE TABLE IF NOT EXISTS certs (
 );
 CREATE INDEX IF NOT EXISTS certs_name_key ON certs (name_key);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Every CRL signed, recorded (in the transaction that made it) before crl.pem is replaced, so
+-- a crash cannot undo an announced revocation nor reuse a CRL number.
+CREATE TABLE IF NOT EXISTS crls (
+    number      INTEGER PRIMARY KEY,
+    issued_at   INTEGER NOT NULL,
+    pem         TEXT NOT NULL
+);
+-- Serials revoked by number that the record does not hold (e.g. issued before a lost ca.db).
+CREATE TABLE IF NOT EXISTS unknown_revocations (
+    serial      TEXT PRIMARY KEY,
+    revoked_at  INTEGER NOT NULL,
+    reason      TEXT NOT NULL
+);
 """
 
 
@@ -66,6 +79,15 @@ class CertRecord:
         if self.not_after <= (now or datetime.now(UTC)):
             return "expired"
         return "valid"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One entry of the CRL."""
+
+    serial: int
+    revoked_at: datetime
+    reason: str
 
 
 def _record(row: sqlite3.Row) -> CertRecord:
@@ -165,14 +187,23 @@ class CertDB:
 
     @staticmethod
     def revoke(
-        conn: sqlite3.Connection, name: str, kind: str | None, reason: str, now: datetime
+        conn: sqlite3.Connection,
+        name: str,
+        kind: str | None,
+        reason: str,
+        now: datetime,
+        keep: int | None = None,
     ) -> list[int]:
-        """Mark every unrevoked certificate called ``name`` revoked; return their serials."""
+        """Mark every unrevoked certificate called ``name`` (but serial ``keep``) revoked; return
+        their serials."""
         query = "SELECT serial FROM certs WHERE name_key = ? AND revoked_at IS NULL"
         args: tuple[str, ...] = (name.casefold(),)
         if kind is not None:
             query += " AND kind = ?"
             args += (kind,)
+        if keep is not None:
+            query += " AND serial != ?"
+            args += (f"{keep:x}",)
         serials = [r["serial"] for r in conn.execute(query, args).fetchall()]
         conn.executemany(
             "UPDATE certs SET revoked_at = ?, reason = ? WHERE serial = ?",
@@ -182,12 +213,33 @@ class CertDB:
 
     @staticmethod
     def revoke_serial(conn: sqlite3.Connection, serial: int, reason: str, now: datetime) -> bool:
-        """Revoke one certificate by serial; False if unknown or already revoked."""
+        """Revoke one recorded certificate by serial; False if unknown or already revoked."""
         cur = conn.execute(
             "UPDATE certs SET revoked_at = ?, reason = ? WHERE serial = ? AND revoked_at IS NULL",
             (_ts(now), reason, f"{serial:x}"),
         )
         return cur.rowcount == 1
+
+    @staticmethod
+    def revoke_unknown(conn: sqlite3.Connection, serial: int, reason: str, now: datetime) -> bool:
+        """Revoke a serial the record does not hold; False if it is already revoked that way."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO unknown_revocations (serial, revoked_at, reason)"
+            " VALUES (?, ?, ?)",
+            (f"{serial:x}", _ts(now), reason),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def get(conn: sqlite3.Connection, serial: int) -> CertRecord | None:
+        """The record of ``serial``, if the CA holds it."""
+        row = conn.execute("SELECT * FROM certs WHERE serial = ?", (f"{serial:x}",)).fetchone()
+        return None if row is None else _record(row)
+
+    @staticmethod
+    def delete(conn: sqlite3.Connection, serial: int) -> None:
+        """Forget a certificate that was never handed out (its file could not be written)."""
+        conn.execute("DELETE FROM certs WHERE serial = ?", (f"{serial:x}",))
 
     @staticmethod
     def next_crl_number(conn: sqlite3.Connection) -> int:
@@ -200,10 +252,36 @@ class CertDB:
         return number
 
     @staticmethod
-    def revoked(conn: sqlite3.Connection) -> list[CertRecord]:
-        """Every revoked certificate (for the CRL)."""
-        rows = conn.execute("SELECT * FROM certs WHERE revoked_at IS NOT NULL ORDER BY revoked_at")
-        return [_record(r) for r in rows.fetchall()]
+    def record_crl(conn: sqlite3.Connection, number: int, pem: bytes, now: datetime) -> None:
+        """Keep a signed CRL (inside the :meth:`transaction` that took its number)."""
+        conn.execute(
+            "INSERT INTO crls (number, issued_at, pem) VALUES (?, ?, ?)",
+            (number, _ts(now), pem.decode("ascii")),
+        )
+
+    @staticmethod
+    def latest_crl(conn: sqlite3.Connection) -> bytes | None:
+        """The PEM of the newest recorded CRL (None for a record older than this table)."""
+        row = conn.execute("SELECT pem FROM crls ORDER BY number DESC LIMIT 1").fetchone()
+        return None if row is None else str(row["pem"]).encode("ascii")
+
+    @staticmethod
+    def revoked(conn: sqlite3.Connection) -> list[Revocation]:
+        """Every revocation (for the CRL): recorded certificates, then serials given alone."""
+        rows = conn.execute(
+            "SELECT serial, revoked_at, reason FROM certs WHERE revoked_at IS NOT NULL"
+            " UNION ALL SELECT serial, revoked_at, reason FROM unknown_revocations"
+            " ORDER BY revoked_at"
+        ).fetchall()
+        return [
+            Revocation(int(r["serial"], 16), _dt(r["revoked_at"]), r["reason"] or "unspecified")
+            for r in rows
+        ]
+
+    def newest_crl(self) -> bytes | None:
+        """:meth:`latest_crl` outside a transaction (a read)."""
+        with self._connect() as conn:
+            return self.latest_crl(conn)
 
     def all(self) -> list[CertRecord]:
         """Every certificate, oldest first."""

@@ -39,3 +39,13 @@ class PKIPaths:
     def server_bundle(self) -> Path:
         """Server key + certificate + CA certificate: where ``mtlschat server`` looks."""
         return self.dir / "server.pem"
+
+    @property
+    def init_marker(self) -> Path:
+        """Present while ``ca init`` moves a new CA into place (see ``authority.init``)."""
+        return self.dir / ".init-pending"
+
+    @property
+    def lock(self) -> Path:
+        """Taken (flock) by ``ca init`` and by whoever finishes an interrupted one."""
+        return self.dir / ".init.lock"

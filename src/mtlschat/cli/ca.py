@@ -186,7 +186,10 @@ def init(
             help=f"Encrypt ca.key with a passphrase from a prompt (or {CA_PASSPHRASE_ENV}).",
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing CA.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing CA (kept in PKI/backup-DATE/)."),
+    ] = False,
 ) -> None:
     """Create a root CA: ca.crt, ca.key (0600), an empty record ca.db and crl.pem.
 
@@ -205,6 +208,8 @@ def init(
             pki, name=name, key_type=key_type, days=days, passphrase=passphrase, force=force
         )
         lock = " (passphrase-protected)" if passphrase else ""
+        if ca.backup_dir is not None:
+            typer.echo(f"moved the previous CA (certificate, key, record, CRL) to {ca.backup_dir}")
         typer.echo(f"created CA {ca.name!r} in {ca.paths.dir}{lock}")
         typer.echo(f"  certificate: {ca.paths.ca_cert}  (give this to servers and members)")
         typer.echo(f"  private key: {ca.paths.ca_key}  (keep it secret)")
@@ -326,22 +331,44 @@ def revoke(
     serial: Annotated[
         str | None, typer.Option("--serial", help="Revoke one certificate by (hex) serial.")
     ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option("--cert", help="Revoke the certificate in this file (bundle or .crt)."),
+    ] = None,
     server: Annotated[
         bool, typer.Option("--server", help="NAME is a server certificate's CN.")
     ] = False,
 ) -> None:
-    """Revoke a certificate and rewrite crl.pem at once (send the server SIGHUP to apply)."""
+    """Revoke a certificate and rewrite crl.pem at once (send the server SIGHUP to apply).
+
+    --serial and --cert revoke any certificate this CA signed, even one ca.db does not hold.
+    """
     with _errors():
-        if (name is None) == (serial is None):
-            raise BadRequest("give a NAME or --serial, not both")
+        if sum(x is not None for x in (name, serial, cert)) != 1:
+            raise BadRequest("give one of NAME, --serial or --cert")
         ca = _open_ca(pki, need_key=True)
         if serial is not None:
             try:
                 number = int(serial.removeprefix("0x"), 16)
             except ValueError:
                 raise BadRequest(f"--serial {serial!r} is not a hex number") from None
-            ca.revoke_serial(number, reason=reason)
-            typer.echo(f"revoked serial {number:x}; {ca.paths.crl} rewritten")
+            record = ca.revoke_serial(number, reason=reason)
+            what = f"{record.name!r} (serial {number:x})" if record else f"serial {number:x}"
+            typer.echo(f"revoked {what}; {ca.paths.crl} rewritten")
+            if record is None:
+                typer.echo(
+                    f"note: serial {number:x} is not in {ca.paths.db}: it is listed in the CRL "
+                    "as given (check it against the certificate)",
+                    err=True,
+                )
+            return
+        if cert is not None:
+            revoked = ca.revoke_cert(cert, reason=reason)
+            typer.echo(
+                f"revoked {revoked.name!r} (serial {revoked.serial:x}); {ca.paths.crl} rewritten"
+            )
+            if not revoked.was_recorded:
+                typer.echo(f"note: {cert} was not in {ca.paths.db}: recorded now", err=True)
             return
         assert name is not None
         serials = ca.revoke(name, reason=reason, kind="server" if server else "user")
