@@ -12,7 +12,18 @@ if TYPE_CHECKING:
 
 
 def test_one_table_entry_per_command() -> None:
-    assert set(COMMANDS) == {"who", "msg", "me", "help", "quit", "pong", "mode"}
+    assert set(COMMANDS) == {
+        "who",
+        "msg",
+        "me",
+        "help",
+        "quit",
+        "pong",
+        "mode",
+        "history",
+        "search",
+        "resume",
+    }
     for name, command in COMMANDS.items():
         assert isinstance(command, Command)
         assert command.usage.startswith(f"/{name}")

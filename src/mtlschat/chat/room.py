@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import enum
 import itertools
+import random
 import time
 from collections.abc import Callable
 
@@ -35,19 +36,26 @@ from mtlschat.chat.wire import (
     Bye,
     Error,
     Event,
+    HistoryEnd,
+    HistoryStart,
+    Info,
     Join,
     Leave,
     Mode,
     Msg,
     Ping,
+    Replayed,
     Welcome,
     clean_text,
     shorten,
 )
+from mtlschat.history.journal import Journal
+from mtlschat.history.store import MSG, Record
 
 __all__ = ["Mode", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
+_origins = random.Random()  # seeded from os.urandom
 
 
 class Refusal(enum.Enum):
@@ -90,6 +98,7 @@ class Session:
         "id",
         "mode",
         "name",
+        "origin",
         "refused",
     )
 
@@ -110,6 +119,9 @@ class Session:
         self._last_seen = now
         self._ping_at = now
         self._notice_at = -1e18  # last rate-limit notice
+        # Tags this session's lines in the history, so a /resume from its client (which showed
+        # them when they were typed) does not get them back. Random: unique across restarts.
+        self.origin = _origins.getrandbits(53)  # (53 bits: exact in any JSON reader)
 
     def take_output(self) -> bytes:
         """Everything flushed for this client so far, joined; clears the queue."""
@@ -125,13 +137,18 @@ class Room:
     """A single chat room. All methods are cheap and never raise on client input."""
 
     def __init__(
-        self, settings: RoomSettings | None = None, clock: Callable[[], float] = time.time
+        self,
+        settings: RoomSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        history: Journal | None = None,
     ) -> None:
         self.settings = settings or RoomSettings()
         self.clock = clock
         self.counters = RoomCounters()
+        self.history = history
         self._ids = itertools.count(1)
-        self._last_id = 0  # last message id handed out
+        # Message ids are the history's offsets: they continue across restarts.
+        self._last_id = history.last_offset if history is not None else 0
         self._sessions: dict[int, Session] = {}  # every open session, closing ones included
         self._members: dict[int, Session] = {}  # sessions in the room (they get broadcasts)
         self._names: dict[str, _Member] = {}  # name_key -> member
@@ -179,10 +196,13 @@ class Room:
                 st.burst,
                 st.keepalive,
                 st.idle_timeout,
+                None if self.history is None else (self.history.epoch, self._last_id, s.origin),
             ),
         )
+        if self.history is not None and st.history_join:
+            self.replay(s, self.history.last(st.history_join, name), "join")
         if first and self._announcing():
-            # History on join would be sent here; a cross-node fan-out would publish this too.
+            # A cross-node fan-out would publish this too.
             self.broadcast(Join(now, name), s)
         return s
 
@@ -215,7 +235,10 @@ class Room:
             # The happy path: id, timestamp, one event in the round list, one op for the sender.
             self._last_id += 1
             events = self._events
-            events.append(Msg(self._last_id, now, s.name, clean_text(line)))
+            text = clean_text(line)
+            events.append(Msg(self._last_id, now, s.name, text))
+            if self.history is not None:
+                self.history.add(Record(self._last_id, now, MSG, s.name, text, "", s.origin))
             ops = s._ops
             if ops is None:
                 ops = self._ops_of(s)
@@ -257,7 +280,12 @@ class Room:
             self.counters.sessions_closed += 1
 
     def tick(self, now: float) -> None:
-        """Keepalive pings after ``keepalive`` s of silence; ``bye`` after ``idle_timeout`` s."""
+        """Keepalive pings after ``keepalive`` s of silence; ``bye`` after ``idle_timeout`` s.
+
+        Also the history's bounded upkeep (retention, search index).
+        """
+        if self.history is not None:
+            self.history.tick(now)
         keepalive = self.settings.keepalive
         idle = self.settings.idle_timeout
         for s in list(self._members.values()):
@@ -268,7 +296,17 @@ class Room:
                 self.send(s, Ping(now))
 
     def flush(self) -> list[Session]:
-        """End of a loop round: build every session's output; return those with output pending."""
+        """End of a loop round: build every session's output; return those with output pending.
+
+        With history on, the round's lines are stored first (one transaction), so a line any
+        member is sent is already in the store if the process dies right after.
+        """
+        if self.history is not None:
+            change = self.history.commit()
+            if change == "degraded":
+                self.broadcast(Info("history: lines are not being saved right now; chat goes on"))
+            elif change == "recovered":
+                self.broadcast(Info("history: saving again"))
         events = self._events
         n = len(events)
         ready: list[Session] = []
@@ -359,6 +397,22 @@ class Room:
         """Queue ``ev`` for ``s`` alone, in order with this round's broadcasts."""
         if not s._closed:
             self._ops_of(s).append((len(self._events), ev.encode(s.mode)))
+
+    def remember(self, record: Record) -> None:
+        """Keep a line handed out by a command (``/me``, ``/msg``) in the history, if any."""
+        if self.history is not None:
+            self.history.add(record)
+
+    def replay(self, s: Session, records: list[Record], source: str, query: str = "") -> None:
+        """Send stored lines to ``s``, announced and marked as history (``source``)."""
+        if source == "join" and not records:
+            return
+        if source != "resume":
+            self.send(s, HistoryStart(source, len(records), query))
+        for record in records:
+            self.send(s, Replayed(record, source))
+        if records and source != "resume" and s.mode is Mode.TEXT:
+            self.send(s, HistoryEnd())
 
     def error(self, s: Session, code: str, text: str) -> None:
         """Queue an ``error`` for ``s`` (only that client hears about its mistakes)."""

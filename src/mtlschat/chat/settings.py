@@ -48,6 +48,18 @@ class RoomSettings:
         "Names listed in a welcome (plus the count); /who lists everyone.",
         public=False,
     )
+    history_join: int = setting(
+        20,
+        Integer(min=0),
+        "History lines replayed to a member who joins (when history is on); 0 = none.",
+        unit="lines",
+    )
+    history_max: int = setting(
+        1000,
+        Integer(min=1),
+        "Most lines one /history N, /search or reconnect (/resume) replays.",
+        unit="lines",
+    )
     server_version: str = f"mtlschat {__version__}"
 
     def __post_init__(self) -> None:

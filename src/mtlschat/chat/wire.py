@@ -8,12 +8,15 @@ these objects and encodes each broadcast once per output mode, never once per pe
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 from json.encoder import encode_basestring as _json_str  # C-accelerated in CPython
 
 from mtlschat.chat.framing import BAD_UTF8, LINE_TOO_LONG
+from mtlschat.history.journal import Gap
+from mtlschat.history.store import ACTION, DM, Record
 
 ALPN_TEXT = "mtlschat-text/1"
 ALPN_JSON = "mtlschat-json/1"
@@ -24,6 +27,7 @@ BAD_USAGE = "bad_usage"
 UNKNOWN_USER = "unknown_user"
 RATE_LIMITED = "rate_limited"
 BAD_NAME = "bad_name"
+NO_HISTORY = "no_history"
 ERROR_CODES = (
     UNKNOWN_COMMAND,
     BAD_USAGE,
@@ -32,6 +36,7 @@ ERROR_CODES = (
     BAD_UTF8,
     RATE_LIMITED,
     BAD_NAME,
+    NO_HISTORY,
 )
 
 
@@ -181,6 +186,8 @@ class Welcome(Event):
     burst: int
     keepalive: float
     idle_timeout: float
+    # With history on: (epoch, last offset, this session's origin), for /resume after a drop.
+    resume: tuple[str, int, int] | None = None
 
     def text(self) -> bytes:
         who = ", ".join(self.online)
@@ -191,22 +198,24 @@ class Welcome(Event):
         )
 
     def json(self) -> bytes:
-        return _dumps(
-            {
-                "type": "welcome",
-                "name": self.name,
-                "online": self.online,
-                "online_count": self.online_count,
-                "server": self.server,
-                "limits": {
-                    "max_line": self.max_line,
-                    "rate": self.rate,
-                    "burst": self.burst,
-                    "keepalive": self.keepalive,
-                    "idle_timeout": self.idle_timeout,
-                },
-            }
-        )
+        obj: dict[str, object] = {
+            "type": "welcome",
+            "name": self.name,
+            "online": self.online,
+            "online_count": self.online_count,
+            "server": self.server,
+            "limits": {
+                "max_line": self.max_line,
+                "rate": self.rate,
+                "burst": self.burst,
+                "keepalive": self.keepalive,
+                "idle_timeout": self.idle_timeout,
+            },
+        }
+        if self.resume is not None:
+            epoch, offset, origin = self.resume
+            obj["resume"] = {"epoch": epoch, "offset": offset, "origin": origin}
+        return _dumps(obj)
 
 
 @dataclass(slots=True)
@@ -302,3 +311,146 @@ class Bye(Event):
 
     def json(self) -> bytes:
         return _dumps({"type": "bye", "reason": self.reason})
+
+
+# ---- history (docs/protocol.md, "History") ---------------------------------------------------
+
+
+def _when(ts: float) -> str:
+    """Text-mode date and time of a history line: UTC, like every text-mode clock."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    except (OverflowError, ValueError, OSError):
+        return "????-??-?? ??:??:??"
+
+
+@dataclass(slots=True)
+class Replayed(Event):
+    """A stored line sent again: on join, for ``/history``, ``/search`` or ``/resume``.
+
+    JSON: the line's own object (``msg``, ``action``, ``dm``) plus ``"history": SOURCE``. Text:
+    the live format with the full date, so it cannot be mistaken for something said just now.
+    """
+
+    record: Record
+    source: str  # "join", "request" (/history), "search" or "resume"
+
+    def text(self) -> bytes:
+        r = self.record
+        when = _when(r.ts)
+        if r.kind == ACTION:
+            return f"[{when}] * {r.sender} {r.text}\n".encode()
+        if r.kind == DM:
+            return f"[{when}] [dm] <{r.sender}> -> {r.to}: {r.text}\n".encode()
+        return f"[{when}] <{r.sender}> {r.text}\n".encode()
+
+    def json(self) -> bytes:
+        r = self.record
+        obj: dict[str, object] = {"type": r.kind, "id": r.offset, "ts": r.ts, "from": r.sender}
+        if r.kind == DM:
+            obj["to"] = r.to
+        obj["text"] = r.text
+        obj["history"] = self.source
+        return _dumps(obj)
+
+
+@dataclass(slots=True)
+class HistoryStart(Event):
+    """Announces ``count`` history lines (they follow, oldest first)."""
+
+    source: str  # "join", "request" or "search"
+    count: int
+    query: str = ""  # the words of a /search
+
+    def text(self) -> bytes:
+        if self.source == "search":
+            if not self.count:
+                return f"* search: no line matches {self.query}\n".encode()
+            return f"* search: the last {self.count} lines matching {self.query}\n".encode()
+        if not self.count:
+            return b"* history: nothing yet\n"
+        return f"* history: the last {self.count} lines (/history N for more)\n".encode()
+
+    def json(self) -> bytes:
+        obj: dict[str, object] = {"type": "history", "source": self.source, "count": self.count}
+        if self.source == "search":
+            obj["query"] = self.query
+        return _dumps(obj)
+
+
+@dataclass(slots=True)
+class HistoryEnd(Event):
+    """Text mode only: where history lines end and the live room resumes."""
+
+    def text(self) -> bytes:
+        return b"* end of history\n"
+
+    def json(self) -> bytes:
+        return b""  # JSON lines carry "history" themselves
+
+
+def _gap_text(gap: Gap) -> str:
+    if gap.reason == "too_many":
+        return (
+            f"{gap.last - gap.first + 1} earlier lines were not replayed (too many missed);"
+            " /history N or /search shows them"
+        )
+    if gap.since is None and gap.until is None:
+        return "some history is not available"
+    if gap.since is None:
+        return f"history before {_when(gap.until or 0)[:16]} is not available"
+    start = _when(gap.since)[:16]
+    end = _when(gap.until)[:16] if gap.until is not None else "now"
+    if end[:10] == start[:10]:  # the same day: times only
+        start, end = start[11:], end[11:]
+    return f"history from {start} to {end} is not available"
+
+
+@dataclass(slots=True)
+class GapNotice(Event):
+    """Lines ``first..last`` cannot be replayed (trimmed by retention, lost, or too many)."""
+
+    gap: Gap
+
+    def text(self) -> bytes:
+        return f"! {_gap_text(self.gap)}\n".encode()
+
+    def json(self) -> bytes:
+        g = self.gap
+        return _dumps(
+            {
+                "type": "gap",
+                "first": g.first,
+                "last": g.last,
+                "since": g.since,
+                "until": g.until,
+                "reason": g.reason,
+                "text": _gap_text(g),
+            }
+        )
+
+
+@dataclass(slots=True)
+class Resumed(Event):
+    """The end of a ``/resume``: the client has now seen everything up to ``offset``."""
+
+    epoch: str
+    offset: int
+    count: int  # lines replayed
+    reset: bool  # the client's epoch is not the store's: its history is gone
+
+    def text(self) -> bytes:
+        if self.reset:
+            return b"* history was reset: earlier lines are not available\n"
+        return f"* resumed: {self.count} missed lines\n".encode()
+
+    def json(self) -> bytes:
+        return _dumps(
+            {
+                "type": "resumed",
+                "epoch": self.epoch,
+                "offset": self.offset,
+                "count": self.count,
+                "reset": self.reset,
+            }
+        )
