@@ -177,6 +177,8 @@ class ServerProcess:
         self.deadline = deadline
         cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
         cmd += ["--host", "127.0.0.1", "--port", str(port), *flags]
+        if "--history" not in flags:  # (tests that want history give it a file)
+            cmd += ["--history", "off"]
         # A restarted server appends to the same log: only read what this process wrote.
         self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
         with log_path.open("ab") as log:

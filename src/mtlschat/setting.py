@@ -127,6 +127,29 @@ class Text(Kind[str]):
 
 
 @dataclass(frozen=True)
+class Switch(Kind[bool]):
+    """On or off: ``on``/``off`` (also true/false, yes/no, 1/0), or a TOML boolean."""
+
+    @property
+    def metavar(self) -> str:
+        return "on/off"
+
+    def parse(self, raw: object) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _SWITCH:
+            return _SWITCH[raw.lower()]
+        raise ValueError("use on or off")
+
+    def show(self, value: bool) -> str:
+        return "on" if value else "off"
+
+
+_SWITCH = {"on": True, "true": True, "yes": True, "1": True}
+_SWITCH |= {"off": False, "false": False, "no": False, "0": False}
+
+
+@dataclass(frozen=True)
 class Choice(Kind[str]):
     """One of ``choices``, case-insensitive, kept in upper case (log levels)."""
 

@@ -304,6 +304,7 @@ def start_server(pki: TestPKI) -> Iterator[ServerFactory]:
     def start(use_pki: TestPKI | None = None, **settings: Any) -> RunningServer:
         p = use_pki or pki
         settings.setdefault("rate", 0)
+        settings.setdefault("history", "off")  # (tests that want history give it a file)
         config = ServerConfig(pki=p.dir, host="127.0.0.1", port=0, **settings)
         server = RunningServer(p, config)
         running.append(server)

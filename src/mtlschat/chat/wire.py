@@ -363,13 +363,14 @@ class HistoryStart(Event):
     query: str = ""  # the words of a /search
 
     def text(self) -> bytes:
+        lines = "line" if self.count == 1 else f"{self.count} lines"
         if self.source == "search":
             if not self.count:
                 return f"* search: no line matches {self.query}\n".encode()
-            return f"* search: the last {self.count} lines matching {self.query}\n".encode()
+            return f"* search: the last {lines} matching {self.query}\n".encode()
         if not self.count:
             return b"* history: nothing yet\n"
-        return f"* history: the last {self.count} lines (/history N for more)\n".encode()
+        return f"* history: the last {lines} (/history N for more)\n".encode()
 
     def json(self) -> bytes:
         obj: dict[str, object] = {"type": "history", "source": self.source, "count": self.count}

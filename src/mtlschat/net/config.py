@@ -20,6 +20,7 @@ from mtlschat.setting import (
     Integer,
     Nullable,
     Number,
+    Switch,
     Text,
     flag,
     public_settings,
@@ -80,6 +81,30 @@ class ServerConfig(RoomSettings):
         "Least severe log lines written: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
         unit="level",
     )
+    history: str | None = setting(
+        None,
+        Nullable(Text(), off=()),
+        "History file (SQLite, created on first start), or off to keep no history.",
+        unit="file",
+        shown_default="PKI/history.db",
+    )
+    history_dms: bool = setting(
+        True,
+        Switch(),
+        "Keep private messages in the history (only ever shown to their sender and recipient).",
+    )
+    history_days: float = setting(
+        90.0,
+        Number(positive=False, note="0 = forever"),
+        "Drop history lines older than this; 0 keeps them forever.",
+        unit="days",
+    )
+    history_lines: int = setting(
+        1_000_000,
+        Integer(min=0, note="0 = no limit"),
+        "Keep at most this many history lines (the oldest go first); 0 = no limit.",
+        unit="lines",
+    )
 
     @property
     def cert_path(self) -> Path:
@@ -101,6 +126,15 @@ class ServerConfig(RoomSettings):
             return self.crl
         default = self.pki / "crl.pem"
         return default if default.exists() else None
+
+    @property
+    def history_path(self) -> Path | None:
+        """The history file (default ``PKI/history.db``), or None with ``--history off``."""
+        if self.history is None:
+            return self.pki / "history.db"
+        if self.history.lower() == "off":
+            return None
+        return Path(self.history).expanduser()
 
     def check_files(self) -> None:
         """Raise :class:`ConfigError` if a PKI file the server needs is missing."""

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from mtlschat.address import Address
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.fdlimit import raise_fd_limit
+from mtlschat.history.journal import Journal
+from mtlschat.history.sqlite import SQLiteStore
+from mtlschat.history.store import HistoryError
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.tls import TLSSetupError, peer_identity, revoked_serials, server_context
@@ -49,6 +52,25 @@ def room_settings(config: ServerConfig) -> RoomSettings:
     return RoomSettings(**{f.name: getattr(config, f.name) for f in fields})
 
 
+def open_history(config: ServerConfig) -> Journal | None:
+    """The room's history per the configuration (None with ``--history off``).
+
+    Raises :class:`StartupError` if the file cannot be used (busy, not writable, not a history,
+    damaged): the server refuses to start rather than run without the history it was told to
+    keep.
+    """
+    path = config.history_path
+    if path is None:
+        return None
+    try:
+        store = SQLiteStore.open(
+            path, max_age=config.history_days * 86400.0, max_lines=config.history_lines
+        )
+    except HistoryError as exc:
+        raise StartupError(str(exc)) from None
+    return Journal(store, keep_dms=config.history_dms)
+
+
 class StartupError(Exception):
     """The server cannot start (e.g. the address is in use); the message is one line."""
 
@@ -64,7 +86,8 @@ class ChatServer:
         # Also refuses to start with a CRL not signed by our CA.
         self._revoked = revoked_serials(config.ca_path, crl)
         self._clock = clock
-        self.room = Room(room_settings(config), clock=clock)
+        self.history = open_history(config)
+        self.room = Room(room_settings(config), clock=clock, history=self.history)
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self.address: tuple[str, int] = (config.host, config.port)
@@ -132,6 +155,16 @@ class ChatServer:
             nofile,
             self.config.crl_path or "none",
         )
+        if self.history is not None:
+            log.info(
+                "history: %s (epoch %s, last offset %d%s)",
+                self.history.store.location,
+                self.history.epoch,
+                self.history.last_offset,
+                "" if self.history.keep_dms else ", private messages not kept",
+            )
+        else:
+            log.info("history: off")
         next_tick = time.monotonic() + self._tick_interval()
         try:
             while self._stopping is None:
@@ -500,6 +533,9 @@ class ChatServer:
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self.history is not None:
+            self.history.close()
+            self.history = None
 
 
 def _format_peer(addr: object) -> str:
