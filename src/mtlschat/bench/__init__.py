@@ -5,4 +5,8 @@ not import the load generator.
 """
 
 WORKLOADS = ("burst", "paced", "connect", "hold")
-TARGETS = ("mtlschat", "reference")  # servers ``--spawn`` / ``--compare`` can start
+# Servers ``--spawn`` / ``--compare`` can start ("mtlschat" runs with ``--history off``,
+# "mtlschat-history" with a new history file each time).
+TARGETS = ("mtlschat", "reference", "mtlschat-history")
+# ``--compare`` pairs: (numerator, denominator) of the ratios reported.
+COMPARISONS = {"reference": ("mtlschat", "reference"), "history": ("mtlschat-history", "mtlschat")}

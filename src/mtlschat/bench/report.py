@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mtlschat.bench import COMPARISONS
 from mtlschat.bench.suite import metric
 
 # (dotted path, label, decimals): the rows of a summary table.
@@ -59,9 +60,9 @@ def group_table(runs: list[dict[str, Any]]) -> Table:
     for r in runs:
         t.add_column(r["target"], justify="right")
     targets = {r["target"]: r for r in runs}
-    both = "mtlschat" in targets and "reference" in targets
-    if both:
-        t.add_column("ratio", justify="right")
+    pairs = [(a, b) for a, b in COMPARISONS.values() if a in targets and b in targets]
+    for top, bottom in pairs:
+        t.add_column("ratio" if bottom == "reference" else f"{top} / {bottom}", justify="right")
     for path, label, digits in ROWS:
         values = [metric(r, path) for r in runs]
         if all(v is None for v in values):
@@ -69,8 +70,8 @@ def group_table(runs: list[dict[str, Any]]) -> Table:
         cells = [_fmt(v, digits) for v in values]
         if path == "lost":
             cells = [c if c in ("-", "0") else f"[bold red]{c}[/]" for c in cells]
-        if both:
-            a, b = metric(targets["mtlschat"], path), metric(targets["reference"], path)
+        for top, bottom in pairs:
+            a, b = metric(targets[top], path), metric(targets[bottom], path)
             cells.append(f"{a / b:.3g}x" if a is not None and b else "")
         t.add_row(label, *cells)
     return t

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -28,11 +30,17 @@ def reference_script() -> Path:
 
 def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) -> list[str]:
     """The command line that runs ``target`` on an ephemeral port with the bench PKI."""
-    if target == "mtlschat":
+    if target in ("mtlschat", "mtlschat-history"):
+        history = "off"
+        if target == "mtlschat-history":  # a new file per run: every run starts from empty
+            fd, name = tempfile.mkstemp(prefix="history-", suffix=".db", dir=pki.dir)
+            os.close(fd)
+            os.unlink(name)
+            history = name
         return [
             sys.executable, "-m", "mtlschat", "server",
             "--pki", str(pki.dir), "--host", host, "--port", "0", "--rate", "0",
-            "--max-connections", str(max_connections),
+            "--max-connections", str(max_connections), "--history", history,
         ]  # fmt: skip
     if target == "reference":
         script = reference_script()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlschat import __version__
+from mtlschat.bench import COMPARISONS
 from mtlschat.bench.pki import BenchPKI, prepare_pki
 from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_workload
 from mtlschat.bench.spawn import spawn_server
@@ -132,35 +133,35 @@ def metric(run: dict[str, Any], path: str) -> float | None:
 
 
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """mtlschat / reference for every metric of every workload run against both."""
+    """mtlschat / reference (and mtlschat-history / mtlschat) for every metric of every workload
+    run against both servers of a pair.
+    """
     out: list[dict[str, Any]] = []
-    for run in runs:
-        if run["target"] != "mtlschat":
-            continue
-        ref = next(
-            (
-                r
-                for r in runs
-                if r["target"] == "reference"
-                and r["workload"] == run["workload"]
-                and r["params"] == run["params"]
-            ),
-            None,
-        )
-        if ref is None:
-            continue
-        values = {}
-        for path, _label in RATIO_METRICS:
-            a, b = metric(run, path), metric(ref, path)
-            if a is not None and b:
-                values[path] = a / b
-        out.append(
-            {
-                "workload": run["workload"],
-                "receivers": run["params"]["receivers"],
-                "mtlschat_over_reference": values,
-            }
-        )
+    for top, bottom in COMPARISONS.values():
+        key = f"{top}_over_{bottom}".replace("-", "_")
+        for run in runs:
+            if run["target"] != top:
+                continue
+            ref = next(
+                (
+                    r
+                    for r in runs
+                    if r["target"] == bottom
+                    and r["workload"] == run["workload"]
+                    and r["params"] == run["params"]
+                ),
+                None,
+            )
+            if ref is None:
+                continue
+            values = {}
+            for path, _label in RATIO_METRICS:
+                a, b = metric(run, path), metric(ref, path)
+                if a is not None and b:
+                    values[path] = a / b
+            out.append(
+                {"workload": run["workload"], "receivers": run["params"]["receivers"], key: values}
+            )
     return out
 
 

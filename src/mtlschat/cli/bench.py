@@ -74,6 +74,11 @@ def bench(
     compare: bool = typer.Option(
         False, "--compare", help="Run each workload against mtlschat and the reference."
     ),
+    compare_history: bool = typer.Option(
+        False,
+        "--compare-history",
+        help="Run each workload against mtlschat with history off and on (a new file each run).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Load-test a server: deliveries/s, latency, losses, server CPU and memory."""
@@ -110,6 +115,7 @@ def bench(
             spawn,
             target,
             compare,
+            compare_history,
             server_pid,
             server_name,
             pki,
@@ -158,6 +164,7 @@ def _plan(
     spawn: bool,
     target: str,
     compare: bool,
+    compare_history: bool,
     server_pid: int | None,
     server_name: str | None,
     pki: Path | None,
@@ -167,11 +174,15 @@ def _plan(
     from mtlschat.bench.suite import Plan
     from mtlschat.ca.paths import PKIPaths
 
+    if compare_history:
+        compare = True  # (starts its own servers too)
     if (spawn or compare) and (address is not None or server_pid is not None):
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
     if target not in TARGETS:
         raise BenchError(f"--target must be one of {', '.join(TARGETS)}")
-    if compare:
+    if compare_history:
+        targets = ["mtlschat", "mtlschat-history"]
+    elif compare:
         targets = ["mtlschat", "reference"]
     elif spawn:
         targets = [target]
