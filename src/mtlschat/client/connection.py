@@ -137,10 +137,13 @@ class Link:
                 continue
             again = "re" if welcomed_once else ""
             self._on_status(f"{again}connected to {self.address}", False)
-            self.state.apply(first)
-            self._on_event(first)
+            replies, shown = self.state.receive(first)
+            for event in shown:
+                self._on_event(event)
             welcomed_once = True
             self._backoff.reset()
+            # The replies (a /resume) go first, before anything the user queued meanwhile.
+            writer.write("".join(line + "\n" for line in replies).encode("utf-8"))
             why = await self._session(reader, writer)
             if self._quit_sent:
                 return
@@ -258,11 +261,13 @@ class Link:
             if not raw:
                 return f"server said bye ({bye})" if bye else "connection closed without a goodbye"
             event = parse_line(raw.decode("utf-8", "replace"))
-            for reply in self.state.apply(event):
+            replies, shown = self.state.receive(event)
+            for reply in replies:
                 self._write(reply)
             if event.type == "bye":
                 bye = event.text("reason")
-            self._on_event(event)
+            for item in shown:
+                self._on_event(item)
 
     def _write(self, line: str) -> None:
         if self._writer is not None and not self._quit_sent:

@@ -98,22 +98,122 @@ def local_echo(line: str, me: str, now: float) -> Event | None:
     return Event("msg", {"from": me, "text": line, "ts": now}, local=True)
 
 
+_NO_RESUME = frozenset({"unknown_command", "no_history", "bad_usage"})
+
+
 def is_quit(line: str) -> bool:
     """True if ``line`` is the ``/quit`` command (with or without a reason)."""
     return line.split(" ", 1)[0].lower() == "/quit"
 
 
+_LINES = frozenset({"msg", "action", "dm"})  # the events with an offset (``id``)
+MAX_ORIGINS = 32  # own sessions remembered for /resume (their lines were shown when typed)
+
+
 class ChatState:
-    """What the client knows about the room: its own name and who is online.
+    """What the client knows about the room: its own name, who is online, and how far it has
+    read the room's history (epoch and offset), so a reconnect recovers exactly what it missed.
 
     ``apply`` updates the state from a server event and returns the lines to send in reply
-    (``/pong`` to a keepalive ``ping``).
+    (``/pong`` to a keepalive ``ping``); :meth:`receive` also says which events to show.
     """
 
     def __init__(self) -> None:
         self.me = ""
         self._online: dict[str, str] = {}  # name_key -> name as the server spells it
         self.bye_reason: str | None = None
+        self.epoch: str | None = None  # the server's history epoch (None: it keeps none)
+        self.offset = 0  # the last room offset we have shown (or skipped as not for us)
+        self.origins: list[int] = []  # our sessions' origins: the server does not replay those
+        self.resuming = False  # a /resume is under way: live lines wait in ``_held``
+        self._held: list[Event] = []
+        self._reset = False  # the welcome showed a new epoch: say so once
+
+    def receive(self, event: Event) -> tuple[list[str], list[Event]]:
+        """Update from ``event``: the lines to send back, and the events to show (none, the
+        event itself, or lines held back while missed ones were recovered).
+        """
+        replies = self.apply(event)
+        kind = event.type
+        if kind == "welcome":
+            return replies + self._welcome(event), [event, *self._reset_notice(event)]
+        if kind in _LINES:
+            return replies, self._line(event)
+        if kind == "resumed":
+            return replies, self._resumed(event)
+        if kind == "error" and self.resuming and event.text("code") in _NO_RESUME:
+            self.resuming = False  # an older server: carry on live
+            return replies, [event, *self._release(0)]
+        return replies, [event]
+
+    def _welcome(self, event: Event) -> list[str]:
+        info = event.data.get("resume")
+        self._held = []
+        self.resuming = False
+        if not isinstance(info, dict):
+            self.epoch = None  # no history here: nothing to resume
+            return []
+        epoch, offset, origin = info.get("epoch"), info.get("offset"), info.get("origin")
+        if not isinstance(epoch, str) or not isinstance(offset, int):
+            return []
+        if isinstance(origin, int):
+            self.origins = [*self.origins, origin][-MAX_ORIGINS:]
+        if epoch == self.epoch and epoch.isalnum():
+            self.resuming = True
+            own = ",".join(map(str, self.origins[:-1]))
+            return [f"/resume {epoch} {self.offset} {own}".rstrip()]
+        self._reset = self.epoch is not None  # the server's history is not the one we knew
+        self.epoch = epoch
+        self.offset = offset
+        return []
+
+    def _reset_notice(self, event: Event) -> list[Event]:
+        if not self._reset:
+            return []
+        self._reset = False
+        text = "history was reset on the server: what was said while you were away is gone"
+        return [Event("error", {"code": "history_reset", "text": text}, local=True)]
+
+    def _line(self, event: Event) -> list[Event]:
+        source = event.data.get("history")
+        ident = event.data.get("id")
+        if source in ("join", "request", "search"):
+            # Asked-for history: shown as such; a resuming client recovers precisely instead.
+            return [] if self.resuming and source == "join" else [event]
+        if self.resuming and source is None:
+            self._held.append(event)  # live: shown after the lines it missed
+            return []
+        if isinstance(ident, int) and not isinstance(ident, bool):
+            if ident <= self.offset:
+                return []  # already shown
+            self.offset = ident
+        return [event]
+
+    def _resumed(self, event: Event) -> list[Event]:
+        self.resuming = False
+        epoch, offset = event.data.get("epoch"), event.data.get("offset")
+        shown: list[Event] = []
+        if event.data.get("reset") is True:
+            if isinstance(epoch, str):
+                self.epoch = epoch
+            shown.append(event)
+        elif isinstance(event.data.get("count"), int) and event.data["count"] > 0:
+            shown.append(event)
+        if isinstance(offset, int) and offset > self.offset:
+            self.offset = offset
+        return shown + self._release(self.offset)
+
+    def _release(self, upto: int) -> list[Event]:
+        held, self._held = self._held, []
+        shown: list[Event] = []
+        for event in held:
+            ident = event.data.get("id")
+            if isinstance(ident, int) and ident <= upto:
+                continue  # the recovery had it
+            if isinstance(ident, int):
+                self.offset = max(self.offset, ident)
+            shown.append(event)
+        return shown
 
     @property
     def online(self) -> list[str]:

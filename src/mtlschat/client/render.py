@@ -87,7 +87,46 @@ def _notice_text(event: Event) -> str | None:
         return f"bye: {clean(event.text('reason'))}"
     if kind == "error":
         return clean(event.text("text") or event.text("code"))
+    if kind == "history":
+        return _history_text(event)
+    if kind == "gap":
+        return _gap_text(event)
+    if kind == "resumed":
+        if event.data.get("reset") is True:
+            return "history was reset on the server: what was said while you were away is gone"
+        return f"recovered {event.text('count')} missed lines"
     return None
+
+
+def _history_text(event: Event) -> str:
+    count = event.data.get("count")
+    if event.text("source") == "search":
+        query = clean(event.text("query"))
+        return f"search {query}: {count} lines" if count else f"search {query}: no line matches"
+    return f"history: the last {count} lines" if count else "history: nothing yet"
+
+
+def _gap_text(event: Event) -> str:
+    if event.text("reason") == "too_many":
+        return clean(event.text("text"))
+    since, until = event.data.get("since"), event.data.get("until")
+    end = date_clock(until)[:16] if isinstance(until, int | float) else "now"
+    if not isinstance(since, int | float):
+        return f"history before {end} is not available"
+    return f"history from {date_clock(since)[:16]} to {end} is not available"
+
+
+def date_clock(ts: float | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in local time: how history lines are dated."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() if ts is None else ts))
+    except (OverflowError, ValueError, OSError):
+        return "----------- --:--:--"
+
+
+def _is_history(event: Event) -> bool:
+    """A line replayed from history on request (join, /history, /search): shown dated."""
+    return event.data.get("history") in ("join", "request", "search")
 
 
 def render_plain(event: Event, *, timestamps: bool = False) -> list[str]:
@@ -99,6 +138,8 @@ def render_plain(event: Event, *, timestamps: bool = False) -> list[str]:
     if kind in _SILENT:
         return []
     prefix = f"[{clock(event.ts())}] " if timestamps and event.ts() is not None else ""
+    if _is_history(event):
+        prefix = f"[{date_clock(event.ts())}] "
     sender = clean(event.text("from"))
     body = clean(event.text("text"))
     if kind == "msg":
@@ -114,7 +155,7 @@ def render_plain(event: Event, *, timestamps: bool = False) -> list[str]:
     text = _notice_text(event)
     if text is None:  # a type from a newer server: unknown types are ignored
         return []
-    return [f"{prefix}{'!' if kind == 'error' else '*'} {text}"]
+    return [f"{prefix}{'!' if kind in ('error', 'gap') else '*'} {text}"]
 
 
 def render_styled(event: Event, me: str = "") -> FormattedText | None:
@@ -122,7 +163,8 @@ def render_styled(event: Event, me: str = "") -> FormattedText | None:
     kind = event.type
     if kind in _SILENT:
         return None
-    ts: list[tuple[str, str]] = [("class:ts", clock(event.ts()) + " ")]
+    when = date_clock(event.ts()) if _is_history(event) else clock(event.ts())
+    ts: list[tuple[str, str]] = [("class:ts", when + " ")]
     sender = clean(event.text("from"))
     body = clean(event.text("text"))
     own = bool(me) and name_key(sender) == name_key(me)

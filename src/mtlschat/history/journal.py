@@ -182,8 +182,8 @@ class Journal:
         self, after: int, viewer: str, limit: int, origins: Collection[int] = ()
     ) -> tuple[list[Record | Gap], int]:
         """What a client that saw everything up to offset ``after`` missed: the lines it may
-        read (not those its own sessions ``origins`` sent), oldest first, with a :class:`Gap`
-        where lines are gone; and the room's last offset (where the client is now up to).
+        read (but not the room lines its own sessions ``origins`` sent), oldest first, with a
+        :class:`Gap` where lines are gone; and the room's last offset (the client's new mark).
         """
         last = self.last_offset
         out: list[Record | Gap] = []
@@ -206,7 +206,9 @@ class Journal:
         for r in rows:
             if r.offset > expected:
                 out.append(Gap(expected, r.offset - 1, since, r.ts))
-            if r.kind != HIDDEN and r.origin not in origins:
+            # The client showed its own room lines when they were typed (the server does not
+            # echo them); DMs are echoed to the sender, so those it may have missed come back.
+            if r.kind != HIDDEN and (r.kind == DM or r.origin not in origins):
                 out.append(r)
             expected = r.offset + 1
             since = r.ts
