@@ -10,6 +10,7 @@ from mtlschat import __version__
 from mtlschat.cli import bench as bench_cli
 from mtlschat.cli import ca as ca_cli
 from mtlschat.cli import client as client_cli
+from mtlschat.cli import history as history_cli
 from mtlschat.cli import server as server_cli
 from mtlschat.cli.output import error
 from mtlschat.setting import ConfigError
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ca_cli.app, name="ca")
+app.add_typer(history_cli.app, name="history")
 app.command("server")(server_cli.server)
 app.command("client")(client_cli.client)
 app.command("bench")(bench_cli.bench)
