@@ -18,6 +18,7 @@ Semantics (shared by every implementation, the way Centrifugo's streams work):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -116,9 +117,12 @@ class HistoryStore(Protocol):
 
 
 def search_terms(words: str) -> list[str]:
-    """The words of a ``/search`` query: whitespace-separated, quotes and stars dropped."""
-    cleaned = words.replace('"', " ").replace("*", " ")
-    return [w for w in cleaned.split() if w][:16]
+    """The words of a ``/search`` query: runs of letters and digits (as the index splits text),
+    at most 16; anything else (quotes, stars, operators' punctuation) only separates them."""
+    return _WORD.findall(words)[:16]
+
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 def check_sequence(room: str, last: int, records: Sequence[Record]) -> None:
