@@ -28,7 +28,7 @@ TEXT = "message number {} with some ordinary chat text about the release"
 
 def _room(history: Journal | None, members: int) -> tuple[Room, list[object]]:
     room = Room(RoomSettings(rate=0, announce_limit=0), history=history)
-    sessions = [room.open(f"user{i}", Mode.JSON, "bench") for i in range(members)]
+    sessions = [room.open(f"user{i}", Mode.JSON) for i in range(members)]
     for s in room.flush():
         s.take_output()
     return room, list(sessions)
@@ -86,7 +86,7 @@ def replay_cost(directory: Path, lines: int = 1000) -> float:
         room.feed(sessions[0], (TEXT.format(i) + "\n").encode())  # type: ignore[arg-type]
     for s in room.flush():
         s.take_output()
-    bob = room.open("bob2", Mode.JSON, "bench")
+    bob = room.open("bob2", Mode.JSON)
     for s in room.flush():
         s.take_output()
     t0 = time.process_time()
@@ -110,7 +110,7 @@ def join_cost(directory: Path, history: bool, online: int = 1000, joins: int = 5
         s.take_output()
     t0 = time.process_time()
     for i in range(joins):
-        room.open(f"late{i}", Mode.JSON, "bench")
+        room.open(f"late{i}", Mode.JSON)
         for s in room.flush():
             s.take_output()
     spent = time.process_time() - t0
@@ -119,8 +119,8 @@ def join_cost(directory: Path, history: bool, online: int = 1000, joins: int = 5
     return spent / joins * 1e3
 
 
-def median(fn: Callable[[], float], repeat: int) -> float:
-    return statistics.median(fn() for _ in range(repeat))
+def median(repeat: int, fn: Callable[..., float], *args: object) -> float:
+    return statistics.median(fn(*args) for _ in range(repeat))
 
 
 def main() -> None:
@@ -132,18 +132,17 @@ def main() -> None:
         d = Path(tmp)
         for per_round, label in ((1, "paced (1 msg/round)"), (500, "burst (500 msgs/round)")):
             n = 3000 if per_round == 1 else 20_000
-            off = median(lambda: room_cost(d, False, per_round, n), r)
-            on = median(lambda: room_cost(d, True, per_round, n), r)
+            off = median(r, room_cost, d, False, per_round, n)
+            on = median(r, room_cost, d, True, per_round, n)
             print(f"room CPU per message, 200 members, {label}: off {off:.1f} us, on {on:.1f} us"
                   f" (+{on - off:.1f} us, {on / off:.2f}x)")  # fmt: skip
         for per_round in (1, 20, 500):
-            rate = median(lambda: insert_rate(d, per_round), r)
+            rate = median(r, insert_rate, d, per_round)
             print(f"store insert rate, {per_round} lines per transaction: {rate:,.0f} lines/s CPU")
-        print(
-            f"replay of 1,000 missed lines (/resume): {median(lambda: replay_cost(d), r):.1f} ms CPU"
-        )
-        off = median(lambda: join_cost(d, False), r)
-        on = median(lambda: join_cost(d, True), r)
+        replay = median(r, replay_cost, d)
+        print(f"replay of 1,000 missed lines (/resume): {replay:.1f} ms CPU")
+        off = median(r, join_cost, d, False)
+        on = median(r, join_cost, d, True)
         print(f"join at 1,000 online: off {off:.2f} ms, on (20-line replay) {on:.2f} ms CPU")
 
 

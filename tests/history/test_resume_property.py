@@ -49,7 +49,7 @@ class Client:
         self.connect()
 
     def connect(self) -> None:
-        self.session = self.room.open(self.name, Mode.JSON, "127.0.0.1:1")
+        self.session = self.room.open(self.name, Mode.JSON)
         self.origins.add(self.session.origin)
         self.welcomed = False
 
@@ -117,7 +117,7 @@ class World:
             return
         elif what == "cut":
             self.round(cut=c, keep=n)
-            self.room.close(c.session, "network")
+            self.room.end(c.session, "network", gone=True)
             c.session = None
             c.welcomed = False
         else:

@@ -23,7 +23,7 @@ class Chat:
         self.room = Room(clock=lambda: self.now, history=self.journal)
 
     def join(self, name: str, mode: Mode = Mode.JSON) -> tuple[Session, list[bytes]]:
-        s = self.room.open(name, mode, "127.0.0.1:1")
+        s = self.room.open(name, mode)
         return s, self.round()[s.id]
 
     def say(self, s: Session, *lines: str) -> dict[int, list[bytes]]:
@@ -133,7 +133,7 @@ def test_resume_replays_what_was_missed_exactly_once_skipping_own_lines(chat: Ch
     epoch, seen = chat.journal.epoch, objs(got)[0]["resume"]["offset"]
     chat.say(alice, "one", "two")
     chat.say(bob, "bob was here")
-    chat.room.close(bob, "network")
+    chat.room.end(bob, "network", gone=True)
     chat.say(alice, "three", "/me four")
     bob2, got = chat.join("bob")
     assert objs(got)[1]["source"] == "join"  # a resuming client drops these
