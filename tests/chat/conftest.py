@@ -30,16 +30,23 @@ class Harness:
     def __init__(self, settings: RoomSettings | None = None) -> None:
         self.clock = FakeClock()
         self.room = Room(settings or RoomSettings(), clock=self.clock)
-        self.received: dict[int, bytearray] = {}
-        self._read: dict[int, int] = {}
+        self._received: dict[int, bytearray] = {}  # everything each session was sent
+        self._read: dict[int, int] = {}  # how much of it the test has taken
 
-    def join(self, name: str, mode: Mode = Mode.JSON, *, flush: bool = True) -> Session:
+    def open(self, name: str, mode: Mode = Mode.JSON) -> Session:
+        """Open a session as the loop does after a handshake; its welcome (or refusal) waits
+        for the next :meth:`flush`, so other input can be fed in the same round first.
+        """
         s = self.room.open(name, mode)
-        self.received[s.id] = bytearray()
+        self._received[s.id] = bytearray()
         self._read[s.id] = 0
-        if flush:
-            self.flush()
-            self.take_bytes(s)  # drop the welcome: tests that want it call take() themselves
+        return s
+
+    def join(self, name: str, mode: Mode = Mode.JSON) -> Session:
+        """Open a session, flush, and drop its welcome (tests that want it use :meth:`open`)."""
+        s = self.open(name, mode)
+        self.flush()
+        self.take_bytes(s)
         return s
 
     def send(self, s: Session, *lines: str) -> None:
@@ -51,12 +58,12 @@ class Harness:
         for s in ready:
             data = s.take_output()
             assert data, "flush returned a session with no output"
-            self.received[s.id] += data
+            self._received[s.id] += data
         return ready
 
     def take_bytes(self, s: Session) -> bytes:
         """What ``s`` received since the last take."""
-        buf = self.received[s.id]
+        buf = self._received[s.id]
         data = bytes(buf[self._read[s.id] :])
         self._read[s.id] = len(buf)
         return data

@@ -168,9 +168,7 @@ def test_mode_switches_output_mid_round(h: Harness) -> None:
 
 def test_mode_switch_before_join_round_is_flushed(h: Harness) -> None:
     # A fresh session switching mode in its first round still gets its welcome (in the old mode).
-    alice = h.room.open("alice", Mode.TEXT)
-    h.received[alice.id] = bytearray()
-    h._read[alice.id] = 0
+    alice = h.open("alice", Mode.TEXT)
     h.send(alice, "/mode json")
     h.flush()
     welcome, info = h.take_text(alice)

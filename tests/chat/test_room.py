@@ -15,9 +15,7 @@ if TYPE_CHECKING:  # the harness class lives in conftest.py; fixtures hand it ou
 
 def test_welcome_join_and_online_list(h: Harness) -> None:
     alice = h.join("alice")
-    bob = h.room.open("bob", Mode.JSON)
-    h.received[bob.id] = bytearray()
-    h._read[bob.id] = 0
+    bob = h.open("bob", Mode.JSON)
     h.flush()
     (welcome,) = h.take(bob)
     assert welcome["type"] == "welcome"
@@ -105,7 +103,7 @@ def test_both_modes_in_one_room(h: Harness) -> None:
 def test_text_welcome(make_harness: type[Harness]) -> None:
     h = make_harness()
     h.join("bob")
-    alice = h.join("alice", Mode.TEXT, flush=False)
+    alice = h.open("alice", Mode.TEXT)
     h.flush()
     (line,) = h.take_text(alice)
     assert line.startswith("* welcome alice. online: alice, bob")
@@ -137,9 +135,7 @@ def test_closed_session_is_never_returned_by_flush(h: Harness) -> None:
 def test_session_opened_mid_round_gets_welcome_first_and_only_later_lines(h: Harness) -> None:
     alice = h.join("alice")
     h.send(alice, "before")
-    bob = h.room.open("bob", Mode.JSON)
-    h.received[bob.id] = bytearray()
-    h._read[bob.id] = 0
+    bob = h.open("bob", Mode.JSON)
     h.send(alice, "after")
     h.flush()
     got = h.take(bob)
@@ -200,9 +196,7 @@ def test_shutdown_says_bye_to_everyone(h: Harness) -> None:
 
 
 def test_bad_name_is_refused(h: Harness) -> None:
-    s = h.room.open("-evil\x1b[2J", Mode.JSON)
-    h.received[s.id] = bytearray()
-    h._read[s.id] = 0
+    s = h.open("-evil\x1b[2J", Mode.JSON)
     h.flush()
     error, bye = h.take(s)
     assert error["type"] == "error" and error["code"] == "bad_name"
@@ -236,9 +230,7 @@ def test_end_is_one_door_and_the_first_reason_stays(h: Harness) -> None:
 
 def test_bad_name_gets_no_broadcasts_of_its_round(h: Harness) -> None:
     alice, bob = h.join("alice"), h.join("bob")
-    bad = h.room.open("bad name!", Mode.JSON)
-    h.received[bad.id] = bytearray()
-    h._read[bad.id] = 0
+    bad = h.open("bad name!", Mode.JSON)
     h.send(alice, "not for refused clients")
     h.flush()
     assert [m["type"] for m in h.take(bad)] == ["error", "bye"]
@@ -357,11 +349,8 @@ def test_welcome_lists_the_first_names_and_the_count(make_harness: type[Harness]
     h = make_harness(RoomSettings(welcome_names=3))
     for n in ("e5", "d4", "c3", "b2"):
         h.join(n)
-    text = h.room.open("a1", Mode.TEXT)
-    js = h.room.open("f6", Mode.JSON)
-    for s in (text, js):
-        h.received[s.id] = bytearray()
-        h._read[s.id] = 0
+    text = h.open("a1", Mode.TEXT)
+    js = h.open("f6", Mode.JSON)
     h.flush()
     assert h.take_text(text)[0].startswith(
         "* welcome a1. online: a1, b2, c3 and 2 more (/who lists everyone)"
