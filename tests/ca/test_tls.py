@@ -11,29 +11,24 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.client.tls import client_context
+from mtlschat.net.tls import server_context
+
 if TYPE_CHECKING:  # conftest is not importable at run time (--import-mode=importlib)
     from conftest import TestPKI
 
 TIMEOUT = 20.0
 
 
-def server_context(pki: TestPKI, *, crl: bool) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(pki.server_bundle)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=pki.ca_cert)
-    if crl:
-        ctx.load_verify_locations(cafile=pki.crl)
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    return ctx
+def server_ctx(pki: TestPKI, *, crl: bool = True) -> ssl.SSLContext:
+    """The server's real context (as ``mtlschat server`` builds it) for ``pki``."""
+    return server_context(pki.server_bundle, pki.ca_cert, pki.crl if crl else None)
 
 
-def client_context(pki: TestPKI, bundle: Path, password: bytes | None = None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + hostname check
-    ctx.load_verify_locations(cafile=pki.ca_cert)
-    ctx.load_cert_chain(bundle, password=password)
-    return ctx
+def client_ctx(pki: TestPKI, bundle: Path, passphrase: str | None = None) -> ssl.SSLContext:
+    """The client's real context presenting ``bundle`` and trusting ``pki``'s CA."""
+    return client_context(bundle, passphrase, pki.ca_cert)
 
 
 @dataclass
@@ -93,9 +88,7 @@ def handshake(
 def test_handshake_with_issued_certs(pki: TestPKI, host: str) -> None:
     if host == "::1" and not socket.has_ipv6:
         pytest.skip("no IPv6 loopback")
-    result = handshake(
-        server_context(pki, crl=True), client_context(pki, pki.user("tls-alice")), host
-    )
+    result = handshake(server_ctx(pki), client_ctx(pki, pki.user("tls-alice")), host)
     assert result.server_error is None and result.client_error is None
     assert result.server_peer_cn == "tls-alice"
     assert result.client_got == b"welcome\n"
@@ -104,32 +97,33 @@ def test_handshake_with_issued_certs(pki: TestPKI, host: str) -> None:
 def test_revoked_client_refused_with_crl(fresh_pki: TestPKI) -> None:
     bundle = fresh_pki.user("tls-mallory")
     fresh_pki.revoke("tls-mallory")
-    result = handshake(server_context(fresh_pki, crl=True), client_context(fresh_pki, bundle))
+    result = handshake(server_ctx(fresh_pki), client_ctx(fresh_pki, bundle))
     assert result.client_got == b""
     assert isinstance(result.server_error, ssl.SSLCertVerificationError)
     assert "revoked" in str(result.server_error)
     # Without the CRL the same certificate would still be accepted: the CRL is what stops it.
-    ok = handshake(server_context(fresh_pki, crl=False), client_context(fresh_pki, bundle))
+    ok = handshake(server_ctx(fresh_pki, crl=False), client_ctx(fresh_pki, bundle))
     assert ok.server_peer_cn == "tls-mallory"
 
 
 def test_expired_and_foreign_clients_refused(pki: TestPKI) -> None:
     for bundle in (pki.expired_user("tls-old"), pki.other_ca_user("tls-alien")):
-        result = handshake(server_context(pki, crl=True), client_context(pki, bundle))
+        result = handshake(server_ctx(pki), client_ctx(pki, bundle))
         assert result.client_got == b""
         assert isinstance(result.server_error, ssl.SSLCertVerificationError)
 
 
 def test_encrypted_bundle_handshake(pki: TestPKI, tmp_path: Path) -> None:
     out = pki.ca.issue_user("tls-enc", out=tmp_path / "enc.pem", passphrase=b"hunter22").path
-    with pytest.raises(ssl.SSLError):
-        client_context(pki, out, password=b"wrong")
-    result = handshake(server_context(pki, crl=True), client_context(pki, out, b"hunter22"))
+    with pytest.raises(ClientError) as wrong:
+        client_ctx(pki, out, "wrong")
+    assert wrong.value.code == ExitCode.BAD_PASSPHRASE
+    result = handshake(server_ctx(pki), client_ctx(pki, out, "hunter22"))
     assert result.server_peer_cn == "tls-enc"
 
 
 def test_server_cert_is_not_a_client_cert(pki: TestPKI) -> None:
     """EKU matters: the server's own certificate (serverAuth only) cannot join as a member."""
-    result = handshake(server_context(pki, crl=True), client_context(pki, pki.server_bundle))
+    result = handshake(server_ctx(pki), client_ctx(pki, pki.server_bundle))
     assert result.client_got == b""
     assert isinstance(result.server_error, ssl.SSLCertVerificationError)
