@@ -23,7 +23,7 @@ from .conftest import DEADLINE, ChatClient, assert_refused, client_context
 if TYPE_CHECKING:
     from conftest import TestPKI
 
-    from .conftest import RunningServer, ServerFactory
+    from .conftest import RunningServer
 
 
 def _refused_raw(port: int, payload: bytes) -> int:
@@ -102,18 +102,6 @@ def test_garbage_refused(
     local_port = _refused_raw(chat_server.port, payload)
     chat_server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: ")
     live()
-
-
-def test_revoked_certificate_refused(fresh_pki: TestPKI, start_server: ServerFactory) -> None:
-    fresh_pki.user("eve")
-    fresh_pki.revoke("eve")
-    server = start_server(fresh_pki)
-    alice = server.join("alice")
-    bob = server.join("bob")
-    local_port = assert_refused(server.port, server.context("eve"))
-    server.log.wait(rf"rejected handshake from 127\.0\.0\.1:{local_port}: certificate revoked")
-    alice.send("eve is out")
-    assert bob.wait_for("msg")["text"] == "eve is out"
 
 
 def test_certificate_name_outside_policy_gets_bad_name(
