@@ -1,4 +1,4 @@
-"""Pieces of a benchmark session that need no network: addresses, /proc, ratios, workloads."""
+"""Pieces of a benchmark session that need no network: /proc, ratios, workloads."""
 
 from __future__ import annotations
 
@@ -6,31 +6,9 @@ import os
 
 import pytest
 
-from mtlschat.address import parse_address
 from mtlschat.bench.procstat import cpu_seconds, rss_bytes
 from mtlschat.bench.runner import BenchError, Workload, percentile
 from mtlschat.bench.suite import default_server_name, ratios, workloads_for
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("example.org:7000", ("example.org", 7000)),
-        ("example.org", ("example.org", 7443)),
-        (":7000", ("localhost", 7000)),
-        ("[::1]:7000", ("::1", 7000)),
-        ("[::1]", ("::1", 7443)),
-        ("::1", ("::1", 7443)),
-    ],
-)
-def test_parse_address(text: str, expected: tuple[str, int]) -> None:
-    assert parse_address(text) == expected
-
-
-@pytest.mark.parametrize("text", ["host:0", "host:99999", "host:http", "[::1", "[::1]x"])
-def test_bad_addresses(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_address(text)
 
 
 def test_server_name_for_loopback_is_localhost() -> None:

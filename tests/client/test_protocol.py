@@ -9,7 +9,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.formatted_text import fragment_list_to_text
 
-from mtlschat.address import Address, parse_address
 from mtlschat.client.backoff import Backoff
 from mtlschat.client.protocol import ChatState, Event, clean, is_quit, local_echo, parse_line
 from mtlschat.client.render import name_colour, render_plain, render_styled
@@ -155,27 +154,6 @@ def test_render_styled() -> None:
 def test_name_colours_are_stable_and_case_insensitive() -> None:
     assert name_colour("alice") == name_colour("Alice") == name_colour("alice")
     assert len({name_colour(f"user{i}") for i in range(50)}) > 4
-
-
-@pytest.mark.parametrize(
-    ("text", "address"),
-    [
-        (None, Address("localhost", 7443)),
-        ("chat.example.org", Address("chat.example.org", 7443)),
-        ("chat.example.org:8443", Address("chat.example.org", 8443)),
-        (":9000", Address("localhost", 9000)),
-        ("[::1]:9000", Address("::1", 9000)),
-        ("::1", Address("::1", 7443)),
-    ],
-)
-def test_parse_address(text: str | None, address: Address) -> None:
-    assert parse_address(text) == address
-
-
-@pytest.mark.parametrize("text", ["host:0", "host:70000", "host:http", "[::1", "[::1]x"])
-def test_parse_address_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_address(text)
 
 
 def test_backoff_grows_caps_jitters_and_resets() -> None:
