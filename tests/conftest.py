@@ -134,6 +134,12 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def clean_environment() -> Callable[[Mapping[str, str] | None], dict[str, str]]:
+    """:func:`clean_env`, for the folders' conftest modules (they cannot import this one)."""
+    return clean_env
+
+
 def run_cli(
     *args: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,

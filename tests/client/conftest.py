@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING
 
 import pytest
@@ -25,24 +25,18 @@ if TYPE_CHECKING:  # conftest modules are not importable at run time (--import-m
 DEADLINE = 20.0  # two shared cores and other suites running: be patient, never flaky
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus the caller's MTLSCHAT_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
-    env.update(extra)
-    return env
-
-
 class Client:
     """``python -m mtlschat client`` with pipes: write lines, wait for lines, collect the exit."""
 
-    def __init__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str | os.PathLike[str], env: Mapping[str, str]) -> None:
+        """Start the client with ``args`` in exactly the environment ``env``."""
         cmd = [sys.executable, "-m", "mtlschat", "client", *map(str, args)]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=clean_env(**(env or {})),
+            env=env,
             text=True,
             bufsize=1,
         )
@@ -111,12 +105,16 @@ class Client:
 
 
 @pytest.fixture
-def spawn_client() -> Iterator[Callable[..., Client]]:
-    """``spawn_client("--cert", bundle, "127.0.0.1:PORT")``; killed at teardown if alive."""
+def spawn_client(
+    clean_environment: Callable[[Mapping[str, str] | None], dict[str, str]],
+) -> Iterator[Callable[..., Client]]:
+    """``spawn_client("--cert", bundle, "127.0.0.1:PORT", env={...})``: ``env`` is added to the
+    environment (minus the caller's MTLSCHAT_* settings); killed at teardown if alive.
+    """
     clients: list[Client] = []
 
-    def spawn(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Client:
-        client = Client(*args, env=env)
+    def spawn(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Client:
+        client = Client(*args, env=clean_environment(env))
         clients.append(client)
         return client
 
