@@ -112,7 +112,7 @@ def test_bad_flags_are_one_line_errors(mtlschat_cli: CLIRunner) -> None:
         out = mtlschat_cli("bench", *args)
         assert out.returncode == 2, args
         assert out.stderr.count("\n") == 1, out.stderr
-        assert out.stderr.startswith("error:")
+        assert out.stderr.startswith("mtlschat: error: ")
 
 
 def test_no_server_is_a_one_line_error(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:

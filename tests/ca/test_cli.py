@@ -45,7 +45,7 @@ def fails(result: subprocess.CompletedProcess[str], match: str, code: int = 1) -
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("mtlschat: error: ")
     assert match in lines[0], lines[0]
 
 
@@ -176,7 +176,9 @@ def test_pki_env_and_passphrases(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "export", "bob", env={"MTLSCHAT_P12_PASSWORD": "123456"}), "encrypted")
     fails(cli("ca", "export", "bob", env={"MTLSCHAT_P12_PASSWORD": "12345", **bundle_env}), "6")
     ok(cli("ca", "export", "bob", env={"MTLSCHAT_P12_PASSWORD": "123456", **bundle_env}))
-    fails(cli("ca", "truststore", env=no_pass), "MTLSCHAT_P12_PASSWORD")
+    fails(
+        cli("ca", "truststore", env=no_pass), "PKCS#12 password needed: set MTLSCHAT_P12_PASSWORD"
+    )
 
 
 def test_sign_csr(tmp_path: Path, cli: Run) -> None:
@@ -233,8 +235,8 @@ def test_error_paths(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "issue", "alice", "--days", "5000"), "at most 397")
     fails(cli("ca", "issue", "--server", "not a host"), "invalid host")
     fails(cli("ca", "revoke", "ghost"), "no unrevoked")
-    fails(cli("ca", "revoke"), "give one of NAME, --serial or --cert")
-    fails(cli("ca", "revoke", "x", "--serial", "ab"), "give one of NAME, --serial or --cert")
+    fails(cli("ca", "revoke"), "give a NAME, --serial or --cert (see mtlschat ca revoke -h)")
+    fails(cli("ca", "revoke", "x", "--serial", "ab"), "give one of NAME, --serial or --cert, not")
     fails(cli("ca", "revoke", "--serial", "xyz"), "not a hex number")
     unknown = cli("ca", "revoke", "--serial", "abc123")  # not in ca.db: listed all the same
     assert unknown.returncode == 0 and "not in pki/ca.db" in unknown.stderr

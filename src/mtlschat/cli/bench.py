@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from mtlschat.bench import TARGETS, WORKLOADS
+from mtlschat.cli.output import fail
 
 if TYPE_CHECKING:  # the load generator and rich are imported by the command itself
     from rich.progress import Progress
@@ -35,7 +36,7 @@ class _Bar:
 
 def bench(
     address: str | None = typer.Argument(
-        None, metavar="[HOST:PORT]", help="Server to load. [default: localhost:7443]"
+        None, metavar="HOST[:PORT]", help="Server to load. [default: localhost:7443]"
     ),
     workload: list[str] = typer.Option(
         ["burst"], "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}; repeatable."
@@ -81,7 +82,16 @@ def bench(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
-    """Load-test a server: deliveries/s, latency, losses, server CPU and memory."""
+    """Load-test a server: deliveries/s, latency, losses, server CPU and memory.
+
+    --spawn starts a server (with throw-away certificates) on this machine; otherwise give the
+    server's HOST[:PORT] and the --pki directory of its CA.
+
+    Examples:
+      mtlschat bench --spawn -w burst -n 200 -m 10000
+      mtlschat bench --compare -w paced -n 200
+      mtlschat bench localhost:7443 --pki pki -w connect -n 1000
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -123,8 +133,7 @@ def bench(
         for wl in plan.workloads:
             wl.check()
     except (BenchError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(str(e), 2)
     console = Console()
 
     def show(run: dict[str, Any]) -> None:
@@ -147,8 +156,7 @@ def bench(
         ) as progress:
             report = run_plan(plan, _Bar(progress), show)
     except (BenchError, SpawnError, CAError, OSError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(str(e))
     if as_json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

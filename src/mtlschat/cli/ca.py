@@ -1,7 +1,8 @@
 """``mtlschat ca ...``: thin CLI over :mod:`mtlschat.ca` (parse, call, print).
 
 Every error from the library is a :class:`~mtlschat.ca.errors.CAError` with a one-line message:
-it is printed as ``error: ...`` on stderr with exit code 1 (typer's usage errors exit 2).
+it is printed as ``mtlschat: error: ...`` on stderr with exit code 1 (typer's usage errors exit
+2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +27,7 @@ from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import KeyType
 from mtlschat.ca.paths import DEFAULT_PKI_DIR, PKI_ENV
 from mtlschat.ca.profile import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, MAX_LEAF_DAYS
+from mtlschat.cli.output import fail
 
 if TYPE_CHECKING:
     from mtlschat.ca.authority import CertificateAuthority
@@ -35,7 +37,15 @@ BUNDLE_PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
 P12_PASSWORD_ENV = "MTLSCHAT_P12_PASSWORD"
 
 app = typer.Typer(
-    help="Run the certificate authority: init, issue, sign, revoke, export ...",
+    help="""Run the certificate authority: init, issue, sign, revoke, export ...
+
+    Every command works on the PKI directory given by --pki or MTLSCHAT_PKI (default: pki).
+
+    Examples:
+      mtlschat ca init
+      mtlschat ca issue alice
+      mtlschat ca revoke bob
+    """,
     no_args_is_help=True,
 )
 
@@ -70,20 +80,15 @@ LeafKeyType = Annotated[KeyType, typer.Option("--key-type", help="Key algorithm 
 # -- helpers: errors, secrets, opening the CA ------------------------------------------------
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Turn library errors (and Ctrl-C at a prompt) into one line on stderr and exit 1."""
     try:
         yield
     except CAError as e:
-        _fail(str(e))
+        fail(str(e))
     except (KeyboardInterrupt, EOFError, typer.Abort):
-        _fail("aborted")
+        fail("aborted")
 
 
 def _env_bytes(name: str) -> bytes | None:
@@ -104,7 +109,7 @@ def _secret(env: str, prompt: str, *, confirm: bool, required: bool, why: str = 
         if entered:
             return entered.encode()
     if required:
-        reason = why or f"{prompt[0].lower()}{prompt[1:]} needed"
+        reason = why or f"{prompt} needed"  # as the prompt says it: "PKCS#12 password"
         raise PassphraseRequired(f"{reason}: set {env} or run in a terminal")
     return None
 
@@ -195,6 +200,10 @@ def init(
 
     If MTLSCHAT_CA_PASSPHRASE is set, ca.key is encrypted with it; --encrypt asks for a
     passphrase when it is not set.
+
+    Examples:
+      mtlschat ca init --name "Acme Chat CA"
+      mtlschat ca init --pki /etc/mtlschat --encrypt
     """
     from mtlschat.ca.authority import CertificateAuthority
 
@@ -244,6 +253,11 @@ def issue(
 
     With --server: a server certificate (DNS and IP SANs, serverAuth) written to PKI/server.pem,
     where `mtlschat server` looks.
+
+    Examples:
+      mtlschat ca issue alice
+      mtlschat ca issue carol --out pki/users/carol.pem --encrypt
+      mtlschat ca issue --server chat.example.org 192.0.2.7
     """
     with _errors():
         if not server and len(names) != 1:
@@ -270,7 +284,9 @@ def issue(
 
 @app.command()
 def sign(
-    csr: Annotated[Path, typer.Argument(help="The CSR (PEM or DER), subject CN=<username>.")],
+    csr: Annotated[
+        Path, typer.Argument(metavar="CSR", help="The CSR (PEM or DER), subject CN=NAME.")
+    ],
     pki: Pki = DEFAULT_PKI_DIR,
     days: Days = None,
     out: Annotated[
@@ -282,6 +298,10 @@ def sign(
     """Sign a member's CSR, so their private key never leaves their machine.
 
     The name policy applies; a CSR asking for CA powers or odd extensions is refused.
+
+    Examples:
+      mtlschat ca sign carol.csr
+      mtlschat ca sign carol.csr --out carol.crt
     """
     with _errors():
         ca = _open_ca(pki, need_key=True)
@@ -297,7 +317,12 @@ def list_(
     pki: Pki = DEFAULT_PKI_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Every certificate issued: serial, name, kind, expiry and status."""
+    """Every certificate issued: serial, name, kind, expiry and status.
+
+    Examples:
+      mtlschat ca list
+      mtlschat ca list --json
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -322,7 +347,8 @@ def list_(
 @app.command()
 def revoke(
     name: Annotated[
-        str | None, typer.Argument(help="The member whose certificate to revoke.")
+        str | None,
+        typer.Argument(metavar="NAME", help="The member whose certificate to revoke."),
     ] = None,
     pki: Pki = DEFAULT_PKI_DIR,
     reason: Annotated[Reason, typer.Option("--reason", help="Why (RFC 5280 reason).")] = (
@@ -342,10 +368,18 @@ def revoke(
     """Revoke a certificate and rewrite crl.pem at once (send the server SIGHUP to apply).
 
     --serial and --cert revoke any certificate this CA signed, even one ca.db does not hold.
+
+    Examples:
+      mtlschat ca revoke bob --reason key-compromise
+      mtlschat ca revoke --serial 3f2a9c
+      mtlschat ca revoke --cert lost-laptop.pem
     """
     with _errors():
-        if sum(x is not None for x in (name, serial, cert)) != 1:
-            raise BadRequest("give one of NAME, --serial or --cert")
+        given = sum(x is not None for x in (name, serial, cert))
+        if given == 0:
+            raise BadRequest("give a NAME, --serial or --cert (see mtlschat ca revoke -h)")
+        if given > 1:
+            raise BadRequest("give one of NAME, --serial or --cert, not more")
         ca = _open_ca(pki, need_key=True)
         if serial is not None:
             try:
@@ -383,7 +417,12 @@ def crl(
         int, typer.Option("--days", help="Days until the CRL's nextUpdate.")
     ] = DEFAULT_CRL_DAYS,
 ) -> None:
-    """Rewrite crl.pem: next CRL number, nextUpdate in --days (re-run before then)."""
+    """Rewrite crl.pem: next CRL number, nextUpdate in --days (re-run before then).
+
+    Examples:
+      mtlschat ca crl
+      mtlschat ca crl --days 30
+    """
     with _errors():
         ca = _open_ca(pki, need_key=True)
         path = ca.write_crl(days)
@@ -392,7 +431,9 @@ def crl(
 
 @app.command()
 def renew(
-    name: Annotated[str, typer.Argument(help="The member to give a new key and certificate.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The member to give a new key and certificate.")
+    ],
     pki: Pki = DEFAULT_PKI_DIR,
     days: Days = None,
     out: Annotated[
@@ -410,6 +451,10 @@ def renew(
 
     The old certificate stays valid until it expires (the member can switch over without being
     locked out) unless --revoke-old is given.
+
+    Examples:
+      mtlschat ca renew bob
+      mtlschat ca renew bob --revoke-old --out pki/users/bob.pem
     """
     with _errors():
         ca = _open_ca(pki, need_key=True)
@@ -449,6 +494,10 @@ def export(
 
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt. An encrypted bundle's
     passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
+
+    Examples:
+      mtlschat ca export alice
+      mtlschat ca export pki/server.pem --out server.p12 --password-file pw.txt
     """
     from mtlschat.ca.export import export_bundle
 
@@ -479,6 +528,9 @@ def truststore(
     """Write a Java truststore (PKCS#12) holding the CA certificate as a trusted entry.
 
     Password from --password-file, MTLSCHAT_P12_PASSWORD or a prompt.
+
+    Examples:
+      mtlschat ca truststore --out myTrustStore.p12
     """
     from mtlschat.ca.export import write_truststore
 
@@ -490,10 +542,18 @@ def truststore(
 
 @app.command()
 def show(
-    file: Annotated[Path, typer.Argument(help="A certificate, bundle, CSR or CRL (PEM or DER).")],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A certificate, bundle, CSR or CRL (PEM or DER)."),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Subject, issuer, SANs, validity, key type and SHA-256 fingerprint of what FILE holds."""
+    """Subject, issuer, SANs, validity, key type and SHA-256 fingerprint of what FILE holds.
+
+    Examples:
+      mtlschat ca show alice.pem
+      mtlschat ca show pki/crl.pem --json
+    """
     from mtlschat.ca.describe import describe_file
 
     with _errors():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from mtlschat.cli.output import fail
 from mtlschat.client.errors import ClientError, ExitCode
 
 DEBUG_ENV = "MTLSCHAT_DEBUG"
@@ -14,7 +15,7 @@ DEBUG_ENV = "MTLSCHAT_DEBUG"
 
 def client(
     address: str | None = typer.Argument(
-        None, metavar="HOST[:PORT]", help="The server (default localhost:7443)."
+        None, metavar="HOST[:PORT]", help="The server. [default: localhost:7443]"
     ),
     cert: Path = typer.Option(
         ...,
@@ -37,6 +38,11 @@ def client(
     """Join a chat server with a certificate bundle.
 
     An encrypted key's passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
+
+    Examples:
+      mtlschat client --cert alice.pem
+      mtlschat client --cert alice.pem chat.example.org:8443
+      echo "deploy finished" | mtlschat client --cert ci-bot.pem chat.example.org
     """
     # Imported here: the client (prompt_toolkit, TLS set-up) is only paid for by this command.
     from mtlschat.client.app import run_client
@@ -44,15 +50,12 @@ def client(
     try:
         run_client(cert, address, ca=ca, pipe=pipe, timestamps=timestamps)
     except ClientError as err:
-        typer.echo(f"mtlschat: {err.message}", err=True)
-        raise typer.Exit(int(err.code)) from None
+        fail(err.message, int(err.code))
     except KeyboardInterrupt:
-        typer.echo("mtlschat: interrupted", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        fail("interrupted", int(ExitCode.INTERRUPTED))
     except BrokenPipeError:  # stdout closed under pipe mode (e.g. `| head`): nothing to say
         raise typer.Exit(int(ExitCode.OK)) from None
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get(DEBUG_ENV):
             raise
-        typer.echo(f"mtlschat: unexpected error: {exc!r} (set {DEBUG_ENV}=1 for details)", err=True)
-        raise typer.Exit(int(ExitCode.ERROR)) from None
+        fail(f"unexpected: {exc!r} (set {DEBUG_ENV}=1 for details)", int(ExitCode.ERROR))

@@ -12,15 +12,25 @@ from mtlschat.cli import ca as ca_cli
 from mtlschat.cli import client as client_cli
 from mtlschat.cli import history as history_cli
 from mtlschat.cli import server as server_cli
+from mtlschat.cli.helptext import HELP_NAMES, polish
 from mtlschat.cli.output import error
 from mtlschat.setting import ConfigError
 
 app = typer.Typer(
     name="mtlschat",
-    help="A chat room whose only door is a certificate.",
+    help="""A chat room whose only door is a certificate.
+
+    `mtlschat COMMAND -h` tells what a command does, its options and examples.
+
+    Examples:
+      mtlschat ca init && mtlschat ca issue --server localhost && mtlschat ca issue alice
+      mtlschat server
+      mtlschat client --cert alice.pem localhost
+    """,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": HELP_NAMES},
 )
 app.add_typer(ca_cli.app, name="ca")
 app.add_typer(history_cli.app, name="history")
@@ -53,8 +63,10 @@ def _usage_message(exc: typer.TyperException) -> str:
 
 def main() -> None:
     """Console-script entry point: every error, typer's own included, is one line."""
+    command = typer.main.get_command(app)
+    polish(command)
     try:
-        code = app(standalone_mode=False)
+        code = command.main(prog_name="mtlschat", standalone_mode=False)
     except ConfigError as exc:  # a bad setting (flag, variable or file) or a missing file
         error(str(exc))
         code = 1

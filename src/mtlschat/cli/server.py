@@ -67,17 +67,13 @@ def settings_report(cfg: ServerConfig, sources: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _help(text: str) -> str:
-    return text.replace("[", "\\[")  # typer reads help as markup: "[server]" is text here
-
-
 def _option(name: str) -> inspect.Parameter:
     declared = SETTINGS[name]
     # The default is given as the user would type it, so --help shows it as it is documented
     # (5, not 5.0) and _parse_setting reads it like any other value. A default that is a rule,
     # not a value (PKI/server.pem), is stated in the help, with the same brackets.
     described = declared.shown_default
-    help_text = _help(declared.help) + (_help(f" [default: {described}]") if described else "")
+    help_text = declared.help + (f" [default: {described}]" if described else "")
     option = typer.Option(
         None if described else declared.kind.show(declared.default),
         flag(name),
@@ -96,6 +92,11 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
 
     Every setting is a flag, an environment variable MTLSCHAT_<NAME> and a key of the optional TOML
     file (--config): flags win over the environment, which wins over the file.
+
+    Examples:
+      mtlschat server
+      mtlschat server --pki /etc/mtlschat --host 127.0.0.1 --port 7443
+      MTLSCHAT_MAX_CONNECTIONS=20000 mtlschat server --config server.toml --check
     """
     # Imported here so `mtlschat --help` and the other commands don't pay for the server's.
     from mtlschat.net.server import StartupError, run_server
@@ -124,7 +125,7 @@ _CONFIG = typer.Option(
     is_eager=True,
     callback=_read_file,
     metavar="FILE",
-    help=_help("TOML file with any of these settings (keys as the flags, top level or [server])."),
+    help="TOML file with any of these settings (keys as the flags, top level or [server]).",
 )
 _CHECK = typer.Option(
     False,
