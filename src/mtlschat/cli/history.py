@@ -9,7 +9,14 @@ import typer
 
 from mtlschat.cli.output import fail
 
-app = typer.Typer(help="The chat history kept by the server.", no_args_is_help=True)
+app = typer.Typer(
+    help="""The chat history kept by the server.
+
+    Examples:
+      mtlschat history export --since 7d > last-week.jsonl
+    """,
+    no_args_is_help=True,
+)
 
 
 @app.command("export")
@@ -23,7 +30,13 @@ def export(
     ),
     room: str = typer.Option("main", "--room", help="Which room."),
 ) -> None:
-    """Print the history as JSON Lines (private messages included), oldest first."""
+    """Print the history as JSON Lines (private messages included), oldest first.
+
+    Examples:
+      mtlschat history export
+      mtlschat history export --since 2026-11-01 --pki /etc/mtlschat
+      mtlschat history export --history /var/lib/mtlschat/history.db --since 12h
+    """
     from mtlschat.history.export import HistoryError, export_lines, parse_since
 
     path = history if history is not None else pki / "history.db"
