@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -176,12 +176,19 @@ class ServerProcess:
     """
 
     def __init__(
-        self, pki_dir: Path, log_path: Path, *flags: str, port: int = 0, deadline: float
+        self,
+        pki_dir: Path,
+        log_path: Path,
+        *flags: str,
+        port: int = 0,
+        deadline: float,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.pki_dir = pki_dir
         self.log_path = log_path
         self.deadline = deadline
-        cmd = [sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
+        # ``prefix`` wraps the process, e.g. ``("faketime", "-f", "+2d")`` to move its clock.
+        cmd = [*prefix, sys.executable, "-m", "mtlschat", "server", "--pki", str(pki_dir)]
         cmd += ["--host", "127.0.0.1", "--port", str(port), *flags]
         if "--history" not in flags:  # (tests that want history give it a file)
             cmd += ["--history", "off"]
@@ -236,14 +243,22 @@ def server_processes(
     tmp_path_factory: pytest.TempPathFactory, *default_flags: str, deadline: float
 ) -> Iterator[ServerSpawner]:
     """``with server_processes(factory, "--rate", "0", deadline=15) as spawn_server:`` yields
-    ``spawn_server(pki_dir, *flags, port=0, log=None)`` and kills whatever is still alive on
-    exit. Pass a previous server's ``port`` and ``log_path`` to restart it in place.
+    ``spawn_server(pki_dir, *flags, port=0, log=None, prefix=())`` and kills whatever is still
+    alive on exit. Pass a previous server's ``port`` and ``log_path`` to restart it in place.
     """
     servers: list[ServerProcess] = []
 
-    def spawn(pki_dir: Path, *flags: str, port: int = 0, log: Path | None = None) -> ServerProcess:
+    def spawn(
+        pki_dir: Path,
+        *flags: str,
+        port: int = 0,
+        log: Path | None = None,
+        prefix: Sequence[str] = (),
+    ) -> ServerProcess:
         log = log or tmp_path_factory.mktemp("server") / "server.log"
-        server = ServerProcess(pki_dir, log, *default_flags, *flags, port=port, deadline=deadline)
+        server = ServerProcess(
+            pki_dir, log, *default_flags, *flags, port=port, deadline=deadline, prefix=prefix
+        )
         servers.append(server)
         return server
 

@@ -245,9 +245,11 @@ class LogCapture(logging.Handler):
 class RunningServer:
     """A :class:`ChatServer` serving on a background thread of the test process."""
 
-    def __init__(self, pki: TestPKI, config: ServerConfig) -> None:
+    def __init__(
+        self, pki: TestPKI, config: ServerConfig, clock: Callable[[], float] = time.time
+    ) -> None:
         self.pki = pki
-        self.server = ChatServer(config)
+        self.server = ChatServer(config, clock=clock)
         self.host, self.port = self.server.bind()
         self.log = LogCapture()
         self.log.thread_name = f"server-{self.port}"
@@ -298,15 +300,21 @@ ServerFactory = Callable[..., RunningServer]
 
 @pytest.fixture
 def start_server(pki: TestPKI) -> Iterator[ServerFactory]:
-    """``start_server(pki=other, rate=0, ...)``: an in-process server on 127.0.0.1, port 0."""
+    """``start_server(pki=other, clock=time.time, rate=0, ...)``: an in-process server on
+    127.0.0.1, port 0.
+    """
     running: list[RunningServer] = []
 
-    def start(use_pki: TestPKI | None = None, **settings: Any) -> RunningServer:
+    def start(
+        use_pki: TestPKI | None = None,
+        clock: Callable[[], float] = time.time,
+        **settings: Any,
+    ) -> RunningServer:
         p = use_pki or pki
         settings.setdefault("rate", 0)
         settings.setdefault("history", "off")  # (tests that want history give it a file)
         config = ServerConfig(pki=p.dir, host="127.0.0.1", port=0, **settings)
-        server = RunningServer(p, config)
+        server = RunningServer(p, config, clock)
         running.append(server)
         return server
 

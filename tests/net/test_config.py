@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +16,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from typer.testing import CliRunner
 
-from mtlschat.ca.crl import build_crl
 from mtlschat.cli.main import app
 from mtlschat.net.config import ServerConfig, settings_table
-from mtlschat.net.tls import revoked_serials
 from mtlschat.setting import ConfigError, envvar, flag, public_settings, settings_of
 
 if TYPE_CHECKING:
@@ -203,24 +200,3 @@ def test_cli_encrypted_server_key_is_refused_not_prompted(
     r = mtlschat_cli("server", "--pki", pki.dir, "--cert", bundle, "--port", "0", timeout=30)
     assert r.returncode == 1
     assert "passphrase-protected" in r.stderr and r.stderr.count("\n") == 1
-
-
-def test_an_expired_crl_is_loaded_but_logged_as_an_error(
-    fresh_pki: TestPKI, caplog: pytest.LogCaptureFixture
-) -> None:
-    """OpenSSL will refuse every client against it: the operator must hear why, at once."""
-    ca = fresh_pki.ca
-    assert revoked_serials(fresh_pki.ca_cert, fresh_pki.crl) == frozenset()
-    assert "expired" not in caplog.text
-    old = build_crl(
-        ca_key=ca.key,
-        ca_cert=ca.cert,
-        revoked=[],
-        number=7,
-        now=datetime.now(UTC) - timedelta(days=30),
-        days=1,
-    )
-    fresh_pki.crl.write_bytes(old.public_bytes(Encoding.PEM))
-    assert revoked_serials(fresh_pki.ca_cert, fresh_pki.crl) == frozenset()
-    assert f"the CRL {fresh_pki.crl} expired on" in caplog.text
-    assert "`mtlschat ca crl`" in caplog.text

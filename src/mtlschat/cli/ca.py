@@ -344,6 +344,12 @@ def list_(
         console.print(table) if rows else typer.echo("no certificates issued yet")
 
 
+_NEXT_AFTER_CRL = (
+    "a server using this PKI reloads crl.pem within 5 seconds and disconnects revoked members "
+    "(SIGHUP applies it at once; a server on another host needs the new file copied to it)"
+)
+
+
 @app.command()
 def revoke(
     name: Annotated[
@@ -365,7 +371,7 @@ def revoke(
         bool, typer.Option("--server", help="NAME is a server certificate's CN.")
     ] = False,
 ) -> None:
-    """Revoke a certificate and rewrite crl.pem at once (send the server SIGHUP to apply).
+    """Revoke a certificate and rewrite crl.pem at once; a running server applies it by itself.
 
     --serial and --cert revoke any certificate this CA signed, even one ca.db does not hold.
 
@@ -395,6 +401,7 @@ def revoke(
                     "as given (check it against the certificate)",
                     err=True,
                 )
+            typer.echo(_NEXT_AFTER_CRL)
             return
         if cert is not None:
             revoked = ca.revoke_cert(cert, reason=reason)
@@ -403,11 +410,13 @@ def revoke(
             )
             if not revoked.was_recorded:
                 typer.echo(f"note: {cert} was not in {ca.paths.db}: recorded now", err=True)
+            typer.echo(_NEXT_AFTER_CRL)
             return
         assert name is not None
         serials = ca.revoke(name, reason=reason, kind="server" if server else "user")
         listed = ", ".join(f"{s:x}" for s in serials)
         typer.echo(f"revoked {name!r} (serial {listed}); {ca.paths.crl} rewritten")
+        typer.echo(_NEXT_AFTER_CRL)
 
 
 @app.command()

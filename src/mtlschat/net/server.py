@@ -12,22 +12,26 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
 import selectors
 import signal
 import socket
 import ssl
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from mtlschat.address import Address
+from mtlschat.ca.trust import expiring
 from mtlschat.chat.room import Mode, Room, RoomSettings
+from mtlschat.chat.wire import Info
 from mtlschat.fdlimit import raise_fd_limit
 from mtlschat.history.journal import Journal
 from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import HistoryError
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
-from mtlschat.net.tls import TLSSetupError, peer_identity, revoked_serials, server_context
+from mtlschat.net.tls import TLSSetupError, load_trust, peer_identity
 from mtlschat.tlserror import tls_reason
 
 log = logging.getLogger("mtlschat.server")
@@ -40,6 +44,8 @@ CLOSE_LINGER = 5.0  # seconds a closing peer gets to take its last bytes (bye) b
 SHUTDOWN_GRACE = 3.0  # seconds to flush goodbyes on SIGTERM before closing everyone
 ACCEPT_PAUSE = 0.1  # back-off after accept() fails for lack of file descriptors
 MAX_TICK = 1.0  # the room's tick runs at least this often
+WATCH_INTERVAL = 1.0  # seconds between stat()s of the PKI files (a change reloads them)
+EXPIRY_WARN_EVERY = 86400.0  # expiry warnings: at startup, then daily
 
 _LISTENER = object()  # selector keys' data for the two non-client sockets
 _WAKE = object()
@@ -81,11 +87,15 @@ class ChatServer:
     def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.time) -> None:
         """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room."""
         self.config = config
-        crl = config.crl_path
-        self._ctx = server_context(config.cert_path, config.ca_path, crl)
-        # Also refuses to start with a CRL not signed by our CA.
-        self._revoked = revoked_serials(config.ca_path, crl)
         self._clock = clock
+        # Refuses to start with a server certificate or CRL that a reload would refuse.
+        self._trust = load_trust(
+            config.cert_path, config.ca_path, config.crl_path, None, self._now()
+        )
+        self._watched = self._watch_stamp()
+        self._next_watch = 0.0  # monotonic
+        self._next_expiry_warning = 0.0  # wall clock
+        self._stale_logged = False  # the stale-CRL error was logged for this trust
         self.history = open_history(config)
         self.room = Room(room_settings(config), clock=clock, history=self.history)
         self._sel = selectors.DefaultSelector()
@@ -165,6 +175,7 @@ class ChatServer:
             )
         else:
             log.info("history: off")
+        self._log_trust()
         next_tick = time.monotonic() + self._tick_interval()
         try:
             while self._stopping is None:
@@ -173,6 +184,9 @@ class ChatServer:
                 if now >= next_tick:
                     self.room.tick(self._clock())
                     next_tick = now + self._tick_interval()
+                    if now >= self._next_watch:
+                        self._next_watch = now + WATCH_INTERVAL
+                        self._watch()
                 self._flush()
             self._shutdown()
         finally:
@@ -250,7 +264,9 @@ class ChatServer:
                 continue
             raw.setblocking(False)
             try:
-                sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                sock = self._trust.context.wrap_socket(
+                    raw, server_side=True, do_handshake_on_connect=False
+                )
             except OSError as exc:
                 log.info("rejected handshake from %s: %s", peer, exc)
                 raw.close()
@@ -303,10 +319,13 @@ class ChatServer:
             return
         mode = Mode.from_alpn(conn.sock.selected_alpn_protocol())
         identity = peer_identity(conn.sock)
-        if identity.serial in self._revoked:  # began before a SIGHUP, with the previous CRL
+        # Began before a reload (with the previous CRL), or the CRL is stale and so checked here.
+        if identity.serial in self._trust.revoked:
             self._reject(conn, "certificate revoked")
             return
         conn.session = self.room.open(identity.name, mode)
+        if self._trust.stale_crl and conn.session.closing is None:
+            self.room.send(conn.session, Info(self._stale_crl_notice()))
         conn.serial = identity.serial
         conn.state = State.OPEN
         self._by_session[conn.session.id] = conn
@@ -473,18 +492,20 @@ class ChatServer:
 
     # -- operations --------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Load a fresh TLS context for new handshakes and kick sessions whose cert is revoked."""
+    def reload(self) -> bool:
+        """Reload the certificate, CA and CRL for new handshakes; kick sessions now revoked.
+
+        A reload that fails any startup check (see :func:`~mtlschat.net.tls.load_trust`) keeps
+        everything as it was and logs an error; returns whether the reload took effect.
+        """
         cfg = self.config
-        crl = cfg.crl_path
         try:
-            ctx = server_context(cfg.cert_path, cfg.ca_path, crl)
-            revoked = revoked_serials(cfg.ca_path, crl)
+            trust = load_trust(cfg.cert_path, cfg.ca_path, cfg.crl_path, self._trust, self._now())
         except TLSSetupError as exc:  # keep serving with what we had
             log.error("reload failed, keeping the previous certificate and CRL: %s", exc)
-            return
-        self._ctx = ctx
-        self._revoked = revoked
+            return False
+        self._trust = trust
+        revoked = trust.revoked
         kicked = 0
         for conn in list(self._by_session.values()):
             if conn.state is State.OPEN and conn.serial in revoked and conn.session is not None:
@@ -496,6 +517,73 @@ class ChatServer:
             "reloaded server certificate and CRL (%d revoked serials, %d sessions kicked)",
             len(revoked),
             kicked,
+        )
+        self._stale_logged = False
+        self._next_expiry_warning = 0.0
+        self._log_trust()
+        return True
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _watch_stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """What stat() says about the PKI files; a change means someone rewrote one."""
+        cfg = self.config
+        crl = cfg.crl_path or (self._trust.crl.path if self._trust.crl else None)
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in (cfg.cert_path, cfg.ca_path, crl):
+            try:
+                st = os.stat(path) if path is not None else None
+            except OSError:
+                st = None
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None)
+        return tuple(stamps)
+
+    def _watch(self) -> None:
+        """From the loop's timer: reload on a changed PKI file; warn as dates come near."""
+        stamp = self._watch_stamp()
+        if stamp != self._watched:
+            self._watched = stamp
+            log.info("PKI files changed on disk: reloading")
+            self.reload()
+            return
+        now = self._now()
+        crl = self._trust.crl
+        if crl is not None and not self._trust.stale_crl and crl.expired(now):
+            self.reload()  # the CRL's nextUpdate just passed: stop asking OpenSSL to check it
+            return
+        self._log_trust()
+
+    def _log_trust(self) -> None:
+        """Expiry warnings (at most daily) and the stale-CRL error (once per state change)."""
+        now = self._now()
+        trust = self._trust
+        if trust.stale_crl and not self._stale_logged and trust.crl is not None:
+            self._stale_logged = True
+            log.error(
+                "the CRL %s expired on %s: the server now checks revocation itself against it "
+                "(members are let in unless it revokes them, and are told); run `mtlschat ca crl` "
+                "to write a current one",
+                trust.crl.path,
+                _when(trust.crl.next_update),
+            )
+        if now.timestamp() < self._next_expiry_warning:
+            return
+        self._next_expiry_warning = now.timestamp() + EXPIRY_WARN_EVERY
+        for what, when in expiring(trust.expiries(), now):
+            if when <= now:
+                log.warning("%s expired on %s", what, _when(when))
+            else:
+                days = (when - now).total_seconds() / 86400
+                log.warning("%s expires on %s (in %.0f days)", what, _when(when), days)
+
+    def _stale_crl_notice(self) -> str:
+        crl = self._trust.crl
+        when = _when(crl.next_update if crl is not None else None)
+        return (
+            f"note: this server's certificate revocation list expired on {when}; your own "
+            "certificate is fine. Please tell the server's operator (they must run "
+            "`mtlschat ca crl`)."
         )
 
     def _shutdown(self) -> None:
@@ -536,6 +624,10 @@ class ChatServer:
         if self.history is not None:
             self.history.close()
             self.history = None
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else "(never)"
 
 
 def _format_peer(addr: object) -> str:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from mtlschat.ca.crl import load_verified_crl, revoked_in
 from mtlschat.ca.errors import CAError
+from mtlschat.ca.profile import common_name
+from mtlschat.ca.trust import CRLState, ServerCert, check_crl, check_server_bundle, load_ca_certs
 from mtlschat.chat.wire import ALPN_PROTOCOLS
 from mtlschat.tlserror import tls_reason
-
-log = logging.getLogger("mtlschat.server")
 
 
 class TLSSetupError(Exception):
@@ -26,8 +24,10 @@ class TLSSetupError(Exception):
 def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
     """A fresh server context: TLS >= 1.2, client certificate required, CRL enforced if given.
 
-    Built anew on every SIGHUP so new handshakes see the reloaded certificate and CRL while
-    established connections keep the context they were accepted with.
+    Built anew on every reload so new handshakes see the reloaded certificate and CRL while
+    established connections keep the context they were accepted with. ``crl`` is left out (and
+    revocation is checked by the server alone, see :class:`ServerTrust`) once the CRL is past
+    its nextUpdate, because OpenSSL would then refuse every client as "expired".
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -58,36 +58,67 @@ def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def revoked_serials(ca: Path, crl: Path | None) -> frozenset[int]:
-    """The serials the CRL revokes, after checking the CRL is signed by a certificate in ``ca``.
+@dataclass(frozen=True, slots=True)
+class ServerTrust:
+    """Everything the server loaded from its PKI files: one unit, replaced whole on reload.
 
-    Used on SIGHUP to find live sessions to disconnect, and at startup and reload to refuse a
-    CRL that OpenSSL would reject at every handshake (wrong issuer, bad signature).
+    While the CRL is current, OpenSSL checks it during the handshake (a revoked member gets the
+    ``certificate_revoked`` alert). Once its nextUpdate has passed (``stale_crl``) the context is
+    built without it and the server checks ``crl.revoked`` itself when the handshake completes:
+    members are not refused for the operator's lapse, and whoever this last good CRL revokes
+    stays out.
     """
-    if crl is None:
-        return frozenset()
+
+    context: ssl.SSLContext
+    server: ServerCert
+    ca_certs: tuple[x509.Certificate, ...]
+    crl: CRLState | None
+    stale_crl: bool
+
+    @property
+    def revoked(self) -> frozenset[int]:
+        """The serials of the CRL in force (empty without one)."""
+        return self.crl.revoked if self.crl is not None else frozenset()
+
+    def expiries(self) -> list[tuple[str, datetime | None]]:
+        """What can expire: ``(what, when)`` for the server certificate, CA(s) and CRL."""
+        items: list[tuple[str, datetime | None]] = [
+            (f"the server certificate {self.server.path}", self.server.not_after)
+        ]
+        items += [
+            (f"the CA certificate {_subject(ca)}", ca.not_valid_after_utc) for ca in self.ca_certs
+        ]
+        if self.crl is not None and not self.stale_crl:  # (a stale one is an error of its own)
+            items.append((f"the CRL {self.crl.path} (nextUpdate)", self.crl.next_update))
+        return items
+
+
+def load_trust(
+    cert: Path, ca: Path, crl: Path | None, previous: ServerTrust | None, now: datetime
+) -> ServerTrust:
+    """Check and load the server's certificate, CA and CRL (raise :class:`TLSSetupError`).
+
+    The same checks at startup and at every reload (:mod:`mtlschat.ca.trust`). Given the
+    ``previous`` trust, revocation fails closed: once a CRL has been enforced, a missing one
+    (``crl`` None falls back to the previous CRL's path), an unreadable, foreign or older one
+    is an error, never "nothing is revoked".
+    """
+    prev_crl = previous.crl if previous is not None else None
+    if crl is None and prev_crl is not None:
+        crl = prev_crl.path
     try:
-        issuers = x509.load_pem_x509_certificates(ca.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise TLSSetupError(f"cannot load CA certificate {ca}: {exc}") from None
-    problem = f"{crl} is not signed by the CA in {ca}"
-    for issuer in issuers:
-        try:
-            parsed = load_verified_crl(crl, issuer)
-        except CAError as exc:
-            problem = str(exc)
-            continue
-        next_update = parsed.next_update_utc
-        if next_update is not None and next_update < datetime.now(UTC):
-            # OpenSSL refuses every client certificate against an expired CRL ("CRL has expired").
-            log.error(
-                "the CRL %s expired on %s: every client will be refused until `mtlschat ca crl` "
-                "rewrites it and the server is sent SIGHUP",
-                crl,
-                f"{next_update:%Y-%m-%d %H:%M} UTC",
-            )
-        return revoked_in(parsed)
-    raise TLSSetupError(f"bad CRL: {problem}")
+        cas = load_ca_certs(ca)
+        server = check_server_bundle(cert, cas, ca, now)
+        state = check_crl(crl, cas, prev_crl) if crl is not None else None
+    except CAError as exc:
+        raise TLSSetupError(str(exc)) from None
+    stale = state is not None and state.expired(now)
+    ctx = server_context(cert, ca, None if stale else crl)
+    return ServerTrust(ctx, server, tuple(cas), state, stale)
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return common_name(cert.subject) or cert.subject.rfc4514_string()
 
 
 def _no_passphrase(cert: Path) -> Callable[[], bytes]:
