@@ -225,3 +225,26 @@ def test_a_crash_between_commits_keeps_every_committed_round(tmp_path: Path) -> 
     assert store.last_offset(ROOM) == 600
     assert [r.offset for r in store.since(ROOM, 0, 1000, "x")] == list(range(1, 601))
     store.close()
+
+
+def test_rooms_keep_their_own_offsets_search_and_retention(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = SQLiteStore.open(path, max_lines=5)
+    for first in (1, 11, 21):
+        store.append("main", lines(first, 10))
+        store.append("ops", lines(first, 10, sender="bob"))
+    store.append("main", lines(31, 1))
+    while store.trim(time.time(), 7):
+        pass
+    assert [r.offset for r in store.since("main", 0, 100, "x")] == [27, 28, 29, 30, 31]
+    assert [r.offset for r in store.since("ops", 0, 100, "x")] == [26, 27, 28, 29, 30]
+    assert {r.sender for r in store.search("ops", "line", 100, "x")} == {"bob"}
+    assert [r.offset for r in store.search("main", "line", 100, "x")] == [27, 28, 29, 30, 31]
+    store.close()
+    again = SQLiteStore.open(path)
+    assert (again.last_offset("main"), again.last_offset("ops"), again.rooms()) == (
+        31,
+        30,
+        ["main", "ops"],
+    )
+    again.close()

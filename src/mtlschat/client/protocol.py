@@ -199,7 +199,9 @@ class ChatState:
             shown.append(event)
         elif isinstance(event.data.get("count"), int) and event.data["count"] > 0:
             shown.append(event)
-        if isinstance(offset, int) and offset > self.offset:
+        if isinstance(offset, int):
+            # The server's word, even below ours: a history that lost its last lines (a power
+            # cut) hands their offsets out again, and those new lines must not look like repeats.
             self.offset = offset
         return shown + self._release(self.offset)
 

@@ -33,23 +33,28 @@ from mtlschat.history.store import (
 )
 
 APPLICATION_ID = 0x6D746C68  # "mtlh": marks the file as an mtlschat history (PRAGMA application_id)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEARCH_CATCH_UP = 5000  # a search first indexes up to this many not-yet-indexed lines
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE rooms(name TEXT PRIMARY KEY, last_offset INTEGER NOT NULL) WITHOUT ROWID;
+-- rid: the room's number in line ids; last_offset: kept for a room whose lines retention removed;
+-- indexed: the room's lines up to this offset are in lines_fts.
+CREATE TABLE rooms(
+    name TEXT PRIMARY KEY,
+    rid INTEGER NOT NULL UNIQUE,
+    last_offset INTEGER NOT NULL DEFAULT 0,
+    indexed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+-- id = rid << 40 | offset: one b-tree, in (room, offset) order, no second index to keep.
 CREATE TABLE lines(
     id INTEGER PRIMARY KEY,
-    room TEXT NOT NULL,
-    seq INTEGER NOT NULL,
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
     sender TEXT NOT NULL COLLATE NOCASE,
     body TEXT NOT NULL,
     recipient TEXT NOT NULL DEFAULT '' COLLATE NOCASE,
-    origin INTEGER NOT NULL DEFAULT 0,
-    UNIQUE(room, seq)
+    origin INTEGER NOT NULL DEFAULT 0
 );
 -- Filled behind the writes (see SQLiteStore.trim): indexing in batches of hundreds costs a
 -- seventh of indexing each round's few lines at commit time.
@@ -59,8 +64,10 @@ CREATE VIRTUAL TABLE lines_fts USING fts5(
 );
 """
 
-_COLUMNS = "seq, ts, kind, sender, body, recipient, origin"  # the order of Record's fields
-_INSERT = f"INSERT INTO lines(room, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+ROOM_BITS = 40  # offsets per room: up to 2**40 (a million lines a second for 12 days... x 1000)
+# The order of Record's fields; :base is the room's rid << ROOM_BITS.
+_COLUMNS = "id - :base, ts, kind, sender, body, recipient, origin"
+_RANGE = "id > :base + :after AND id < :base + :span"  # a room's lines after offset :after
 # A viewer may read room lines, and DMs they sent or received (names compare case-insensitively).
 _VISIBLE = f"kind != '{HIDDEN}' AND (kind != '{DM}' OR sender = :viewer OR recipient = :viewer)"
 
@@ -104,14 +111,24 @@ class SQLiteStore:
         self._lock_fd = lock_fd
         self.max_age = max_age
         self.max_lines = max_lines
-        # A room's last offset is its highest stored line's; ``rooms`` keeps it for a room whose
-        # lines retention removed (written by trim(), so a commit is one insert and no update).
-        self._last: dict[str, int] = dict(db.execute("SELECT name, last_offset FROM rooms"))
-        for room, top in db.execute("SELECT room, max(seq) FROM lines GROUP BY room"):
-            self._last[room] = max(top, self._last.get(room, 0))
-        row = db.execute("SELECT value FROM meta WHERE key = 'indexed'").fetchone()
-        self._indexed = int(row[0]) if row else 0  # lines with id <= this are in lines_fts
+        # Per room: [rid, last offset, indexed offset]. A room's last offset is its highest
+        # stored line's, or what ``rooms`` kept when retention removed them all (trim() writes
+        # ``rooms``, so a commit is one insert and nothing else).
+        self._rooms: dict[str, list[int]] = {}
+        self._load_rooms()
         self._inserts: dict[str, str] = {}
+
+    def _load_rooms(self) -> None:
+        db = self._db
+        for name, rid, last, indexed in db.execute(
+            "SELECT name, rid, last_offset, indexed FROM rooms"
+        ).fetchall():
+            top = db.execute(
+                "SELECT max(id) FROM lines WHERE id >= ? AND id < ?",
+                (rid << ROOM_BITS, (rid + 1) << ROOM_BITS),
+            ).fetchone()[0]
+            stored = top - (rid << ROOM_BITS) if top is not None else 0
+            self._rooms[name] = [rid, max(last, stored), indexed]
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -171,59 +188,83 @@ class SQLiteStore:
 
     def last_offset(self, room: str) -> int:
         """The last offset stored in ``room`` (kept across retention: never goes back)."""
-        return self._last.get(room, 0)
+        known = self._rooms.get(room)
+        return known[1] if known is not None else 0
+
+    def _params(self, room: str, **more: object) -> dict[str, object] | None:
+        known = self._rooms.get(room)
+        if known is None:
+            return None
+        return {"base": known[0] << ROOM_BITS, "span": 1 << ROOM_BITS, **more}
 
     def append(self, room: str, records: Sequence[Record]) -> None:
         """One transaction for a round's lines; raises :class:`StoreIOError` if it fails."""
         if not records:
             return
-        last = self._last.get(room, 0)
-        if records[0].offset <= last:
+        last = self.last_offset(room)
+        if records[0].offset <= last or records[-1].offset >= 1 << ROOM_BITS:
             raise ValueError(f"offset {records[0].offset} in room {room!r} does not follow {last}")
         db = self._db
+        known = self._rooms.get(room)
         try:
             db.execute("BEGIN")
-            db.executemany(self._insert(room), records)
+            if known is None:  # a new room: its number
+                rid = 1 + (db.execute("SELECT max(rid) FROM rooms").fetchone()[0] or 0)
+                db.execute("INSERT INTO rooms(name, rid) VALUES (?, ?)", (room, rid))
+            else:
+                rid = known[0]
+            db.executemany(self._insert(rid), records)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise StoreIOError(f"cannot write history file {self.path}: {_why(exc)}") from None
-        self._last[room] = records[-1].offset
+        if known is None:
+            self._rooms[room] = known = [rid, 0, 0]
+        known[1] = records[-1].offset
 
-    def _insert(self, room: str) -> str:
-        # The room inlined as a literal, so the records go to executemany as they are (no copy
-        # per row); sqlite3 caches the statement per room.
-        sql = self._inserts.get(room)
+    def _insert(self, rid: int) -> str:
+        # The room's base inlined, so the records go to executemany as they are (no copy per
+        # row); sqlite3 caches the statement.
+        key = str(rid)
+        sql = self._inserts.get(key)
         if sql is None:
-            literal = "'" + room.replace("'", "''") + "'"
-            sql = self._inserts[room] = _INSERT.replace("VALUES (?, ", f"VALUES ({literal}, ")
+            sql = self._inserts[key] = (
+                "INSERT INTO lines(id, ts, kind, sender, body, recipient, origin)"
+                f" VALUES ({rid << ROOM_BITS} + ?, ?, ?, ?, ?, ?, ?)"
+            )
         return sql
 
     def since(self, room: str, after: int, limit: int, viewer: str) -> list[Record]:
         """Up to ``limit`` lines after offset ``after``, oldest first; others' DMs redacted."""
+        params = self._params(room, after=after, limit=limit)
+        if params is None:
+            return []
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM lines WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (room, after, limit),
+            f"SELECT {_COLUMNS} FROM lines WHERE {_RANGE} ORDER BY id LIMIT :limit", params
         )
         key = viewer.casefold()
         return [_record(row).for_viewer(key) for row in rows]
 
     def last(self, room: str, count: int, viewer: str) -> list[Record]:
         """The last ``count`` lines ``viewer`` may read, oldest first."""
+        params = self._params(room, after=0, viewer=viewer, count=count)
+        if params is None:
+            return []
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM lines WHERE room = :room AND {_VISIBLE}"
-            " ORDER BY seq DESC LIMIT :count",
-            {"room": room, "viewer": viewer, "count": count},
+            f"SELECT {_COLUMNS} FROM lines WHERE {_RANGE} AND {_VISIBLE}"
+            " ORDER BY id DESC LIMIT :count",
+            params,
         )
         return [_record(row) for row in reversed(rows)]
 
     def search(self, room: str, words: str, limit: int, viewer: str) -> list[Record]:
         """The last ``limit`` readable lines containing every word (as a prefix), oldest first."""
         terms = search_terms(words)
-        if not terms:
-            return []
         query = " ".join(f'"{t}"*' for t in terms)
+        params = self._params(room, after=0, viewer=viewer, limit=limit, query=query)
+        if not terms or params is None:
+            return []
         db = self._db
         try:  # the lines of the last second are not indexed yet
             db.execute("BEGIN")
@@ -235,8 +276,8 @@ class SQLiteStore:
         rows = self._query(
             f"SELECT {_COLUMNS} FROM lines WHERE id IN"
             " (SELECT rowid FROM lines_fts WHERE lines_fts MATCH :query)"
-            f" AND room = :room AND {_VISIBLE} ORDER BY seq DESC LIMIT :limit",
-            {"query": query, "room": room, "viewer": viewer, "limit": limit},
+            f" AND {_RANGE} AND {_VISIBLE} ORDER BY id DESC LIMIT :limit",
+            params,
         )
         return [_record(row) for row in reversed(rows)]
 
@@ -252,35 +293,34 @@ class SQLiteStore:
 
         Called about once a second: each call is one short transaction, so no pause is long.
         """
-        if budget <= 0:
+        if budget <= 0 or not self._rooms:
             return 0
         db = self._db
         deleted = 0
         try:
             db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO rooms(name, last_offset) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET last_offset = excluded.last_offset",
-                self._last.items(),
-            )
             self._index(budget)
-            if self.max_age:
-                # Among the oldest lines only: ts grows with id, and an unindexed scan of a big
-                # table for old lines that are not there would be the long pause to avoid.
-                deleted += self._delete(
-                    "SELECT id FROM lines WHERE id <= :done AND id IN"
-                    " (SELECT id FROM lines ORDER BY id LIMIT :n) AND ts < :cut",
-                    {"n": budget, "cut": now - self.max_age},
-                )
-            if self.max_lines:
-                for room, last in self._last.items():
-                    if deleted >= budget:
-                        break
+            for known in self._rooms.values():
+                rid, last, indexed = known
+                lo = rid << ROOM_BITS
+                # Only indexed lines go (the index must be told what it loses), oldest first.
+                if self.max_age and deleted < budget:
+                    # Among the oldest lines only: ts grows with the offset, and a scan of a big
+                    # room for old lines that are not there would be the long pause to avoid.
                     deleted += self._delete(
-                        "SELECT id FROM lines WHERE room = :room AND seq <= :cut AND id <= :done"
-                        " ORDER BY seq LIMIT :n",
-                        {"room": room, "cut": last - self.max_lines, "n": budget - deleted},
+                        "SELECT id FROM (SELECT id, ts FROM lines WHERE id > ? AND id <= ?"
+                        " ORDER BY id LIMIT ?) WHERE ts < ?",
+                        (lo, lo + indexed, budget - deleted, now - self.max_age),
                     )
+                if self.max_lines and deleted < budget:
+                    deleted += self._delete(
+                        "SELECT id FROM lines WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                        (lo, lo + min(indexed, last - self.max_lines), budget - deleted),
+                    )
+            db.executemany(
+                "UPDATE rooms SET last_offset = ?, indexed = ? WHERE rid = ?",
+                [(last, indexed, rid) for rid, last, indexed in self._rooms.values()],
+            )
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -289,28 +329,28 @@ class SQLiteStore:
         return deleted
 
     def _index(self, budget: int) -> int:
-        """Add up to ``budget`` lines to the search index (inside the caller's transaction)."""
+        """Add up to ``budget`` new lines to the search index (in the caller's transaction)."""
         db = self._db
-        found = db.execute(
-            "SELECT max(id) FROM (SELECT id FROM lines WHERE id > ? ORDER BY id LIMIT ?)",
-            (self._indexed, budget),
-        ).fetchone()[0]
-        if found is None:
-            return 0
-        top = int(found)
-        db.execute(
-            "INSERT INTO lines_fts(rowid, body) SELECT id, body FROM lines"
-            f" WHERE id > ? AND id <= ? AND kind != '{HIDDEN}'",
-            (self._indexed, top),
-        )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (str(top),))
-        done, self._indexed = top - self._indexed, top
+        done = 0
+        for known in self._rooms.values():
+            rid, last, indexed = known
+            if done >= budget or indexed >= last:
+                continue
+            lo = rid << ROOM_BITS
+            top = min(last, indexed + budget - done)
+            db.execute(
+                "INSERT INTO lines_fts(rowid, body) SELECT id, body FROM lines"
+                f" WHERE id > ? AND id <= ? AND kind != '{HIDDEN}'",
+                (lo + indexed, lo + top),
+            )
+            done += top - indexed
+            known[2] = top
         return done
 
-    def _delete(self, select: str, params: dict[str, object]) -> int:
-        """Delete the lines ``select`` picks, and their search-index entries (all indexed)."""
+    def _delete(self, select: str, params: Sequence[object]) -> int:
+        """Delete the lines ``select`` picks and their search-index entries (all indexed)."""
         db = self._db
-        ids = [row[0] for row in db.execute(select, {**params, "done": self._indexed})]
+        ids = [row[0] for row in db.execute(select, params)]
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
@@ -334,13 +374,17 @@ class SQLiteStore:
 
     def rooms(self) -> list[str]:
         """The rooms that have had lines."""
-        return sorted(self._last)
+        return sorted(self._rooms)
 
     def export(self, room: str, since_ts: float = 0.0) -> Iterator[Record]:
         """Every stored line of ``room`` from ``since_ts`` on, oldest first, DMs included."""
+        if self._lock_fd is None:
+            self._load_rooms()  # a reader: the writer may have added rooms since it opened
+        params = self._params(room, after=0, since=since_ts)
+        if params is None:
+            return
         cur = self._db.execute(
-            f"SELECT {_COLUMNS} FROM lines WHERE room = ? AND ts >= ? ORDER BY seq",
-            (room, since_ts),
+            f"SELECT {_COLUMNS} FROM lines WHERE {_RANGE} AND ts >= :since ORDER BY id", params
         )
         while rows := cur.fetchmany(1000):
             yield from map(_record, rows)
@@ -390,8 +434,12 @@ def _check(path: Path, db: sqlite3.Connection) -> str | None:
         return None
     if app_id != APPLICATION_ID:
         raise HistoryError(f"{path} is an SQLite database but not an mtlschat history file")
-    if version > SCHEMA_VERSION:
-        raise HistoryError(f"{path} was written by a newer mtlschat (history schema {version})")
+    if version != SCHEMA_VERSION:
+        newer = "a newer" if version > SCHEMA_VERSION else "an older test"
+        raise HistoryError(
+            f"{path} was written by {newer} mtlschat (history schema {version}, this one reads"
+            f" {SCHEMA_VERSION}); move it aside to start a new history"
+        )
     found = db.execute("PRAGMA quick_check").fetchone()[0]
     if found != "ok":
         raise HistoryError(f"history file {path} is damaged ({found}); {_RECOVER.format(path)}")
