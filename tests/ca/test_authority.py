@@ -105,12 +105,16 @@ def test_duplicate_name_refused_case_insensitively(fresh_pki: TestPKI, tmp_path:
     assert not (tmp_path / "dana2.pem").exists()
     assert ca.records() == before  # nothing recorded
     ca.revoke("DANA")
-    ca.issue_user("dana", out=tmp_path / "dana3.pem")  # a revoked name can be reissued
+    again = ca.issue_user("dana", out=tmp_path / "dana3.pem")  # a revoked name can be reissued
+    assert load_bundle(again.path).name == "dana"
+    assert [r.status() for r in ca.records() if r.name.lower() == "dana"] == ["revoked", "valid"]
 
 
-def test_expired_cert_does_not_hold_the_name(fresh_pki: TestPKI, tmp_path: Path) -> None:
-    fresh_pki.expired_user("erin")
-    fresh_pki.user("erin")  # fine: the old one is unusable anyway
+def test_expired_cert_does_not_hold_the_name(fresh_pki: TestPKI) -> None:
+    old = load_bundle(fresh_pki.expired_user("erin")).cert
+    new = load_bundle(fresh_pki.user("erin")).cert  # not NameTaken: the old one is unusable
+    statuses = {r.serial: r.status() for r in fresh_pki.ca.records() if r.name == "erin"}
+    assert statuses == {old.serial_number: "expired", new.serial_number: "valid"}
 
 
 def test_existing_output_refused_unless_forced(fresh_pki: TestPKI, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import pytest
 from hypothesis import example, given
@@ -27,11 +28,32 @@ def test_parse_line() -> None:
     assert odd.text("from") == "7"  # wrong types degrade, never raise
 
 
+def _printable(text: str) -> bool:
+    """No control character (escape, newline, ...), bidi override or line separator."""
+    return not any(
+        unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029\u202e\u2066" for ch in text
+    )
+
+
+def _assert_renders_safely(event: Event) -> list[str]:
+    """Render ``event`` both ways; every piece must be safe to print. The plain lines."""
+    plain = render_plain(event, timestamps=True)
+    assert all(_printable(line) for line in plain), plain
+    styled = render_styled(event, "alice")
+    if styled is not None:
+        # A multi-line notice is indented under its timestamp: the only newlines allowed.
+        assert _printable(fragment_list_to_text(styled).replace("\n   ", "")), styled
+    return plain
+
+
+@example("\x1b]0;owned\x07 \u202e drow")
+@example('{"type": "msg", "from": "\\u001b[2J", "text": "a\\nb"}')
 @given(st.text())
-def test_anything_from_the_server_renders_without_raising(line: str) -> None:
+def test_anything_from_the_server_renders_as_safe_lines(line: str) -> None:
     event = parse_line(line)
-    render_plain(event)
-    render_styled(event, "alice")
+    plain = _assert_renders_safely(event)
+    if event.type == "raw":  # not a JSON event: shown as it came, cleaned
+        assert plain == [clean(line.rstrip("\r\n"))]
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text())
@@ -53,10 +75,9 @@ def test_any_json_event_renders_and_updates_state_without_raising(
     kind: str, fields: dict[str, object]
 ) -> None:
     event = parse_line(json.dumps({**fields, "type": kind}))
-    for line in render_plain(event, timestamps=True):
-        assert "\n" not in line and "\x1b" not in line
-    render_styled(event, "alice")
-    ChatState().apply(event)
+    _assert_renders_safely(event)
+    replies = ChatState().apply(event)
+    assert all(isinstance(reply, str) and "\n" not in reply for reply in replies), replies
 
 
 @example("lone \ud800 surrogate, \u2028 separator, \x1b[31m red")
