@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mtlschat.chat.wire import ALPN_JSON
+from mtlschat.client.tls import client_context as mtlschat_client_context
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.server import ChatServer
 
@@ -38,13 +39,10 @@ def client_context(
     *,
     maximum_version: ssl.TLSVersion | None = None,
 ) -> ssl.SSLContext:
-    """A client context trusting ``ca``, presenting ``bundle`` (key + cert PEM) if given."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cafile=ca)
-    if bundle is not None:
-        ctx.load_cert_chain(bundle)
-    if alpn is not None:
-        ctx.set_alpn_protocols([alpn])
+    """The client's own context (:func:`mtlschat.client.tls.client_context`) trusting ``ca`` and
+    presenting ``bundle`` if given; ``maximum_version`` caps it to offer an old TLS version.
+    """
+    ctx = mtlschat_client_context(bundle, None, ca, alpn=alpn)
     if maximum_version is not None:
         with warnings.catch_warnings():  # the point is to offer the deprecated versions
             warnings.simplefilter("ignore", DeprecationWarning)

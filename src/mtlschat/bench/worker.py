@@ -26,9 +26,11 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
+from mtlschat.client.tls import client_context as mtlschat_client_context
 from mtlschat.fdlimit import raise_fd_limit
 
 _RECV = 256 * 1024
@@ -75,11 +77,10 @@ class SenderJob:
 
 
 def client_context(ep: Endpoint, cert: str) -> ssl.SSLContext:
-    """A client context presenting ``cert`` and verifying the server against the bench CA."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ep.ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert)
-    return ctx
+    """The client's context presenting ``cert``, verifying the server against the bench CA; no
+    ALPN, so the server speaks its text mode (what the stream checker parses).
+    """
+    return mtlschat_client_context(Path(cert), None, Path(ep.ca_file), alpn=None)
 
 
 @dataclass
