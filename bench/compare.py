@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mtlschat.bench.suite import metric
+from mtlschat.bench.results import RATIO_FIGURES, RunResult, runs_from_report
 
 HERE = Path(__file__).resolve().parent
 PKI = HERE / "results" / "pki"  # kept between runs: 10,000 certificates take a while to issue
@@ -37,31 +37,22 @@ QUICK: dict[str, list[str]] = {
     "connect": ["--compare", "-w", "connect", "-n", "100"],
     "hold": ["--compare", "-w", "hold", "-n", "200"],
 }
-FIGURES = (
-    ("deliveries_per_s", "deliveries/s"),
-    ("latency_ms.p50", "p50 ms"),
-    ("latency_ms.p99", "p99 ms"),
-    ("server.cpu_per_delivery_us", "CPU/delivery us"),
-    ("connect.seconds", "connect s"),
-    ("server.cpu_per_handshake_ms", "CPU/handshake ms"),
-    ("server.rss_per_conn_kb", "RSS/conn KB"),
-)
 
 
 def summarize(reports: list[dict[str, Any]]) -> None:
     """Median of each figure per (workload, receivers, server), and the median ratio."""
-    groups: dict[tuple[str, int], dict[str, list[dict[str, Any]]]] = {}
+    groups: dict[tuple[str, int], dict[str, list[RunResult]]] = {}
     for rep in reports:
-        for run in rep["runs"]:
-            key = (run["workload"], run["params"]["receivers"])
-            groups.setdefault(key, {}).setdefault(run["target"], []).append(run)
+        for run in runs_from_report(rep):
+            key = (run.workload, run.receivers)
+            groups.setdefault(key, {}).setdefault(run.target, []).append(run)
     for (workload, n), by_target in groups.items():
         print(f"\n{workload}, {n} receivers ({len(next(iter(by_target.values())))} runs)")
-        for path, label in FIGURES:
+        for fig in RATIO_FIGURES:
             cells = []
             medians = {}
             for target, runs in by_target.items():
-                vals = [v for r in runs if (v := metric(r, path)) is not None]
+                vals = [v for r in runs if (v := fig.get(r)) is not None]
                 if vals:
                     medians[target] = statistics.median(vals)
                     cells.append(f"{target} {medians[target]:,.4g}")
@@ -70,9 +61,9 @@ def summarize(reports: list[dict[str, Any]]) -> None:
             ratio = ""
             if medians.get("reference"):
                 ratio = f"  ratio {medians.get('mtlschat', 0) / medians['reference']:.3g}x"
-            print(f"  {label:18} " + "  ".join(cells) + ratio)
-        lost = sum(r.get("lost") or 0 for runs in by_target.values() for r in runs)
-        print(f"  {'lost':18} {lost}")
+            print(f"  {fig.label:30} " + "  ".join(cells) + ratio)
+        lost = sum(r.delivery.lost for runs in by_target.values() for r in runs if r.delivery)
+        print(f"  {'lost':30} {lost}")
 
 
 def main() -> None:

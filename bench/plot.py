@@ -14,21 +14,20 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from mtlschat.bench.suite import metric
+from mtlschat.bench.results import Figure, RunResult, figure, runs_from_report
 
 COLORS = {"mtlschat": "tab:blue", "reference": "tab:orange", "external": "tab:green"}
 LABELS = {"mtlschat": "mtlschat (selectors)", "reference": "asyncio reference"}
-PANELS = (
-    ("deliveries_per_s", "deliveries/s", "log"),
-    ("latency_ms.p99", "latency p99 (ms)", "log"),
-    ("server.cpu_per_delivery_us", "server CPU per delivery (us)", "log"),
+PANELS = (  # (figure, y scale)
+    (figure("deliveries_per_s"), "log"),
+    (figure("latency_ms.p99"), "log"),
+    (figure("server.cpu_per_delivery_us"), "log"),
 )
 
 
@@ -40,48 +39,48 @@ def human(v: float) -> str:
     return f"{v:.3g}"
 
 
-def series(runs: list[dict[str, Any]], path: str) -> dict[str, list[tuple[int, float]]]:
+def series(runs: list[RunResult], fig: Figure) -> dict[str, list[tuple[int, float]]]:
     """target -> sorted (receivers, median value over repeated runs)."""
     points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        v = metric(r, path)
+        v = fig.get(r)
         if v is not None:
-            points[r["target"]][r["params"]["receivers"]].append(v)
+            points[r.target][r.receivers].append(v)
     out = {}
     for target, by_n in points.items():
         out[target] = [(n, sorted(vs)[len(vs) // 2]) for n, vs in sorted(by_n.items())]
     return out
 
 
-def plot(runs: list[dict[str, Any]], workload: str, out: Path) -> None:
+def plot(runs: list[RunResult], workload: str, out: Path) -> None:
     """Draw the three panels for ``workload`` into ``out`` (PNG)."""
-    runs = [r for r in runs if r["workload"] == workload]
+    runs = [r for r in runs if r.workload == workload]
     if not runs:
         raise SystemExit(f"error: no {workload} runs in the input")
-    p = runs[0]["params"]
+    p = runs[0].params
     what = (
-        f"{p['messages']:,} messages of {p['size']} B, one sender"
+        f"{p.messages:,} messages of {p.size} B, one sender"
         if workload == "burst"
-        else f"{p['rate']:g} msgs/s for {p['duration']:g} s"
+        else f"{p.rate:g} msgs/s for {p.duration:g} s"
         if workload == "paced"
         else workload
     )
     fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.6), constrained_layout=True)
-    for ax, (path, label, scale) in zip(axes, PANELS, strict=True):
-        for target, pts in series(runs, path).items():
+    for ax, (panel, scale) in zip(axes, PANELS, strict=True):
+        for target, pts in series(runs, panel).items():
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", color=COLORS.get(target), label=LABELS.get(target, target))
             for x, y in pts:
                 ax.annotate(human(y), (x, y), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=8)  # fmt: skip
-        ax.set_title(label)
+        ax.set_title(panel.label)
         ax.set_xlabel("receivers")
         ax.set_yscale(scale)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     repeats = max(
-        sum(1 for r in runs if r["target"] == t and r["params"]["receivers"] == n)
-        for t, n in {(r["target"], r["params"]["receivers"]) for r in runs}
+        sum(1 for r in runs if r.target == t and r.receivers == n)
+        for t, n in {(r.target, r.receivers) for r in runs}
     )
     median = f", median of {repeats} runs" if repeats > 1 else ""
     fig.suptitle(f"{workload}: {what}{median} (2 cores shared by server and load generator)")
@@ -96,10 +95,10 @@ def main() -> None:
     ap.add_argument("--workload", default="burst")
     ap.add_argument("--out", type=Path, default=Path("docs/bench-burst.png"))
     args = ap.parse_args()
-    runs: list[dict[str, Any]] = []
+    runs: list[RunResult] = []
     for f in args.reports:
         try:
-            runs.extend(json.loads(f.read_text())["runs"])
+            runs.extend(runs_from_report(json.loads(f.read_text())))
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"error: {f}: not a bench report ({e})", file=sys.stderr)
             raise SystemExit(2) from None

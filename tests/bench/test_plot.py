@@ -6,27 +6,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from .conftest import MakeRun
 
 PLOT = Path(__file__).resolve().parents[2] / "bench" / "plot.py"
 
 
-def _run(target: str, n: int, per_s: float, p99: float, cpu: float) -> dict[str, object]:
-    return {
-        "target": target,
-        "workload": "burst",
-        "params": {"receivers": n, "messages": 1000, "size": 64, "rate": 300.0, "duration": 10.0},
-        "deliveries_per_s": per_s,
-        "latency_ms": {"p50": p99 / 2, "p99": p99, "max": p99 * 2, "samples": 10},
-        "server": {"cpu_per_delivery_us": cpu},
-    }
-
-
-def test_plot_writes_a_png(tmp_path: Path) -> None:
+def test_plot_writes_a_png(tmp_path: Path, run_result: MakeRun) -> None:
     pytest.importorskip("matplotlib")
     runs = [
-        _run(t, n, per_s * n, p99, cpu)
+        run_result(t, "burst", n, per_s=per_s * n, p99=p99, cpu_us=cpu).to_json()
         for n in (10, 50)
         for t, per_s, p99, cpu in (("mtlschat", 1e4, 5.0, 0.2), ("reference", 1e2, 900.0, 20.0))
     ]

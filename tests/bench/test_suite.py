@@ -1,4 +1,4 @@
-"""Pieces of a benchmark session that need no network: /proc, ratios, workloads."""
+"""Pieces of a benchmark session that need no network: /proc, workloads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from mtlschat.bench.procstat import cpu_seconds, rss_bytes
 from mtlschat.bench.runner import BenchError, Workload, percentile
-from mtlschat.bench.suite import default_server_name, ratios, workloads_for
+from mtlschat.bench.suite import default_server_name, workloads_for
 
 
 def test_server_name_for_loopback_is_localhost() -> None:
@@ -55,24 +55,3 @@ def test_workloads_for_a_sweep() -> None:
     ]
     assert Workload(kind="paced", rate=300, duration=2, senders=2).per_sender == 300
     assert Workload(kind="connect").per_sender == 0
-
-
-def test_ratios_pair_runs_of_the_same_workload() -> None:
-    params = {"receivers": 5}
-    runs = [
-        {"target": "mtlschat", "workload": "burst", "params": params, "deliveries_per_s": 30.0,
-         "server": {"cpu_per_delivery_us": 0.5}},
-        {"target": "reference", "workload": "burst", "params": params, "deliveries_per_s": 10.0,
-         "server": {"cpu_per_delivery_us": 20.0}},
-        {"target": "mtlschat", "workload": "connect", "params": params, "server": None},
-    ]  # fmt: skip
-    assert ratios(runs) == [
-        {
-            "workload": "burst",
-            "receivers": 5,
-            "mtlschat_over_reference": {
-                "deliveries_per_s": 3.0,
-                "server.cpu_per_delivery_us": 0.025,
-            },
-        }
-    ]

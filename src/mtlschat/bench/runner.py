@@ -8,20 +8,35 @@ import os
 import time
 from array import array
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from mtlschat.bench import WORKLOADS
-from mtlschat.bench.payload import DEFAULT_SIZE, HEADER_SIZE, MAX_SENDERS, now_us
+from mtlschat.bench.payload import now_us
 from mtlschat.bench.pki import BenchPKI
 from mtlschat.bench.procstat import cpu_seconds, rss_bytes, settle_cpu
-from mtlschat.bench.worker import Endpoint, ReceiverJob, SenderJob, run_receivers, run_sender
+from mtlschat.bench.results import (
+    ConnectStats,
+    Delivery,
+    Latency,
+    LoadCPU,
+    RunResult,
+    ServerUsage,
+)
+from mtlschat.bench.worker import (
+    ConnectedReport,
+    Endpoint,
+    ReceiverJob,
+    ReceiverReport,
+    SenderJob,
+    SenderReport,
+    run_receivers,
+    run_sender,
+)
+from mtlschat.bench.workload import BenchError, Workload
 
-
-class BenchError(RuntimeError):
-    """The benchmark could not run (bad parameters, or the load processes failed)."""
+__all__ = ["BenchError", "Reporter", "Workload", "percentile", "run_workload"]
 
 
 class Reporter(Protocol):
@@ -40,49 +55,6 @@ class _Silent:
 
     def update(self, completed: int) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What to run. ``messages`` is per sender (burst, hold); paced sends ``rate * duration``."""
-
-    kind: str = "burst"
-    receivers: int = 200
-    messages: int = 10_000
-    size: int = DEFAULT_SIZE
-    rate: float = 300.0  # paced: total messages/s over all senders
-    duration: float = 10.0  # paced: seconds
-    senders: int = 1
-    workers: int = 2
-    concurrency: int = 256  # handshakes in flight at once, over all workers
-    verify: str = "fast"  # "fast" (strided checks, one sender) or "full" (parse every line)
-    stall: float = 20.0  # give up after this many seconds without progress
-
-    def check(self) -> None:
-        """Raise :class:`BenchError` for parameters that cannot work."""
-        if self.kind not in WORKLOADS:
-            raise BenchError(f"unknown workload {self.kind!r}: choose from {', '.join(WORKLOADS)}")
-        if self.receivers < 1 or self.workers < 1 or self.concurrency < 1:
-            raise BenchError("receivers, workers and concurrency must be at least 1")
-        if not 1 <= self.senders < MAX_SENDERS:
-            raise BenchError(f"senders must be between 1 and {MAX_SENDERS - 1}")
-        if self.size < HEADER_SIZE:
-            raise BenchError(f"the message size must be at least {HEADER_SIZE} bytes")
-        if self.kind == "paced" and (self.rate <= 0 or self.duration <= 0):
-            raise BenchError("paced needs a positive --rate and --duration")
-        if self.kind in ("burst", "hold") and self.messages < 1:
-            raise BenchError("send at least one message")
-        if self.verify not in ("fast", "full"):
-            raise BenchError("verify must be 'fast' or 'full'")
-
-    @property
-    def per_sender(self) -> int:
-        """How many messages each sender sends."""
-        if self.kind == "connect":
-            return 0
-        if self.kind == "paced":
-            return max(1, round(self.rate * self.duration / self.senders))
-        return self.messages
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -143,31 +115,72 @@ def run_workload(
     pki: BenchPKI,
     server_pid: int | None = None,
     reporter: Reporter | None = None,
-) -> dict[str, Any]:
-    """Run ``wl`` against the server at ``endpoint``; return the result as a JSON-able dict."""
+    *,
+    target: str = "external",
+) -> RunResult:
+    """Run ``wl`` against the server ``target`` at ``endpoint``; what it measured."""
     wl.check()
     rep = reporter or _Silent()
     if len(pki.receivers) < wl.receivers or len(pki.senders) < wl.senders:
         raise BenchError("the bench PKI has fewer certificates than the workload needs")
     procs = _Procs()
     try:
-        return _run(wl, endpoint, pki, server_pid, rep, procs)
+        return _run(wl, endpoint, pki, _ServerMeter(server_pid), rep, procs, target)
     finally:
         procs.close()
 
 
-def _run(
-    wl: Workload,
-    ep: Endpoint,
-    pki: BenchPKI,
-    pid: int | None,
-    rep: Reporter,
-    procs: _Procs,
-) -> dict[str, Any]:
+class _ServerMeter:
+    """The server's CPU and RSS at each step of a run, when it runs on this machine."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.usage: ServerUsage | None = None
+        self._cpu = 0.0
+        self._rss = 0
+
+    def idle(self) -> None:
+        """Before connecting: the baseline."""
+        if self.pid is not None:
+            self._cpu, self._rss = settle_cpu(self.pid), rss_bytes(self.pid)
+            self.usage = ServerUsage(pid=self.pid, rss_idle_kb=self._rss / 1024)
+
+    def connected(self, connections: int) -> None:
+        """Every receiver is in: memory and CPU per connection."""
+        if self.pid is None or self.usage is None:
+            return
+        cpu, rss = settle_cpu(self.pid), rss_bytes(self.pid)
+        self.usage = replace(
+            self.usage,
+            rss_connected_kb=rss / 1024,
+            rss_per_conn_kb=(rss - self._rss) / 1024 / max(1, connections),
+            cpu_per_handshake_ms=(cpu - self._cpu) * 1000 / max(1, connections),
+        )
+
+    def sending(self) -> None:
+        """The senders have joined (their join notices are not part of the measurement)."""
+        if self.pid is not None:
+            self._cpu = settle_cpu(self.pid)
+
+    def done(self) -> None:
+        """Every message arrived (or the run stalled): stop the CPU clock."""
+        if self.pid is not None:
+            self._cpu = cpu_seconds(self.pid) - self._cpu
+
+    def delivered(self, deliveries: int) -> None:
+        """CPU per delivery, from the CPU time between :meth:`sending` and :meth:`done`."""
+        if self.pid is None or self.usage is None:
+            return
+        cpu = self._cpu
+        self.usage = replace(
+            self.usage, cpu_s=cpu, cpu_per_delivery_us=cpu * 1e6 / max(1, deliveries)
+        )
+
+
+def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
     certs = [str(p) for p in pki.receivers[: wl.receivers]]
     nworkers = min(wl.workers, wl.receivers)
-    per_worker_conc = max(1, wl.concurrency // nworkers)
-    workers = [
+    return [
         procs.start(
             run_receivers,
             ReceiverJob(
@@ -175,62 +188,16 @@ def _run(
                 certs=certs[w::nworkers],
                 senders=0 if wl.kind == "connect" else wl.senders,
                 per_sender=wl.per_sender,
-                concurrency=per_worker_conc,
+                concurrency=max(1, wl.concurrency // nworkers),
                 fast_verify=wl.verify == "fast",
             ),
         )
         for w in range(nworkers)
     ]
-    # Every worker builds its TLS contexts first; the clock starts when all are ready.
-    rep.stage("preparing clients", nworkers)
-    for i, conn in enumerate(workers):
-        _recv(conn, "prepared", 120 + wl.receivers / 100)
-        rep.update(i + 1)
-    server: dict[str, Any] = {}
-    if pid is not None:
-        cpu0 = settle_cpu(pid)
-        rss0 = rss_bytes(pid)
-        server.update(pid=pid, rss_idle_kb=rss0 / 1024)
-    rep.stage(f"connecting {wl.receivers} receivers", wl.receivers)
-    t0 = now_us()
-    for conn in workers:
-        conn.send(("start",))
-    connected = _gather(workers, "connected", rep, wl.stall)
-    ok = sum(c["connected"] for c in connected)
-    failed = sum(c["failed"] for c in connected)
-    errors = [e for c in connected for e in c["errors"]]
-    t_conn = max((c["t_connected_us"] for c in connected), default=t0)
-    connect_s = max(1e-6, (t_conn - t0) / 1e6)
-    connect = {
-        "connections": ok,
-        "failed": failed,
-        "seconds": connect_s,
-        "handshakes_per_s": ok / connect_s,
-        # The receivers' own CPU while connecting: client handshakes cost about what the
-        # server's do, so on a small machine the load generator can be what limits handshakes/s.
-        "load_cpu_per_handshake_ms": sum(c["cpu_s"] for c in connected) * 1000 / max(1, ok),
-    }
-    if pid is not None:
-        cpu1 = settle_cpu(pid)
-        rss1 = rss_bytes(pid)
-        server.update(
-            rss_connected_kb=rss1 / 1024,
-            rss_per_conn_kb=(rss1 - rss0) / 1024 / max(1, ok),
-            cpu_per_handshake_ms=(cpu1 - cpu0) * 1000 / max(1, ok),
-        )
-    result: dict[str, Any] = {
-        "workload": wl.kind,
-        "params": asdict(wl),
-        "connect": connect,
-        "server": server or None,
-    }
-    if ok == 0:
-        raise BenchError(f"no receiver could connect: {errors[0] if errors else 'no answer'}")
-    if wl.kind == "connect":
-        result["errors"] = errors
-        return result
 
-    senders = [
+
+def _start_senders(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
+    return [
         procs.start(
             run_sender,
             SenderJob(
@@ -244,60 +211,110 @@ def _run(
         )
         for i in range(wl.senders)
     ]
+
+
+def _connect_stats(reports: list[ConnectedReport], t0: int) -> ConnectStats:
+    ok = sum(c.connected for c in reports)
+    t_conn = max((c.t_connected_us for c in reports), default=t0)
+    seconds = max(1e-6, (t_conn - t0) / 1e6)
+    return ConnectStats(
+        connections=ok,
+        failed=sum(c.failed for c in reports),
+        seconds=seconds,
+        handshakes_per_s=ok / seconds,
+        load_cpu_per_handshake_ms=sum(c.cpu_s for c in reports) * 1000 / max(1, ok),
+    )
+
+
+def _delivery(expected: int, parts: list[ReceiverReport], sent: list[SenderReport]) -> Delivery:
+    lat: array[int] = array("q")
+    for part in parts:
+        lat.frombytes(part.latencies)
+    lat_ms = sorted(v / 1000 for v in lat)
+    received = sum(p.received for p in parts)
+    t_first = min(s.t_first_us for s in sent)
+    t_last = max(p.last_us for p in parts)
+    elapsed = max(1e-6, (t_last - t_first) / 1e6)
+    return Delivery(
+        sent=sum(s.sent for s in sent),
+        expected=expected,
+        deliveries=received,
+        lost=expected - received,
+        gaps=sum(p.gaps for p in parts),
+        out_of_order=sum(p.out_of_order for p in parts),
+        dropped=sum(p.dropped for p in parts),
+        reads=sum(p.reads for p in parts),
+        load_cpu_s=LoadCPU(
+            receivers=sum(p.cpu_s for p in parts), senders=sum(s.cpu_s for s in sent)
+        ),
+        elapsed_s=elapsed,
+        deliveries_per_s=received / elapsed,
+        latency_ms=Latency(
+            p50=percentile(lat_ms, 0.50),
+            p99=percentile(lat_ms, 0.99),
+            max=lat_ms[-1] if lat_ms else 0.0,
+            samples=len(lat_ms),
+        ),
+    )
+
+
+def _run(
+    wl: Workload,
+    ep: Endpoint,
+    pki: BenchPKI,
+    meter: _ServerMeter,
+    rep: Reporter,
+    procs: _Procs,
+    target: str,
+) -> RunResult:
+    workers = _start_receivers(wl, ep, pki, procs)
+    # Every worker builds its TLS contexts first; the clock starts when all are ready.
+    rep.stage("preparing clients", len(workers))
+    for i, conn in enumerate(workers):
+        _recv(conn, "prepared", 120 + wl.receivers / 100)
+        rep.update(i + 1)
+    meter.idle()
+    rep.stage(f"connecting {wl.receivers} receivers", wl.receivers)
+    t0 = now_us()
+    for conn in workers:
+        conn.send(("start",))
+    connected: list[ConnectedReport] = _gather(workers, "connected", rep, wl.stall)
+    connect = _connect_stats(connected, t0)
+    errors = [e for c in connected for e in c.errors]
+    meter.connected(connect.connections)
+    if connect.connections == 0:
+        raise BenchError(f"no receiver could connect: {errors[0] if errors else 'no answer'}")
+    run = RunResult(
+        target=target,
+        address=f"{ep.host}:{ep.port}",
+        workload=wl.kind,
+        params=wl,
+        connect=connect,
+        server=meter.usage,
+        delivery=None,
+        errors=errors,
+    )
+    if wl.kind == "connect":
+        return run
+
+    senders = _start_senders(wl, ep, pki, procs)
     for conn in senders:
         _recv(conn, "ready", 60)
-    if pid is not None:
-        cpu2 = settle_cpu(pid)  # the senders' join notices are not part of the measurement
-    expected = ok * wl.senders * wl.per_sender
+    meter.sending()
+    expected = connect.connections * wl.senders * wl.per_sender
     rep.stage(f"{wl.kind}: delivering {expected:,} messages", expected)
     for conn in senders:
         conn.send(("go",))
     _gather(workers, "done", rep, wl.stall)
-    if pid is not None:
-        cpu3 = cpu_seconds(pid)
-    sent = [_recv(conn, "sent", 60)[1] for conn in senders]
+    meter.done()
+    sent: list[SenderReport] = [_recv(conn, "sent", 60)[1] for conn in senders]
     for conn in workers:
         conn.send(("report",))
-    parts = [_recv(conn, "result", 60)[1] for conn in workers]
-
-    lat: array[int] = array("q")
-    for part in parts:
-        lat.frombytes(part["latencies"])
-    lat_ms = sorted(v / 1000 for v in lat)
-    received = sum(p["received"] for p in parts)
-    t_first = min(s["t_first_us"] for s in sent)
-    t_last = max(p["last_us"] for p in parts)
-    elapsed = max(1e-6, (t_last - t_first) / 1e6)
-    result.update(
-        sent=sum(s["sent"] for s in sent),
-        expected=expected,
-        deliveries=received,
-        lost=expected - received,
-        gaps=sum(p["gaps"] for p in parts),
-        out_of_order=sum(p["out_of_order"] for p in parts),
-        dropped=sum(p["dropped"] for p in parts),
-        reads=sum(p["reads"] for p in parts),
-        # CPU seconds of the load processes (whole run, handshakes included): is it the bottleneck?
-        load_cpu_s={
-            "receivers": sum(p["cpu_s"] for p in parts),
-            "senders": sum(s["cpu_s"] for s in sent),
-        },
-        elapsed_s=elapsed,
-        deliveries_per_s=received / elapsed,
-        latency_ms={
-            "p50": percentile(lat_ms, 0.50),
-            "p99": percentile(lat_ms, 0.99),
-            "max": lat_ms[-1] if lat_ms else 0.0,
-            "samples": len(lat_ms),
-        },
-        errors=errors
-        + [e for p in parts for e in p["errors"]]
-        + [s["error"] for s in sent if s["error"]],
-    )
-    if pid is not None:
-        cpu = cpu3 - cpu2
-        server.update(cpu_s=cpu, cpu_per_delivery_us=cpu * 1e6 / max(1, received))
-    return result
+    parts: list[ReceiverReport] = [_recv(conn, "result", 60)[1] for conn in workers]
+    delivery = _delivery(expected, parts, sent)
+    meter.delivered(delivery.deliveries)
+    errors += [e for p in parts for e in p.errors] + [s.error for s in sent if s.error]
+    return replace(run, server=meter.usage, delivery=delivery, errors=errors)
 
 
 def _gather(

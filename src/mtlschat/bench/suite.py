@@ -10,28 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from mtlschat import __version__
 from mtlschat.bench import COMPARISONS
 from mtlschat.bench.pki import BenchPKI, prepare_pki
+from mtlschat.bench.results import BenchReport, RunResult, ratios
 from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_workload
 from mtlschat.bench.spawn import spawn_server
 from mtlschat.bench.worker import Endpoint
 from mtlschat.fdlimit import raise_fd_limit
-
-REPORT_VERSION = 1
-
-# (key path in a run's result, label, unit): what --compare turns into ratios.
-RATIO_METRICS: tuple[tuple[str, str], ...] = (
-    ("deliveries_per_s", "deliveries/s"),
-    ("latency_ms.p50", "latency p50"),
-    ("latency_ms.p99", "latency p99"),
-    ("server.cpu_per_delivery_us", "server CPU per delivery"),
-    ("server.cpu_per_handshake_ms", "server CPU per handshake"),
-    ("server.rss_per_conn_kb", "server RSS per connection"),
-    ("connect.seconds", "time to connect all"),
-)
 
 
 def default_server_name(host: str) -> str:
@@ -67,13 +54,13 @@ def _pki_dir(given: Path | None) -> Iterator[Path]:
 def run_plan(
     plan: Plan,
     reporter: Reporter,
-    on_run: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_run: Callable[[RunResult], None] | None = None,
+) -> BenchReport:
     """Run every workload against every target, in order; return the whole report."""
     raise_fd_limit()
     receivers = max(w.receivers for w in plan.workloads)
     senders = max(w.senders for w in plan.workloads)
-    runs: list[dict[str, Any]] = []
+    runs: list[RunResult] = []
     with _pki_dir(plan.pki_dir) as pki_dir:
         reporter.stage("issuing certificates", receivers + senders)
         issued = 0
@@ -90,79 +77,30 @@ def run_plan(
                 runs.append(run)
                 if on_run is not None:
                     on_run(run)
-    return {
-        "tool": "mtlschat bench",
-        "version": REPORT_VERSION,
-        "mtlschat": __version__,
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "runs": runs,
-        "ratios": ratios(runs),
-    }
+    return BenchReport(
+        mtlschat=__version__,
+        python=platform.python_version(),
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine=machine(),
+        runs=runs,
+        ratios=ratios(runs, list(COMPARISONS.values())),
+    )
 
 
-def _one(
-    plan: Plan, target: str, wl: Workload, pki: BenchPKI, reporter: Reporter
-) -> dict[str, Any]:
+def _one(plan: Plan, target: str, wl: Workload, pki: BenchPKI, reporter: Reporter) -> RunResult:
     if target == "external":
         if plan.address is None:
             raise BenchError("no server address")
         host, port = plan.address
         ep = Endpoint(host, port, str(pki.ca_cert), plan.server_name or default_server_name(host))
-        result = run_workload(wl, ep, pki, plan.server_pid, reporter)
-        return {"target": target, "address": f"{host}:{port}", **result}
+        return run_workload(wl, ep, pki, plan.server_pid, reporter, target=target)
     reporter.stage(f"starting the {target} server", 1)
     server = spawn_server(target, pki, max_connections=wl.receivers + wl.senders + 64)
     try:
         ep = Endpoint(server.host, server.port, str(pki.ca_cert), "localhost")
-        result = run_workload(wl, ep, pki, server.pid, reporter)
+        return run_workload(wl, ep, pki, server.pid, reporter, target=target)
     finally:
         server.stop()
-    return {"target": target, "address": f"{server.host}:{server.port}", **result}
-
-
-def metric(run: dict[str, Any], path: str) -> float | None:
-    """A number from a run by dotted path (``server.cpu_per_delivery_us``), or None."""
-    value: Any = run
-    for part in path.split("."):
-        if not isinstance(value, dict) or value.get(part) is None:
-            return None
-        value = value[part]
-    return float(value) if isinstance(value, int | float) else None
-
-
-def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """mtlschat / reference (and mtlschat-history / mtlschat) for every metric of every workload
-    run against both servers of a pair.
-    """
-    out: list[dict[str, Any]] = []
-    for top, bottom in COMPARISONS.values():
-        key = f"{top}_over_{bottom}".replace("-", "_")
-        for run in runs:
-            if run["target"] != top:
-                continue
-            ref = next(
-                (
-                    r
-                    for r in runs
-                    if r["target"] == bottom
-                    and r["workload"] == run["workload"]
-                    and r["params"] == run["params"]
-                ),
-                None,
-            )
-            if ref is None:
-                continue
-            values = {}
-            for path, _label in RATIO_METRICS:
-                a, b = metric(run, path), metric(ref, path)
-                if a is not None and b:
-                    values[path] = a / b
-            out.append(
-                {"workload": run["workload"], "receivers": run["params"]["receivers"], key: values}
-            )
-    return out
 
 
 HOLD_MESSAGES = 1  # hold: one broadcast that every idle connection must receive

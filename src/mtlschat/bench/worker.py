@@ -27,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
 from mtlschat.client.tls import client_context as mtlschat_client_context
@@ -112,100 +111,187 @@ class _Conn:
             self.unsent = self.unsent[n:]
 
 
-@dataclass
-class _Stats:
-    connected: int = 0
-    failed: int = 0
-    dropped: int = 0
-    t_start_us: int = 0
-    t_connected_us: int = 0
-    cpu_start: float = 0.0
-    errors: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class ConnectedReport:
+    """A worker's ``("connected", ...)``: its receivers are all in (or have failed)."""
 
-    def error(self, msg: str) -> None:
-        if len(self.errors) < _MAX_ERRORS:
-            self.errors.append(msg)
+    connected: int
+    failed: int
+    t_start_us: int
+    t_connected_us: int
+    errors: list[str]
+    cpu_s: float  # the worker's CPU time spent connecting
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    """A worker's ``("result", ...)``: what its receivers got."""
+
+    connected: int
+    failed: int
+    dropped: int
+    received: int
+    lost: int
+    gaps: int
+    out_of_order: int
+    other_lines: int
+    reads: int
+    last_us: int
+    errors: list[str]
+    latencies: bytes  # array("q") of microseconds, as bytes (cheap to pickle)
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class SenderReport:
+    """A sender's ``("sent", ...)``."""
+
+    sent: int
+    t_first_us: int
+    t_last_us: int
+    error: str | None
+    cpu_s: float
 
 
 def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
     """Process entry point: connect every receiver, verify streams, obey the orchestrator."""
     raise_fd_limit()
-    ep = job.endpoint
-    addr = (ep.host, ep.port)
-    family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
     latencies: array[int] = array("q")
-    conns = [_Conn(i, client_context(ep, c)) for i, c in enumerate(job.certs)]
+    conns = [_Conn(i, client_context(job.endpoint, c)) for i, c in enumerate(job.certs)]
     for c in conns:
         c.checker = StreamChecker(job.senders, job.fast_verify, latencies)
     pipe.send(("prepared",))
     if pipe.recv()[0] != "start":
         return
-    sel = selectors.DefaultSelector()
-    rbuf = bytearray(_RECV)
-    rview = memoryview(rbuf)
-    todo = deque(conns)
-    stats = _Stats(t_start_us=now_us(), cpu_start=time.process_time())
-    in_flight = 0
-    total = job.senders * job.per_sender
-    received = 0
-    pending_done = len(conns)
-    reported_connected = False
-    sent_done = total == 0
-    last_progress = 0.0
+    loop = _ReceiverLoop(job, conns, latencies)
+    loop.run(pipe)
+    loop.close()
+    pipe.send(("closed",))
 
-    def finish(c: _Conn, failed: str | None) -> None:
-        nonlocal in_flight, pending_done
+
+class _ReceiverLoop:
+    """One ``selectors`` loop over every receiver of a worker: connect ``concurrency`` at a
+    time, then read, decrypt and check streams until the orchestrator says ``close``.
+    """
+
+    def __init__(self, job: ReceiverJob, conns: list[_Conn], latencies: array[int]) -> None:
+        self.job = job
+        self.conns = conns
+        self.latencies = latencies
+        self.addr = (job.endpoint.host, job.endpoint.port)
+        self.family = socket.AF_INET6 if ":" in job.endpoint.host else socket.AF_INET
+        self.sel = selectors.DefaultSelector()
+        self.rbuf = bytearray(_RECV)  # one reused buffer: a new 256 KiB bytes is an mmap
+        self.rview = memoryview(self.rbuf)
+        self.todo = deque(conns)
+        self.total = job.senders * job.per_sender  # messages each receiver must get
+        self.t_start_us = now_us()
+        self.cpu_start = time.process_time()
+        self.t_connected_us = 0
+        self.in_flight = 0  # handshakes under way
+        self.pending = len(conns)  # receivers neither connected nor failed yet
+        self.connected = 0
+        self.failed = 0
+        self.dropped = 0
+        self.received = 0
+        self.errors: list[str] = []
+
+    def run(self, pipe: Connection) -> None:
+        """Serve the sockets and the orchestrator's pipe until it says ``close``."""
+        reported_connected = False
+        all_delivered = self.total == 0
+        last_progress = 0.0
+        self.start_next()
+        while True:
+            self.step()
+            if not reported_connected and self.pending == 0:
+                reported_connected = True
+                pipe.send(("connected", self.connected_report()))
+            if not all_delivered and reported_connected and self.all_delivered():
+                all_delivered = True
+                pipe.send(("done", self.last_us()))
+            now = time.monotonic()
+            if now - last_progress >= _PROGRESS_EVERY:
+                last_progress = now
+                pipe.send(("progress", self.connected, self.received))
+            if pipe.poll():
+                cmd = pipe.recv()[0]
+                if cmd == "report":
+                    pipe.send(("result", self.result()))
+                elif cmd == "close":
+                    return
+
+    def step(self) -> None:
+        """One wait on the sockets; then start handshakes if there is room."""
+        events = self.sel.select(0.05)
+        t_us = now_us()
+        for key, _mask in events:
+            c = key.data
+            if c.up:
+                self.received += self.read(c, t_us)
+            elif not c.closed:
+                self.received += self.handshake(c, t_us)
+        if self.todo and self.in_flight < self.job.concurrency:
+            self.start_next()
+
+    def error(self, msg: str) -> None:
+        """Keep the first few errors for the report."""
+        if len(self.errors) < _MAX_ERRORS:
+            self.errors.append(msg)
+
+    def start_next(self) -> None:
+        """Open connections until ``concurrency`` handshakes are under way."""
+        while self.todo and self.in_flight < self.job.concurrency:
+            c = self.todo.popleft()
+            s = socket.socket(self.family, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = s.connect_ex(self.addr)
+            c.sock = s
+            self.in_flight += 1
+            if err not in (0, errno.EINPROGRESS):
+                self.finish(c, errno.errorcode.get(err, str(err)))
+                continue
+            self.sel.register(s.fileno(), selectors.EVENT_WRITE, c)
+
+    def finish(self, c: _Conn, failed: str | None) -> None:
+        """Close ``c``; ``failed`` says why if it was not a clean end."""
         if c.sock is not None:
             with contextlib.suppress(KeyError, ValueError):  # failed before registration
-                sel.unregister(c.sock.fileno())
+                self.sel.unregister(c.sock.fileno())
             c.sock.close()
         c.closed = True
         if failed is not None:
             if c.up:
-                stats.dropped += 1
-                stats.error(f"receiver {c.index} dropped: {failed}")
+                self.dropped += 1
+                self.error(f"receiver {c.index} dropped: {failed}")
             else:
-                in_flight -= 1
-                stats.failed += 1
-                stats.error(f"receiver {c.index}: {failed}")
+                self.in_flight -= 1
+                self.failed += 1
+                self.error(f"receiver {c.index}: {failed}")
         if not c.up:
-            pending_done -= 1
+            self.pending -= 1
 
-    def start_next() -> None:
-        nonlocal in_flight
-        while todo and in_flight < job.concurrency:
-            c = todo.popleft()
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            err = s.connect_ex(addr)
-            c.sock = s
-            in_flight += 1
-            if err not in (0, errno.EINPROGRESS):
-                finish(c, errno.errorcode.get(err, str(err)))
-                continue
-            sel.register(s.fileno(), selectors.EVENT_WRITE, c)
-
-    def handshake(c: _Conn, t_us: int) -> int:
-        nonlocal in_flight, pending_done
+    def handshake(self, c: _Conn, t_us: int) -> int:
+        """Advance ``c``'s connect or TLS handshake; the messages already decrypted, if any."""
         sock = c.sock
         assert sock is not None
         if c.tls is None:
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                finish(c, errno.errorcode.get(err, str(err)))
+                self.finish(c, errno.errorcode.get(err, str(err)))
                 return 0
-            c.tls = c.ctx.wrap_bio(c.inc, c.out, server_hostname=ep.server_name)
+            c.tls = c.ctx.wrap_bio(c.inc, c.out, server_hostname=self.job.endpoint.server_name)
         else:
             try:
                 raw = sock.recv(_RECV)
             except (BlockingIOError, InterruptedError):
                 raw = None
             except OSError as e:
-                finish(c, e.strerror or str(e))
+                self.finish(c, e.strerror or str(e))
                 return 0
             if raw == b"":
-                finish(c, "closed by server during the handshake")
+                self.finish(c, "closed by server during the handshake")
                 return 0
             if raw:
                 c.inc.write(raw)
@@ -217,45 +303,46 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
         except ssl.SSLError as e:
             with contextlib.suppress(OSError):
                 c.flush()  # the alert tells the server why
-            finish(c, str(e))
+            self.finish(c, str(e))
             return 0
         try:
             c.flush()
         except OSError as e:
-            finish(c, e.strerror or str(e))
+            self.finish(c, e.strerror or str(e))
             return 0
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.unsent else 0)
-        sel.modify(sock.fileno(), events, c)
+        self.sel.modify(sock.fileno(), events, c)
         if not done:
             return 0
         c.up = True
-        in_flight -= 1
-        pending_done -= 1
-        stats.connected += 1
-        stats.t_connected_us = now_us()
-        return decrypt(c, t_us, None) if c.inc.pending else 0
+        self.in_flight -= 1
+        self.pending -= 1
+        self.connected += 1
+        self.t_connected_us = now_us()
+        return self.decrypt(c, t_us, None) if c.inc.pending else 0
 
-    def read(c: _Conn, t_us: int) -> int:
+    def read(self, c: _Conn, t_us: int) -> int:
+        """Read what the socket holds into ``c``'s TLS; the messages it carried."""
         sock = c.sock
         assert sock is not None
         if c.unsent:
             with contextlib.suppress(OSError):
                 c.flush()
             if not c.unsent:
-                sel.modify(sock.fileno(), selectors.EVENT_READ, c)
+                self.sel.modify(sock.fileno(), selectors.EVENT_READ, c)
         try:
-            # Into one reused buffer: a 256 KiB bytes object per call would be an mmap/munmap.
-            size = sock.recv_into(rbuf)
+            size = sock.recv_into(self.rbuf)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as e:
-            return decrypt(c, t_us, e.strerror or str(e))
+            return self.decrypt(c, t_us, e.strerror or str(e))
         if not size:
-            return decrypt(c, t_us, "closed by server")
-        c.inc.write(rview[:size])
-        return decrypt(c, t_us, None)
+            return self.decrypt(c, t_us, "closed by server")
+        c.inc.write(self.rview[:size])
+        return self.decrypt(c, t_us, None)
 
-    def decrypt(c: _Conn, t_us: int, gone: str | None) -> int:
+    def decrypt(self, c: _Conn, t_us: int, gone: str | None) -> int:
+        """Decrypt everything buffered for ``c`` and check it; close it if ``gone``."""
         tls, chk = c.tls, c.checker
         assert tls is not None and chk is not None
         chunks: list[bytes] = []
@@ -288,79 +375,65 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
             with contextlib.suppress(OSError):
                 c.flush()
         if gone is not None:
-            finish(c, gone)
+            self.finish(c, gone)
         return n
 
-    start_next()
-    while True:
-        events = sel.select(0.05)
-        t_us = now_us()
-        for key, _mask in events:
-            c = key.data
-            if c.up:
-                received += read(c, t_us)
-            elif not c.closed:
-                received += handshake(c, t_us)
-        if todo and in_flight < job.concurrency:
-            start_next()
-        if not reported_connected and pending_done == 0:
-            reported_connected = True
-            pipe.send(("connected", _connected_stats(stats)))
-        live = stats.connected - stats.dropped  # a dropped receiver must not stall the run
-        if not sent_done and reported_connected and received >= total * live:
-            checkers = [c.checker for c in conns if c.up and not c.closed and c.checker]
-            if all(ch.done(job.per_sender) for ch in checkers):
-                sent_done = True
-                pipe.send(("done", max((ch.last_us for ch in checkers), default=0)))
-        now = time.monotonic()
-        if now - last_progress >= _PROGRESS_EVERY:
-            last_progress = now
-            pipe.send(("progress", stats.connected, received))
-        if pipe.poll():
-            cmd = pipe.recv()[0]
-            if cmd == "report":
-                pipe.send(("result", _result(conns, stats, total, latencies)))
-            elif cmd == "close":
-                break
-    for c in conns:
-        if c.up and c.tls is not None and c.sock is not None and not c.closed:
-            with contextlib.suppress(OSError, ssl.SSLError):
-                c.tls.unwrap()  # close_notify, so the server logs a clean close
-            with contextlib.suppress(OSError):
-                c.flush()
-            c.sock.close()
-    pipe.send(("closed",))
+    def live_checkers(self) -> list[StreamChecker]:
+        """The checkers of the receivers still connected."""
+        return [c.checker for c in self.conns if c.up and not c.closed and c.checker]
 
+    def all_delivered(self) -> bool:
+        """Every live receiver has every message (a dropped one must not stall the run)."""
+        live = self.connected - self.dropped
+        if self.received < self.total * live:
+            return False
+        return all(ch.done(self.job.per_sender) for ch in self.live_checkers())
 
-def _connected_stats(stats: _Stats) -> dict[str, Any]:
-    return {
-        "connected": stats.connected,
-        "failed": stats.failed,
-        "t_start_us": stats.t_start_us,
-        "t_connected_us": stats.t_connected_us,
-        "errors": list(stats.errors),
-        "cpu_s": time.process_time() - stats.cpu_start,
-    }
+    def last_us(self) -> int:
+        """When the last message arrived at a live receiver."""
+        return max((ch.last_us for ch in self.live_checkers()), default=0)
 
+    def connected_report(self) -> ConnectedReport:
+        """What ``("connected", ...)`` carries."""
+        return ConnectedReport(
+            connected=self.connected,
+            failed=self.failed,
+            t_start_us=self.t_start_us,
+            t_connected_us=self.t_connected_us,
+            errors=list(self.errors),
+            cpu_s=time.process_time() - self.cpu_start,
+        )
 
-def _result(conns: list[_Conn], stats: _Stats, total: int, latencies: array[int]) -> dict[str, Any]:
-    checkers = [c.checker for c in conns if c.up and c.checker is not None]
-    received = sum(ch.received for ch in checkers)
-    return {
-        "connected": stats.connected,
-        "failed": stats.failed,
-        "dropped": stats.dropped,
-        "received": received,
-        "lost": total * len(checkers) - received,
-        "gaps": sum(ch.gaps for ch in checkers),
-        "out_of_order": sum(ch.disorder for ch in checkers),
-        "other_lines": sum(ch.other for ch in checkers),
-        "reads": sum(ch.reads for ch in checkers),
-        "last_us": max((ch.last_us for ch in checkers), default=0),
-        "errors": list(stats.errors),
-        "latencies": latencies.tobytes(),
-        "cpu_s": time.process_time(),
-    }
+    def result(self) -> ReceiverReport:
+        """What ``("result", ...)`` carries."""
+        checkers = [c.checker for c in self.conns if c.up and c.checker is not None]
+        received = sum(ch.received for ch in checkers)
+        return ReceiverReport(
+            connected=self.connected,
+            failed=self.failed,
+            dropped=self.dropped,
+            received=received,
+            lost=self.total * len(checkers) - received,
+            gaps=sum(ch.gaps for ch in checkers),
+            out_of_order=sum(ch.disorder for ch in checkers),
+            other_lines=sum(ch.other for ch in checkers),
+            reads=sum(ch.reads for ch in checkers),
+            last_us=max((ch.last_us for ch in checkers), default=0),
+            errors=list(self.errors),
+            latencies=self.latencies.tobytes(),
+            cpu_s=time.process_time(),
+        )
+
+    def close(self) -> None:
+        """Say close_notify on every live connection, so the server logs a clean close."""
+        for c in self.conns:
+            if c.up and c.tls is not None and c.sock is not None and not c.closed:
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    c.tls.unwrap()
+                with contextlib.suppress(OSError):
+                    c.flush()
+                c.sock.close()
+        self.sel.close()
 
 
 def run_sender(job: SenderJob, pipe: Connection) -> None:
@@ -403,8 +476,8 @@ def run_sender(job: SenderJob, pipe: Connection) -> None:
         error: str | None = str(e)
     else:
         error = None
-    stats = {"sent": seq, "t_first_us": t_first, "t_last_us": now_us(), "error": error}
-    pipe.send(("sent", {**stats, "cpu_s": time.process_time()}))
+    report = SenderReport(seq, t_first, now_us(), error, cpu_s=time.process_time())
+    pipe.send(("sent", report))
     while pipe.recv()[0] != "close":
         pass
     _drain(tls)

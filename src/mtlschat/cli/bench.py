@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -102,6 +102,7 @@ def bench(
     )
 
     from mtlschat.bench.report import print_report
+    from mtlschat.bench.results import RunResult
     from mtlschat.bench.runner import BenchError, Workload
     from mtlschat.bench.spawn import SpawnError
     from mtlschat.bench.suite import run_plan, workloads_for
@@ -136,13 +137,11 @@ def bench(
         fail(str(e), 2)
     console = Console()
 
-    def show(run: dict[str, Any]) -> None:
+    def show(run: RunResult) -> None:
         if not as_json:
-            lost = run.get("lost")
+            lost = "" if run.delivery is None else f", lost {run.delivery.lost}"
             progress.console.print(
-                f"{run['target']} {run['workload']} x{run['params']['receivers']}: done"
-                + ("" if lost is None else f", lost {lost}"),
-                highlight=False,
+                f"{run.target} {run.workload} x{run.receivers}: done{lost}", highlight=False
             )
 
     try:
@@ -158,11 +157,11 @@ def bench(
     except (BenchError, SpawnError, CAError, OSError) as e:
         fail(str(e))
     if as_json:
-        json.dump(report, sys.stdout, indent=2)
+        json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_report(report, console)
-    if any(r.get("lost") for r in report["runs"]):
+    if any(r.delivery is not None and r.delivery.lost for r in report.runs):
         raise typer.Exit(3)
 
 

@@ -1,0 +1,55 @@
+"""What a benchmark runs (a workload's parameters) and the error for one that cannot run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtlschat.bench import WORKLOADS
+from mtlschat.bench.payload import DEFAULT_SIZE, HEADER_SIZE, MAX_SENDERS
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (bad parameters, or the load processes failed)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What to run. ``messages`` is per sender (burst, hold); paced sends ``rate * duration``."""
+
+    kind: str = "burst"
+    receivers: int = 200
+    messages: int = 10_000
+    size: int = DEFAULT_SIZE
+    rate: float = 300.0  # paced: total messages/s over all senders
+    duration: float = 10.0  # paced: seconds
+    senders: int = 1
+    workers: int = 2
+    concurrency: int = 256  # handshakes in flight at once, over all workers
+    verify: str = "fast"  # "fast" (strided checks, one sender) or "full" (parse every line)
+    stall: float = 20.0  # give up after this many seconds without progress
+
+    def check(self) -> None:
+        """Raise :class:`BenchError` for parameters that cannot work."""
+        if self.kind not in WORKLOADS:
+            raise BenchError(f"unknown workload {self.kind!r}: choose from {', '.join(WORKLOADS)}")
+        if self.receivers < 1 or self.workers < 1 or self.concurrency < 1:
+            raise BenchError("receivers, workers and concurrency must be at least 1")
+        if not 1 <= self.senders < MAX_SENDERS:
+            raise BenchError(f"senders must be between 1 and {MAX_SENDERS - 1}")
+        if self.size < HEADER_SIZE:
+            raise BenchError(f"the message size must be at least {HEADER_SIZE} bytes")
+        if self.kind == "paced" and (self.rate <= 0 or self.duration <= 0):
+            raise BenchError("paced needs a positive --rate and --duration")
+        if self.kind in ("burst", "hold") and self.messages < 1:
+            raise BenchError("send at least one message")
+        if self.verify not in ("fast", "full"):
+            raise BenchError("verify must be 'fast' or 'full'")
+
+    @property
+    def per_sender(self) -> int:
+        """How many messages each sender sends."""
+        if self.kind == "connect":
+            return 0
+        if self.kind == "paced":
+            return max(1, round(self.rate * self.duration / self.senders))
+        return self.messages
