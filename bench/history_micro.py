@@ -51,7 +51,7 @@ def room_cost(directory: Path, history: bool, per_round: int, messages: int) -> 
             s.take_output()
         if (n + 1) * per_round // 1000 != last_tick:  # the server ticks about once a second
             last_tick = (n + 1) * per_round // 1000
-            room.tick(time.time())
+            room.tick()
     if journal is not None:
         while journal.store.trim(time.time(), 5000):  # index what is left: it is part of the cost
             pass

@@ -183,6 +183,7 @@ class ServerProcess:
         port: int = 0,
         deadline: float,
         prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.pki_dir = pki_dir
         self.log_path = log_path
@@ -196,7 +197,7 @@ class ServerProcess:
         self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=log, env=clean_env()
+                cmd, stdout=subprocess.DEVNULL, stderr=log, env=clean_env(env)
             )
         line = self.wait_log(r"listening on 127\.0\.0\.1:\d+")
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -243,8 +244,9 @@ def server_processes(
     tmp_path_factory: pytest.TempPathFactory, *default_flags: str, deadline: float
 ) -> Iterator[ServerSpawner]:
     """``with server_processes(factory, "--rate", "0", deadline=15) as spawn_server:`` yields
-    ``spawn_server(pki_dir, *flags, port=0, log=None, prefix=())`` and kills whatever is still
-    alive on exit. Pass a previous server's ``port`` and ``log_path`` to restart it in place.
+    ``spawn_server(pki_dir, *flags, port=0, log=None, prefix=(), env=None)`` and kills whatever
+    is still alive on exit. Pass a previous server's ``port`` and ``log_path`` to restart it in
+    place.
     """
     servers: list[ServerProcess] = []
 
@@ -254,10 +256,18 @@ def server_processes(
         port: int = 0,
         log: Path | None = None,
         prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> ServerProcess:
         log = log or tmp_path_factory.mktemp("server") / "server.log"
         server = ServerProcess(
-            pki_dir, log, *default_flags, *flags, port=port, deadline=deadline, prefix=prefix
+            pki_dir,
+            log,
+            *default_flags,
+            *flags,
+            port=port,
+            deadline=deadline,
+            prefix=prefix,
+            env=env,
         )
         servers.append(server)
         return server

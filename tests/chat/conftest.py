@@ -29,7 +29,8 @@ class Harness:
 
     def __init__(self, settings: RoomSettings | None = None) -> None:
         self.clock = FakeClock()
-        self.room = Room(settings or RoomSettings(), clock=self.clock)
+        # One clock for timers and timestamps here; tests of the two apart build their own room.
+        self.room = Room(settings or RoomSettings(), clock=self.clock, wall=self.clock)
         self._received: dict[int, bytearray] = {}  # everything each session was sent
         self._read: dict[int, int] = {}  # how much of it the test has taken
 

@@ -130,3 +130,12 @@ def test_arbitrary_bytes_never_raise_and_memory_stays_bounded(
             else:
                 assert item.code in (LINE_TOO_LONG, BAD_UTF8)
         assert d.buffered <= max_line + 1
+
+
+def test_skip_drops_whole_lines_and_keeps_the_next_partial_one() -> None:
+    d = LineDecoder(20)
+    assert d.feed(b"par") == []
+    d.skip(b"tial\nx\ny\nne")  # the held partial line goes with the skipped ones
+    assert d.feed(b"xt\n") == ["next"]
+    d.skip(b"no terminator")  # nothing to drop: it is the start of a line
+    assert d.feed(b"\n") == ["no terminator"]

@@ -67,6 +67,7 @@ def run(script: Script, flush_every_op: bool) -> tuple[list[bytes], set[int]]:
     room = Room(
         RoomSettings(max_line=32, rate=2.0, burst=3, keepalive=30, idle_timeout=70),
         clock=lambda: now[0],
+        wall=lambda: now[0],
     )
     sessions: list[Session] = []
     got: list[bytearray] = []
@@ -85,7 +86,7 @@ def run(script: Script, flush_every_op: bool) -> tuple[list[bytes], set[int]]:
             flush()
         elif op == "tick":
             now[0] += a
-            room.tick(now[0])
+            room.tick()
         elif sessions:
             s = sessions[a % len(sessions)]
             if op == "feed":

@@ -130,10 +130,21 @@ def test_modes() -> None:
     assert Mode.parse("xml") is None
 
 
-@given(st.text(max_size=40))
+REORDERING = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+
+
+@given(st.text(max_size=40) | st.text(alphabet=f"ab\x1b{REORDERING}", max_size=20))
 def test_clean_text_leaves_no_control_characters(text: str) -> None:
     cleaned = clean_text(text)
     assert len(cleaned) == len(text)
     assert not any((ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) < 0xA0 for c in cleaned)
+    assert not any(c in REORDERING for c in cleaned)
     if text.isprintable():
         assert cleaned is text
+
+
+@pytest.mark.parametrize("char", REORDERING)
+def test_bidi_controls_and_separators_are_neutralised_in_both_modes(char: str) -> None:
+    ev = Msg(1, TS, "alice", clean_text(f"evil{char}txt.exe"))
+    assert ev.text().decode() == "[22:13:20] <alice> evil\ufffdtxt.exe\n"
+    assert json.loads(ev.json())["text"] == "evil\ufffdtxt.exe"

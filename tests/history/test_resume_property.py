@@ -86,7 +86,7 @@ class World:
     def __init__(self, path: Path) -> None:
         self.now = 1_700_000_000.0
         self.journal = Journal(SQLiteStore.open(path))
-        self.room = Room(clock=lambda: self.now, history=self.journal)
+        self.room = Room(clock=lambda: self.now, wall=lambda: self.now, history=self.journal)
         self.clients = {name: Client(self.room, name) for name in NAMES}
         self.counter = 0
 

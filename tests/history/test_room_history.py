@@ -20,7 +20,7 @@ class Chat:
     def __init__(self, path: Path, **journal: Any) -> None:
         self.now = 1_700_000_000.0
         self.journal = Journal(SQLiteStore.open(path), **journal)
-        self.room = Room(clock=lambda: self.now, history=self.journal)
+        self.room = Room(clock=lambda: self.now, wall=lambda: self.now, history=self.journal)
 
     def join(self, name: str, mode: Mode = Mode.JSON) -> tuple[Session, list[bytes]]:
         s = self.room.open(name, mode)
@@ -167,7 +167,7 @@ def test_resume_says_plainly_what_retention_removed(tmp_path: Path) -> None:
     while store.trim(2e9, 100):
         pass
     chat.journal = Journal(store)
-    chat.room = Room(clock=lambda: chat.now, history=chat.journal)
+    chat.room = Room(clock=lambda: chat.now, wall=lambda: chat.now, history=chat.journal)
     bob, _ = chat.join("bob", Mode.TEXT)
     text = chat.say(bob, f"/resume {chat.journal.epoch} 2")[bob.id]
     assert text[0] == b"! history before 2023-11-14 22:13 is not available"

@@ -72,7 +72,7 @@ def _run_until(sel: selectors.BaseSelector, done: Callable[[], bool], timeout: f
 def test_500_clients_each_receive_every_broadcast_in_order(
     pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
-    server = spawn_server(pki.dir, "--rate", "0")
+    server = spawn_server(pki.dir, "--rate", "0", "--join-rate", "0", "--sessions-per-name", "0")
     contexts = [
         client_context(pki.user(f"crowd{i:02d}"), pki.ca_cert, ALPN_JSON) for i in range(NAMES)
     ]

@@ -1,7 +1,8 @@
 """The command table: ``/name`` -> Command. One entry per command; add new ones here.
 
-Handlers get ``(room, session, arg, now)`` where ``arg`` is the stripped text after the command
-word, and talk back only through the room's handler API (``send``, ``error``, ``broadcast``...).
+Handlers get ``(room, session, arg, ts)``: ``arg`` is the stripped text after the command word,
+``ts`` the wall-clock time to stamp their events with. They talk back only through the room's
+handler API (``send``, ``error``, ``broadcast``...).
 Operator commands (kick, ban), motd and history slot in as more entries.
 """
 
@@ -51,11 +52,11 @@ def _usage(room: Room, s: Session, command: str) -> None:
     room.error(s, BAD_USAGE, f"usage: {COMMANDS[command].usage}")
 
 
-def _who(room: Room, s: Session, arg: str, now: float) -> None:
+def _who(room: Room, s: Session, arg: str, ts: float) -> None:
     room.send(s, Who(room.online()))
 
 
-def _msg(room: Room, s: Session, arg: str, now: float) -> None:
+def _msg(room: Room, s: Session, arg: str, ts: float) -> None:
     parts = arg.split(None, 1)
     if len(parts) < 2:
         _usage(room, s, "msg")
@@ -65,8 +66,8 @@ def _msg(room: Room, s: Session, arg: str, now: float) -> None:
     if not targets:
         room.error(s, UNKNOWN_USER, f"no such user online: {shorten(target)}")
         return
-    ev = Dm(room.next_id(), now, s.name, targets[0].name, clean_text(text))
-    room.remember(Record(ev.id, now, DM, s.name, ev.body, ev.to, s.origin))
+    ev = Dm(room.next_id(), ts, s.name, targets[0].name, clean_text(text))
+    room.remember(Record(ev.id, ts, DM, s.name, ev.body, ev.to, s.origin))
     room.counters.messages += 1
     # To every session of the target, echoed to every session of the sender; once each.
     seen: set[int] = set()
@@ -76,17 +77,17 @@ def _msg(room: Room, s: Session, arg: str, now: float) -> None:
             room.send(peer, ev)
 
 
-def _me(room: Room, s: Session, arg: str, now: float) -> None:
+def _me(room: Room, s: Session, arg: str, ts: float) -> None:
     if not arg:
         _usage(room, s, "me")
         return
     room.counters.messages += 1
-    ev = Action(room.next_id(), now, s.name, clean_text(arg))
-    room.remember(Record(ev.id, now, ACTION, s.name, ev.body, "", s.origin))
+    ev = Action(room.next_id(), ts, s.name, clean_text(arg))
+    room.remember(Record(ev.id, ts, ACTION, s.name, ev.body, "", s.origin))
     room.broadcast(ev, s)
 
 
-def _help(room: Room, s: Session, arg: str, now: float) -> None:
+def _help(room: Room, s: Session, arg: str, ts: float) -> None:
     room.send(s, Info("commands:"))
     for command in COMMANDS.values():
         if not command.hidden:
@@ -94,15 +95,15 @@ def _help(room: Room, s: Session, arg: str, now: float) -> None:
     room.send(s, Info("  //text sends a line starting with /"))
 
 
-def _quit(room: Room, s: Session, arg: str, now: float) -> None:
+def _quit(room: Room, s: Session, arg: str, ts: float) -> None:
     room.end(s, "quit", leave=f"quit: {arg}" if arg else "quit")
 
 
-def _pong(room: Room, s: Session, arg: str, now: float) -> None:
+def _pong(room: Room, s: Session, arg: str, ts: float) -> None:
     pass  # any line already counted as activity
 
 
-def _mode(room: Room, s: Session, arg: str, now: float) -> None:
+def _mode(room: Room, s: Session, arg: str, ts: float) -> None:
     mode = Mode.parse(arg)
     if mode is None:
         _usage(room, s, "mode")
@@ -118,7 +119,7 @@ def _no_history(room: Room, s: Session) -> bool:
     return False
 
 
-def _history(room: Room, s: Session, arg: str, now: float) -> None:
+def _history(room: Room, s: Session, arg: str, ts: float) -> None:
     if _no_history(room, s):
         return
     assert room.history is not None
@@ -133,7 +134,7 @@ def _history(room: Room, s: Session, arg: str, now: float) -> None:
     room.replay(s, room.history.last(count, s.name), "request")
 
 
-def _search(room: Room, s: Session, arg: str, now: float) -> None:
+def _search(room: Room, s: Session, arg: str, ts: float) -> None:
     if _no_history(room, s):
         return
     assert room.history is not None
@@ -144,7 +145,7 @@ def _search(room: Room, s: Session, arg: str, now: float) -> None:
     room.replay(s, found, "search", shorten(arg))
 
 
-def _resume(room: Room, s: Session, arg: str, now: float) -> None:
+def _resume(room: Room, s: Session, arg: str, ts: float) -> None:
     if _no_history(room, s):
         return
     history = room.history

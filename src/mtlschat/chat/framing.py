@@ -107,6 +107,17 @@ class LineDecoder:
         self._keep(rest)
         return out
 
+    def skip(self, data: bytes) -> None:
+        """Drop ``data`` unread up to its last line terminator, with any partial line held (the
+        lines are gone, not refused); what follows starts the next line."""
+        last = data.rfind(b"\n")
+        if last < 0:
+            self.feed(data)  # no terminator: nothing to drop, only a partial line to keep
+            return
+        self._buf = b""
+        self._discarding = False
+        self._keep(data[last + 1 :])
+
     def _keep(self, partial: bytes) -> None:
         # max_line + 1 leaves room for the '\r' of a maximal CRLF line.
         if self._discarding or len(partial) > self.max_line + 1:

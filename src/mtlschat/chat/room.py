@@ -21,17 +21,21 @@ from __future__ import annotations
 import bisect
 import enum
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable
 
 from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
+from mtlschat.chat.budget import INPUT_FACTOR, NameBudget
 from mtlschat.chat.commands import COMMANDS
 from mtlschat.chat.framing import FramingError, LineDecoder
 from mtlschat.chat.settings import RoomCounters, RoomSettings
 from mtlschat.chat.wire import (
     BAD_NAME,
     RATE_LIMITED,
+    TOO_MANY_JOINS,
+    TOO_MANY_SESSIONS,
     UNKNOWN_COMMAND,
     Bye,
     Error,
@@ -62,6 +66,8 @@ class Refusal(enum.Enum):
     """Why :meth:`Room.open` refused a session: the ``error`` code and the ``bye`` reason."""
 
     BAD_NAME = (BAD_NAME, "bad name")  # the certificate's CN fails the username policy
+    TOO_MANY_SESSIONS = (TOO_MANY_SESSIONS, "too many sessions")  # over sessions_per_name
+    TOO_MANY_JOINS = (TOO_MANY_JOINS, "joining too often")  # the name's join bucket is empty
 
     def __init__(self, code: str, reason: str) -> None:
         self.code = code  # the protocol error code (docs/protocol.md); also the counter's key
@@ -69,15 +75,15 @@ class Refusal(enum.Enum):
 
 
 class _Member:
-    """One name in the room: its sessions and its rate-limit bucket (shared by its sessions)."""
+    """One name in the room: its sessions and its budget (shared by its sessions, and kept by
+    the room after the last one leaves)."""
 
-    __slots__ = ("name", "sessions", "stamp", "tokens")
+    __slots__ = ("budget", "name", "sessions")
 
-    def __init__(self, name: str, tokens: float, now: float) -> None:
+    def __init__(self, name: str, budget: NameBudget) -> None:
         self.name = name
         self.sessions: list[Session] = []
-        self.tokens = tokens
-        self.stamp = now
+        self.budget = budget
 
 
 class Session:
@@ -139,11 +145,15 @@ class Room:
     def __init__(
         self,
         settings: RoomSettings | None = None,
-        clock: Callable[[], float] = time.time,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         history: Journal | None = None,
     ) -> None:
+        """``clock`` times every timer and limit; ``wall`` only stamps what people are shown."""
         self.settings = settings or RoomSettings()
         self.clock = clock
+        self.wall = wall
         self.counters = RoomCounters()
         self.history = history
         self._ids = itertools.count(1)
@@ -152,6 +162,8 @@ class Room:
         self._sessions: dict[int, Session] = {}  # every open session, closing ones included
         self._members: dict[int, Session] = {}  # sessions in the room (they get broadcasts)
         self._names: dict[str, _Member] = {}  # name_key -> member
+        self._budgets: dict[str, NameBudget] = {}  # name_key -> budget, members' and resting
+        self._resting: set[str] = set()  # keys of budgets whose name has no session left
         self._online: list[str] = []  # member names, kept sorted (bisect) as they come and go
         self._mode_count = [0, 0]  # members per mode: encode only for modes someone uses
         self._events: list[Event] = []  # this round's broadcasts
@@ -170,20 +182,37 @@ class Room:
         s._start = len(self._events)
         self._sessions[s.id] = s
         self.counters.sessions_opened += 1
+        st = self.settings
         if not is_valid_username(name):
             self._refuse(s, Refusal.BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}")
             return s
         key = name_key(name)
         member = self._names.get(key)
+        cap = st.sessions_per_name
+        if member is not None and cap and len(member.sessions) >= cap:
+            text = f"{name} has {cap} sessions open already (the most allowed)"
+            self._refuse(s, Refusal.TOO_MANY_SESSIONS, text)
+            return s
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._budgets[key] = NameBudget(
+                st.rate, st.burst, st.join_rate, st.join_burst, now
+            )
+            self._resting.add(key)
+        if budget.joins is not None and not budget.joins.take(now):
+            wait = (1.0 - budget.joins.tokens) / budget.joins.rate
+            text = f"{name} joined too often: try again in {math.ceil(wait)} s"
+            self._refuse(s, Refusal.TOO_MANY_JOINS, text)
+            return s
         first = member is None
         if member is None:
-            member = self._names[key] = _Member(name, float(self.settings.burst), now)
+            member = self._names[key] = _Member(name, budget)
+            self._resting.discard(key)
             bisect.insort(self._online, name)
         member.sessions.append(s)
         s._member = member
         self._members[s.id] = s
         self._mode_count[s.mode] += 1
-        st = self.settings
         self.send(
             s,
             Welcome(
@@ -203,7 +232,7 @@ class Room:
             self.replay(s, self.history.last(st.history_join, name), "join")
         if first and self._announcing():
             # A cross-node fan-out would publish this too.
-            self.broadcast(Join(now, name), s)
+            self.broadcast(Join(self.wall(), name), s)
         return s
 
     def feed(self, s: Session, data: bytes) -> None:
@@ -213,7 +242,21 @@ class Room:
         now = self.clock()
         s._last_seen = now
         rate = self.settings.rate
-        for line in s._decoder.feed(data):
+        member = s._member
+        assert member is not None  # (a session that is not closing is a member)
+        inputs = member.budget.input
+        dropped = 0
+        if inputs is not None and (n := data.count(b"\n")):
+            allowed = inputs.take_up_to(now, n)
+            if allowed == n:
+                lines = s._decoder.feed(data)
+            else:
+                lines = self._within_budget(s, data, allowed)
+                dropped = n - allowed
+        else:
+            lines = s._decoder.feed(data)
+        ts = self.wall()  # what people see; the timers and limits use now
+        for line in lines:
             if type(line) is not str:
                 # Refused lines take a token too: a flood of garbage costs its sender a few
                 # notices, not the server one error line per input line.
@@ -223,7 +266,7 @@ class Room:
                 continue
             if line[0] == "/":
                 if line[1:2] != "/":
-                    self._command(s, line, now)
+                    self._command(s, line, now, ts)
                     if s.closing is not None:
                         return
                     continue
@@ -236,14 +279,18 @@ class Room:
             self._last_id += 1
             events = self._events
             text = clean_text(line)
-            events.append(Msg(self._last_id, now, s.name, text))
+            events.append(Msg(self._last_id, ts, s.name, text))
             if self.history is not None:
-                self.history.add(Record(self._last_id, now, MSG, s.name, text, "", s.origin))
+                self.history.add(Record(self._last_id, ts, MSG, s.name, text, "", s.origin))
             ops = s._ops
             if ops is None:
                 ops = self._ops_of(s)
             ops.append((len(events) - 1, None))
             self.counters.messages += 1
+        if dropped:
+            self.counters.input_dropped += dropped
+            limit = self.settings.rate * INPUT_FACTOR
+            self._notice(s, now, f"too many lines (over {limit:g}/s): {dropped} dropped unread")
 
     def end(
         self,
@@ -279,13 +326,16 @@ class Room:
             s._out = b""
             self.counters.sessions_closed += 1
 
-    def tick(self, now: float) -> None:
+    def tick(self) -> None:
         """Keepalive pings after ``keepalive`` s of silence; ``bye`` after ``idle_timeout`` s.
 
-        Also the history's bounded upkeep (retention, search index).
+        Also forgets the budgets of names that left once they are full again (memory stays
+        bounded by the names seen within a bucket's refill time), and the history's bounded
+        upkeep (retention, search index).
         """
+        now = self.clock()
         if self.history is not None:
-            self.history.tick(now)
+            self.history.tick(self.wall())  # retention is about the lines' (wall-clock) times
         keepalive = self.settings.keepalive
         idle = self.settings.idle_timeout
         for s in list(self._members.values()):
@@ -293,7 +343,12 @@ class Room:
                 self.end(s, "idle timeout")
             elif now - max(s._last_seen, s._ping_at) >= keepalive:
                 s._ping_at = now
-                self.send(s, Ping(now))
+                self.send(s, Ping(self.wall()))
+        if self._resting:
+            budgets = self._budgets
+            for key in [key for key in self._resting if not budgets[key].spent(now)]:
+                self._resting.remove(key)
+                del budgets[key]
 
     def flush(self) -> list[Session]:
         """End of a loop round: build every session's output; return those with output pending.
@@ -388,6 +443,11 @@ class Room:
         member = self._names.get(name_key(name))
         return list(member.sessions) if member else []
 
+    def remembered_names(self) -> int:
+        """Names whose budget the room holds: those online, and those that left with a bucket
+        not yet full again (forgotten by :meth:`tick`)."""
+        return len(self._budgets)
+
     def next_id(self) -> int:
         """A new message id (ids are strictly increasing across msg, action and dm)."""
         self._last_id += 1
@@ -427,25 +487,18 @@ class Room:
             self._ops_of(sender).append((len(self._events) - 1, None))
 
     def allow(self, s: Session, now: float) -> bool:
-        """Take a token from ``s``'s name bucket; on refusal send (at most 1/s) a rate notice."""
-        st = self.settings
-        if not st.rate:
-            return True
+        """Take a token from ``s``'s name's line bucket; on refusal send (at most 1/s) a notice.
+
+        ``now`` is the room's (monotonic) clock.
+        """
         m = s._member
         if m is None:
             return False
-        tokens = m.tokens
-        if now > m.stamp:  # a wall clock stepping back must not drain the bucket
-            tokens = min(float(st.burst), tokens + (now - m.stamp) * st.rate)
-        m.stamp = now
-        if tokens >= 1.0:
-            m.tokens = tokens - 1.0
+        bucket = m.budget.lines
+        if bucket is None or bucket.take(now):
             return True
-        m.tokens = tokens
         self.counters.rate_limited += 1
-        if not 0.0 <= now - s._notice_at < 1.0:
-            s._notice_at = now
-            self.error(s, RATE_LIMITED, f"rate limited ({st.rate:g} lines/s): line dropped")
+        self._notice(s, now, f"rate limited ({self.settings.rate:g} lines/s): line dropped")
         return False
 
     def set_mode(self, s: Session, mode: Mode) -> None:
@@ -481,6 +534,23 @@ class Room:
         ops.clear()
         s._start = n
 
+    def _notice(self, s: Session, now: float, text: str) -> None:
+        # At most one rate_limited error per second: a flood gets a bounded answer.
+        if not 0.0 <= now - s._notice_at < 1.0:
+            s._notice_at = now
+            self.error(s, RATE_LIMITED, text)
+
+    @staticmethod
+    def _within_budget(s: Session, data: bytes, allowed: int) -> list[str | FramingError]:
+        # Over the input budget: decode only the first ``allowed`` lines of the chunk and drop
+        # the rest unread (C-speed search and slicing, no per-line Python work for a flood).
+        cut = 0
+        for _ in range(allowed):
+            cut = data.index(b"\n", cut) + 1
+        lines = s._decoder.feed(data[:cut]) if cut else []
+        s._decoder.skip(data[cut:])
+        return lines
+
     def _refuse(self, s: Session, why: Refusal, text: str) -> None:
         s._stop = s._start  # never a member: none of this round's broadcasts are for it
         s.refused = why
@@ -498,18 +568,20 @@ class Room:
         member.sessions.remove(s)
         if not member.sessions:
             announce = announce and self._announcing()  # counted with the leaver, as on join
-            del self._names[name_key(member.name)]
+            key = name_key(member.name)
+            del self._names[key]
+            self._resting.add(key)  # its budget stays until full again (see tick)
             online = self._online
             del online[bisect.bisect_left(online, member.name)]
             if announce:
-                self.broadcast(Leave(self.clock(), member.name, clean_text(reason)))
+                self.broadcast(Leave(self.wall(), member.name, clean_text(reason)))
 
     def _announcing(self) -> bool:
         """Whether join/leave lines go out at the room's current size (see ``announce_limit``)."""
         limit = self.settings.announce_limit
         return not limit or len(self._online) <= limit
 
-    def _command(self, s: Session, line: str, now: float) -> None:
+    def _command(self, s: Session, line: str, now: float, ts: float) -> None:
         word, _, arg = line[1:].partition(" ")
         command = COMMANDS.get(word.lower())
         if (command is None or command.rated) and self.settings.rate and not self.allow(s, now):
@@ -517,7 +589,7 @@ class Room:
         if command is None:
             self.error(s, UNKNOWN_COMMAND, f"unknown command /{shorten(word)} (try /help)")
             return
-        command.handler(self, s, arg.strip(), now)
+        command.handler(self, s, arg.strip(), ts)
 
 
 def _share_of_round(

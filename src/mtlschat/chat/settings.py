@@ -21,7 +21,8 @@ class RoomSettings:
     rate: float = setting(
         5.0,
         Number(positive=False, note="0 = no limit"),
-        "Chat lines per second per user name (token bucket); 0 disables the limit.",
+        "Chat lines per second per user name (token bucket); every input line also draws from "
+        "a budget 4x this. 0 disables both.",
         unit="lines/s",
     )
     burst: int = setting(
@@ -29,6 +30,25 @@ class RoomSettings:
         Integer(min=1),
         "Token-bucket depth, so a short multi-line paste goes through.",
         unit="lines",
+    )
+    join_rate: float = setting(
+        0.2,
+        Number(positive=False, note="0 = no limit"),
+        "Sessions a user name may open per second (token bucket), so a reconnect loop is "
+        "refused; 0 disables the limit.",
+        unit="joins/s",
+    )
+    join_burst: int = setting(
+        5,
+        Integer(min=1),
+        "Join-bucket depth: sessions a user name may open at once before join-rate applies.",
+        unit="joins",
+    )
+    sessions_per_name: int = setting(
+        10,
+        Integer(min=0, note="0 = no limit"),
+        "Sessions one user name may have open at once (devices); 0 = no limit.",
+        unit="sessions",
     )
     keepalive: float = setting(
         60.0, Number(), "Seconds of client silence before a ping.", unit="seconds"
@@ -77,3 +97,4 @@ class RoomCounters:
     errors: int = 0  # error lines sent (bad commands, framing, rate limit)
     rate_limited: int = 0  # lines dropped by the rate limit
     refused: dict[str, int] = field(default_factory=dict)  # sessions refused, by Refusal.code
+    input_dropped: int = 0  # input lines dropped unread: over the name's input budget

@@ -28,6 +28,8 @@ UNKNOWN_USER = "unknown_user"
 RATE_LIMITED = "rate_limited"
 BAD_NAME = "bad_name"
 NO_HISTORY = "no_history"
+TOO_MANY_SESSIONS = "too_many_sessions"
+TOO_MANY_JOINS = "too_many_joins"
 ERROR_CODES = (
     UNKNOWN_COMMAND,
     BAD_USAGE,
@@ -37,6 +39,8 @@ ERROR_CODES = (
     RATE_LIMITED,
     BAD_NAME,
     NO_HISTORY,
+    TOO_MANY_SESSIONS,
+    TOO_MANY_JOINS,
 )
 
 
@@ -67,7 +71,16 @@ ALPN_PROTOCOLS = (ALPN_JSON, ALPN_TEXT)  # what the server offers, in preference
 
 # Control characters in chat text would let one member drive another's terminal (text mode is read
 # raw, e.g. through openssl s_client). Tab is harmless; every other C0, DEL and C1 is replaced.
-_CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
+# So are the bidi embeddings, overrides and isolates (U+202A-E, U+2066-9), which make a line read
+# differently from what was sent ("Trojan source"), and the line and paragraph separators (U+2028/9)
+# that break "one line per message" in some terminals and JSON viewers. All of these fail
+# str.isprintable(), so printable text still takes the fast path untouched.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_CONTROLS = {
+    c: "\ufffd"
+    for c in (*range(0x20), *range(0x7F, 0xA0), *map(ord, BIDI_CONTROLS), 0x2028, 0x2029)
+    if c != 0x09
+}
 
 
 def clean_text(text: str) -> str:

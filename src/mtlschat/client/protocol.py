@@ -59,14 +59,13 @@ def parse_line(line: str) -> Event:
     return Event(obj["type"], obj)
 
 
-# On top of the server's own cleaning (a client cannot assume its server is well-behaved): bidi
-# controls can make a line read differently from what was sent ("Trojan source"), line separators
-# would break "one line per message", and lone surrogates (valid in JSON) cannot be printed.
+# clean_text (the server's own cleaning: controls, bidi controls, line separators) is applied
+# again here, since a client cannot assume its server is well-behaved; on top of it, the implicit
+# direction marks go and lone surrogates (valid in JSON) cannot be printed.
 _EXTRA = str.maketrans(
     {
-        **dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None),
         **dict.fromkeys((0x200E, 0x200F), None),
-        **dict.fromkeys((0x2028, 0x2029, *range(0xD800, 0xE000)), "\ufffd"),
+        **dict.fromkeys(range(0xD800, 0xE000), "\ufffd"),
         0x09: " ",
     }
 )

@@ -85,7 +85,11 @@ class ChatServer:
     """A mutual-TLS chat server on one selector. Not thread-safe, except :meth:`request`."""
 
     def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.time) -> None:
-        """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room."""
+        """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room.
+
+        ``clock`` is the wall clock: certificate and CRL dates, and the times people are shown.
+        Every timer (the room's included) runs on the monotonic clock.
+        """
         self.config = config
         self._clock = clock
         # Refuses to start with a server certificate or CRL that a reload would refuse.
@@ -97,7 +101,9 @@ class ChatServer:
         self._next_expiry_warning = 0.0  # wall clock
         self._stale_logged = False  # the stale-CRL error was logged for this trust
         self.history = open_history(config)
-        self.room = Room(room_settings(config), clock=clock, history=self.history)
+        self.room = Room(
+            room_settings(config), clock=time.monotonic, wall=clock, history=self.history
+        )
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self.address: tuple[str, int] = (config.host, config.port)
@@ -182,7 +188,7 @@ class ChatServer:
                 self._round(self._timeout(next_tick))
                 now = time.monotonic()
                 if now >= next_tick:
-                    self.room.tick(self._clock())
+                    self.room.tick()
                     next_tick = now + self._tick_interval()
                     if now >= self._next_watch:
                         self._next_watch = now + WATCH_INTERVAL
