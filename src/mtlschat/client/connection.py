@@ -19,6 +19,7 @@ from collections.abc import Callable
 from mtlschat.address import Address
 from mtlschat.client.backoff import Backoff
 from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.client.outgoing import RATE_LIMITED, Pacer, RoomLimits, split_line
 from mtlschat.client.protocol import ChatState, Event, is_quit, parse_line
 from mtlschat.client.tls import handshake_error
 
@@ -74,6 +75,7 @@ class Link:
         state: ChatState | None = None,
         backoff: Backoff | None = None,
         timeout: float = 15.0,
+        on_sent: Callable[[str], None] | None = None,
     ) -> None:
         self.address = address
         self.state = state or ChatState()
@@ -83,11 +85,26 @@ class Link:
         self._backoff = backoff or Backoff()
         self._timeout = timeout
         self._outbox: deque[str] = deque()
+        self._on_sent = on_sent or (lambda line: None)  # a line handed to the socket
+        self.limits = RoomLimits()
+        self.pacer = Pacer()  # the room's rate, mirrored so no line is dropped (outgoing.py)
         self._writer: asyncio.StreamWriter | None = None
         self._kick = asyncio.Event()  # wakes the sender task and backoff sleeps
         self._quitting = False
         self._deliver_before_quit = False
         self._quit_sent = False
+
+    @property
+    def queued(self) -> int:
+        """Lines waiting to be sent (a paste being paced, or lines typed while disconnected)."""
+        return sum(1 for line in self._outbox if not is_quit(line))
+
+    def cancel_queued(self) -> int:
+        """Drop the lines not sent yet (Ctrl-C during a paste); how many were dropped."""
+        kept = [line for line in self._outbox if is_quit(line)]
+        dropped = len(self._outbox) - len(kept)
+        self._outbox = deque(kept)
+        return dropped
 
     @property
     def connected(self) -> bool:
@@ -138,6 +155,8 @@ class Link:
             again = "re" if welcomed_once else ""
             self._on_status(f"{again}connected to {self.address}", False)
             replies, shown = self.state.receive(first)
+            self.limits = RoomLimits.from_welcome(first)
+            self.pacer.configure(self.limits, asyncio.get_running_loop().time())
             for event in shown:
                 self._on_event(event)
             welcomed_once = True
@@ -266,6 +285,8 @@ class Link:
                 self._write(reply)
             if event.type == "bye":
                 bye = event.text("reason")
+            elif event.type == "error" and event.text("code") == RATE_LIMITED:
+                self.pacer.refused(asyncio.get_running_loop().time())
             for item in shown:
                 self._on_event(item)
 
@@ -273,26 +294,55 @@ class Link:
         if self._writer is not None and not self._quit_sent:
             self._writer.write(line.encode("utf-8") + b"\n")
 
+    def _next_batch(self, now: float) -> tuple[list[str], float]:
+        """The lines that may go now (split to the room's line limit, within its rate), up to
+        and including a ``/quit``; and how long to wait before more may go."""
+        batch: list[str] = []
+        while self._outbox and len(batch) < SEND_BATCH:
+            line = self._outbox[0]
+            if is_quit(line):
+                batch.append(line)
+                break
+            parts = split_line(line, self.limits.max_line)
+            if len(parts) > 1:
+                self._outbox.popleft()
+                self._outbox.extendleft(reversed(parts))
+                line = parts[0]
+            wait = self.pacer.delay(now)
+            if wait > 0:
+                return batch, wait
+            self.pacer.take(now)
+            batch.append(self._outbox.popleft())
+        return batch, 0.0
+
     async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             if self._outbox and not self._quit_sent:
-                # Everything queued goes out as one write (a pasted block, a piped file), up to
-                # and including a /quit. Lines leave the queue only once handed to the socket.
-                batch: list[str] = []
-                for line in self._outbox:
-                    batch.append(line)
-                    if is_quit(line) or len(batch) >= SEND_BATCH:
-                        break
-                writer.write("".join(line + "\n" for line in batch).encode("utf-8"))
-                await writer.drain()
-                for _ in batch:
-                    self._outbox.popleft()
-                if is_quit(batch[-1]):
-                    self._quit_sent = True
-                    # The server answers /quit with bye and a close; don't hang if it doesn't.
-                    await asyncio.sleep(QUIT_GRACE)
-                    writer.transport.abort()
-                    return
+                # What may go now goes out as one write (a pasted block, a piped file), paced
+                # to the room's rate so the server drops nothing.
+                batch, wait = self._next_batch(loop.time())
+                if batch:
+                    try:
+                        writer.write("".join(line + "\n" for line in batch).encode("utf-8"))
+                        await writer.drain()
+                    except BaseException:
+                        # Not known to be sent: back to the queue, for after the reconnect.
+                        self._outbox.extendleft(reversed(batch))
+                        raise
+                    for line in batch:
+                        if not is_quit(line):
+                            self._on_sent(line)
+                    if is_quit(batch[-1]):
+                        self._quit_sent = True
+                        # The server answers /quit with bye and a close; don't hang if it doesn't.
+                        await asyncio.sleep(QUIT_GRACE)
+                        writer.transport.abort()
+                        return
+                    continue
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), wait)
                 continue
             self._kick.clear()
             await self._kick.wait()

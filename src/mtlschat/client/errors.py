@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     BAD_PASSPHRASE = 13  # the bundle's key is encrypted and the passphrase is wrong or missing
     REFUSED = 14  # the server said bye before welcoming us (e.g. server full, bad name)
     PROTOCOL = 15  # the peer does not speak mtlschat (not TLS, no welcome)
+    NOT_DELIVERED = 16  # pipe mode: the server refused some of the lines
     INTERRUPTED = 130  # Ctrl-C
 
 

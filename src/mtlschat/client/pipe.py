@@ -1,8 +1,10 @@
 """Pipe mode: stdin lines go to the room, each received message is one plain line on stdout.
 
 Used when stdin is not a terminal (scripts, tests). Connection notices go to stderr so stdout
-holds only what the room said. When stdin ends, queued lines are delivered (reconnecting if
-needed), then ``/quit`` is sent and the client waits for the server's goodbye.
+holds only what the room said. Lines are paced to the room's rate (see :mod:`.outgoing`), so a
+long file arrives whole. When stdin ends, queued lines are delivered (reconnecting if needed),
+then ``/quit`` is sent and the client waits for the server's goodbye. If the server refused any
+line, the exit is :attr:`~.errors.ExitCode.NOT_DELIVERED`, saying how many.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import TextIO
 
 from mtlschat.address import Address
 from mtlschat.client.connection import Link
+from mtlschat.client.errors import ClientError, ExitCode
+from mtlschat.client.outgoing import RATE_LIMITED
 from mtlschat.client.protocol import Event
 from mtlschat.client.render import render_plain
 
@@ -32,8 +36,13 @@ async def run_pipe(
 ) -> None:
     """Run the pipe front end until stdin ends (raise ClientError on a fatal failure)."""
     loop = asyncio.get_running_loop()
+    refused: dict[str, int] = {}  # error code -> lines the server refused with it
+    sent = 0
 
     def on_event(event: Event) -> None:
+        if event.type == "error":  # after the welcome, an error answers one line of ours
+            code = event.text("code") or "error"
+            refused[code] = refused.get(code, 0) + 1
         for line in render_plain(event, timestamps=timestamps):
             stdout.write(line + "\n")
         stdout.flush()
@@ -42,7 +51,11 @@ async def run_pipe(
         stderr.write(f"mtlschat: {text}\n")
         stderr.flush()
 
-    link = Link(address, context, on_event, on_status)
+    def on_sent(line: str) -> None:
+        nonlocal sent
+        sent += 1
+
+    link = Link(address, context, on_event, on_status, on_sent=on_sent)
 
     def call(fn: Callable[[], None]) -> bool:
         try:
@@ -73,3 +86,19 @@ async def run_pipe(
 
     threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
     await link.run()
+    if refused:
+        raise ClientError(ExitCode.NOT_DELIVERED, not_delivered(refused, sent))
+
+
+def not_delivered(refused: dict[str, int], sent: int) -> str:
+    """The exit message when the server refused lines (``refused``: error code -> count)."""
+    count = sum(refused.values())
+    why = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in sorted(refused.items()))
+    if RATE_LIMITED in refused:
+        # After a rate-limit notice the server drops lines silently for a second.
+        return (
+            f"at least {count} of {sent} lines were not delivered ({why}; the server drops "
+            "lines over its rate without saying each one: another session with your name "
+            "may be sending too)"
+        )
+    return f"{count} of {sent} lines were not delivered ({why})"
