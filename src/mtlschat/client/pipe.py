@@ -40,7 +40,7 @@ async def run_pipe(
     sent = 0
 
     def on_event(event: Event) -> None:
-        if event.type == "error":  # after the welcome, an error answers one line of ours
+        if event.type == "error" and not event.local:  # after the welcome: one line of ours
             code = event.text("code") or "error"
             refused[code] = refused.get(code, 0) + 1
         for line in render_plain(event, timestamps=timestamps):
