@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .conftest import DEADLINE
@@ -61,6 +64,41 @@ def test_openssl_s_client_chats_with_python_client(
         assert b"* bye: quit" in _read_until(proc, b"* bye: quit\n")
         bob.wait_for("leave", name="alice")
         assert proc.wait(DEADLINE) == 0  # close_notify from the server ends s_client cleanly
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_openssl_s_client_sees_dated_history_then_searches(
+    start_server: Callable[..., RunningServer], openssl: str, tmp_path: Path
+) -> None:
+    server = start_server(history=str(tmp_path / "h.db"))
+    bob = server.join("bob")
+    for i in range(1, 26):
+        bob.send(f"note {i}")
+    bob.send("/who")
+    bob.wait_for("who")  # every line before it is stored
+    bundle = str(server.pki.user("alice"))
+    cmd = [openssl, "s_client", "-quiet", "-cert", bundle, "-key", bundle]
+    cmd += ["-CAfile", str(server.pki.ca_cert), "-connect", f"127.0.0.1:{server.port}"]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdin is not None
+        out = _read_until(proc, b"* end of history\n")
+        assert b"* history: the last 20 lines (/history N for more)\n" in out
+        lines = [line for line in out.splitlines() if b"<bob> note" in line]
+        assert [line.rsplit(b" ", 1)[1] for line in lines] == [b"%d" % i for i in range(6, 26)]
+        assert all(re.match(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] <bob> ", line) for line in lines)
+        proc.stdin.write(b"/search note 1\n")
+        proc.stdin.flush()
+        out = _read_until(proc, b"* end of history\n")
+        assert b"* search: the last 11 lines matching note 1\n" in out
+        proc.stdin.write(b"/quit\n")
+        proc.stdin.flush()
+        proc.wait(DEADLINE)
     finally:
         if proc.poll() is None:
             proc.kill()
