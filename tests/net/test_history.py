@@ -209,6 +209,9 @@ def test_a_full_disk_degrades_history_but_not_the_room_and_it_recovers(
         bob.wait_for("msg", text=f"during {n}")  # live all the same
         assert n < 2000, server.log()
     bob.wait_for("info", text="history: lines are not being saved right now; chat goes on")
+    carol = join(server, fresh_pki, "carol")  # joining meanwhile: told too
+    carol.wait_for("info", text="history: lines are not being saved right now; chat goes on")
+    carol.close()
     resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
     while "history recovered" not in server.log():
         n += 1

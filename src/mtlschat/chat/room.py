@@ -60,6 +60,7 @@ __all__ = ["Mode", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
 _origins = random.Random()  # seeded from os.urandom
+HISTORY_DEGRADED = "history: lines are not being saved right now; chat goes on"
 
 
 class Refusal(enum.Enum):
@@ -228,8 +229,11 @@ class Room:
                 None if self.history is None else (self.history.epoch, self._last_id, s.origin),
             ),
         )
-        if self.history is not None and st.history_join:
-            self.replay(s, self.history.last(st.history_join, name), "join")
+        if self.history is not None:
+            if st.history_join:
+                self.replay(s, self.history.last(st.history_join, name), "join")
+            if self.history.degraded is not None:
+                self.send(s, Info(HISTORY_DEGRADED))
         if first and self._announcing():
             # A cross-node fan-out would publish this too.
             self.broadcast(Join(self.wall(), name), s)
@@ -359,7 +363,7 @@ class Room:
         if self.history is not None:
             change = self.history.commit()
             if change == "degraded":
-                self.broadcast(Info("history: lines are not being saved right now; chat goes on"))
+                self.broadcast(Info(HISTORY_DEGRADED))
             elif change == "recovered":
                 self.broadcast(Info("history: saving again"))
         events = self._events
