@@ -113,7 +113,10 @@ def _gap_text(event: Event) -> str:
     end = date_clock(until)[:16] if isinstance(until, int | float) else "now"
     if not isinstance(since, int | float):
         return f"history before {end} is not available"
-    return f"history from {date_clock(since)[:16]} to {end} is not available"
+    start = date_clock(since)[:16]
+    if start[:10] == end[:10] or (end == "now" and start[:10] == date_clock(None)[:10]):
+        start, end = start[11:], end[11:] or end  # the same day: times only
+    return f"history from {start} to {end} is not available"
 
 
 def date_clock(ts: float | None) -> str:
@@ -184,7 +187,7 @@ def render_styled(event: Event, me: str = "") -> FormattedText | None:
         )
     if kind == "raw":
         return FormattedText([("", body)])
-    if kind == "error":
+    if kind in ("error", "gap"):
         return FormattedText([*ts, ("class:error", f"! {_notice_text(event)}")])
     text = _notice_text(event)
     if text is None:
