@@ -265,6 +265,8 @@ class Room:
                 # Refused lines take a token too: a flood of garbage costs its sender a few
                 # notices, not the server one error line per input line.
                 assert isinstance(line, FramingError)
+                bad = self.counters.bad_lines
+                bad[line.code] = bad.get(line.code, 0) + 1
                 if not rate or self.allow(s, now):
                     self.error(s, line.code, line.text)
                 continue

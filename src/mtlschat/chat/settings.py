@@ -98,3 +98,4 @@ class RoomCounters:
     rate_limited: int = 0  # lines dropped by the rate limit
     refused: dict[str, int] = field(default_factory=dict)  # sessions refused, by Refusal.code
     input_dropped: int = 0  # input lines dropped unread: over the name's input budget
+    bad_lines: dict[str, int] = field(default_factory=dict)  # lines refused, by error code

@@ -99,6 +99,7 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
       MTLSCHAT_MAX_CONNECTIONS=20000 mtlschat server --config server.toml --check
     """
     # Imported here so `mtlschat --help` and the other commands don't pay for the server's.
+    from mtlschat.logformat import log_formatter
     from mtlschat.net.server import StartupError, run_server
     from mtlschat.net.tls import TLSSetupError
 
@@ -108,11 +109,9 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
         if check:
             typer.echo(settings_report(cfg, ctx.meta.get(_SOURCES, {})))
             return
-        logging.basicConfig(
-            level=cfg.log_level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(message)s",
-        )
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(log_formatter(cfg.log_format))
+        logging.basicConfig(level=cfg.log_level, handlers=[handler])
         run_server(cfg)
     except (ConfigError, TLSSetupError, StartupError) as exc:
         fail(str(exc))

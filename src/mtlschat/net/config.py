@@ -81,6 +81,32 @@ class ServerConfig(RoomSettings):
         "Least severe log lines written: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
         unit="level",
     )
+    log_format: str = setting(
+        "TEXT",
+        Choice(("TEXT", "JSON")),
+        "Log lines as text, or as JSON objects (time, level, message) for log shippers.",
+        unit="format",
+    )
+    pidfile: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "Write the server's PID to this file once it listens (removed at exit).",
+        shown_default="none",
+    )
+    metrics: str | None = setting(
+        None,
+        Nullable(Text(), off=()),
+        "Serve Prometheus metrics and /healthz on [HOST:]PORT (a bare port: 127.0.0.1).",
+        unit="address",
+        shown_default="off",
+    )
+    node: str | None = setting(
+        None,
+        Nullable(Text(), off=()),
+        "This server's name in the metrics' node label.",
+        unit="name",
+        shown_default="the host name",
+    )
     history: str | None = setting(
         None,
         Nullable(Text(), off=()),

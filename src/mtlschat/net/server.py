@@ -18,8 +18,9 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mtlschat.address import Address
 from mtlschat.ca.trust import expiring
@@ -31,7 +32,8 @@ from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import HistoryError
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
-from mtlschat.net.tls import TLSSetupError, load_trust, peer_identity
+from mtlschat.net.stats import LoopStats
+from mtlschat.net.tls import ServerTrust, TLSSetupError, load_trust, peer_identity
 from mtlschat.tlserror import tls_reason
 
 log = logging.getLogger("mtlschat.server")
@@ -100,6 +102,7 @@ class ChatServer:
         self._next_watch = 0.0  # monotonic
         self._next_expiry_warning = 0.0  # wall clock
         self._stale_logged = False  # the stale-CRL error was logged for this trust
+        self.stats = LoopStats()
         self.history = open_history(config)
         self.room = Room(
             room_settings(config), clock=time.monotonic, wall=clock, history=self.history
@@ -137,6 +140,16 @@ class ChatServer:
         self._sel.register(sock, selectors.EVENT_READ, _LISTENER)
         self.address = (host, sock.getsockname()[1])
         return self.address
+
+    @property
+    def trust(self) -> ServerTrust:
+        """The certificate, CA and CRL in force (replaced whole by each successful reload)."""
+        return self._trust
+
+    @property
+    def handshakes_pending(self) -> int:
+        """Connections still in their TLS handshake (safe to read from another thread)."""
+        return max(0, len(self._conns) - len(self._by_session))
 
     @property
     def connection_count(self) -> int:
@@ -188,6 +201,7 @@ class ChatServer:
                 self._round(self._timeout(next_tick))
                 now = time.monotonic()
                 if now >= next_tick:
+                    self.stats.heartbeat = now
                     self.room.tick()
                     next_tick = now + self._tick_interval()
                     if now >= self._next_watch:
@@ -266,6 +280,7 @@ class ChatServer:
             peer = _format_peer(addr)
             if len(self._conns) >= self.config.max_connections:
                 log.warning("refused %s: max connections (%d) reached", peer, len(self._conns))
+                self.stats.over_capacity += 1
                 raw.close()
                 continue
             raw.setblocking(False)
@@ -341,6 +356,7 @@ class ChatServer:
             )
             return
         self._want(conn, selectors.EVENT_READ)
+        self.stats.handshakes_ok += 1
         log.info(
             "connect %s from %s (%s, %s)",
             identity.name,
@@ -384,6 +400,8 @@ class ChatServer:
             eof = f"TLS error: {tls_reason(exc)}"
         except OSError as exc:
             eof = exc.strerror or "connection lost"
+        if chunks:
+            self.stats.bytes_in += sum(map(len, chunks))
         if chunks and conn.state is State.OPEN and conn.session is not None:
             self.room.feed(conn.session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if eof is None:
@@ -420,6 +438,7 @@ class ChatServer:
         self._send(conn)
         if conn.state is not State.CLOSED and conn.queued() >= self.config.out_buffer:
             # Judged after the write, so a big round for a peer that keeps up is no offence.
+            self.stats.slow_consumers += 1
             self._drop(conn, f"slow consumer: {conn.queued()} bytes unsent")
 
     def _send(self, conn: Connection) -> None:
@@ -427,7 +446,7 @@ class ChatServer:
             conn.pending, conn.unsent = conn.unsent, b""
         if conn.pending is not None:
             try:
-                conn.sock.send(conn.pending)
+                self.stats.bytes_out += conn.sock.send(conn.pending)
             except ssl.SSLWantWriteError:
                 self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
@@ -459,6 +478,7 @@ class ChatServer:
 
     def _reject(self, conn: Connection, reason: str) -> None:
         log.info("rejected handshake from %s: %s", conn.peer, reason)
+        self.stats.refused(reason)
         self._release(conn)
 
     def _start_closing(self, conn: Connection, reason: str) -> None:
@@ -509,7 +529,9 @@ class ChatServer:
             trust = load_trust(cfg.cert_path, cfg.ca_path, cfg.crl_path, self._trust, self._now())
         except TLSSetupError as exc:  # keep serving with what we had
             log.error("reload failed, keeping the previous certificate and CRL: %s", exc)
+            self.stats.reloads_failed += 1
             return False
+        self.stats.reloads_ok += 1
         self._trust = trust
         revoked = trust.revoked
         kicked = 0
@@ -643,8 +665,55 @@ def _format_peer(addr: object) -> str:
 
 
 def run_server(config: ServerConfig) -> None:
-    """Run ``mtlschat server`` in this (main) thread until SIGINT/SIGTERM."""
+    """Run ``mtlschat server`` in this (main) thread until SIGINT/SIGTERM.
+
+    With ``--metrics`` the exporter runs on a thread of its own; with ``--pidfile`` the PID is
+    written once the port is bound and removed on the way out.
+    """
     server = ChatServer(config)
     server.bind()
-    server.install_signal_handlers()
-    server.serve()
+    with contextlib.ExitStack() as stack:
+        if config.metrics is not None:
+            stack.enter_context(_metrics(server, config.metrics, config.node))
+        if config.pidfile is not None:
+            stack.enter_context(_pidfile(config.pidfile))
+        server.install_signal_handlers()
+        server.serve()
+
+
+@contextlib.contextmanager
+def _metrics(server: ChatServer, where: str, node: str | None) -> Iterator[None]:
+    from mtlschat.net.metrics import MetricsServer, metrics_address  # (prometheus_client)
+
+    try:
+        address = metrics_address(where)
+        exporter = MetricsServer(server, address, node or socket.gethostname())
+    except ValueError as exc:
+        raise StartupError(f"bad --metrics address: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+    exporter.start()
+    log.info("metrics on http://%s/metrics (and /healthz)", exporter.address)
+    try:
+        yield
+    finally:
+        exporter.close()
+
+
+@contextlib.contextmanager
+def _pidfile(path: Path) -> Iterator[None]:
+    """Write our PID to ``path`` (atomically) for service managers; remove it when done."""
+    pid = f"{os.getpid()}\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(pid)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StartupError(f"cannot write the pidfile {path}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == pid:  # (not if another server has taken it over)
+                path.unlink()
