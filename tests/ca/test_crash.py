@@ -120,11 +120,11 @@ def test_killed_bundle_write_leaves_no_key_and_the_certificate_recorded(
     assert key_files(tmp_path / "users") == [tmp_path / "users" / "carol.pem"]
 
 
-def test_killed_sign_is_recorded(tmp_path: Path, mtlschat_cli: CLIRunner) -> None:
+def test_killed_sign_is_recorded(tmp_path: Path, mtlschat_cli: CLIRunner, openssl: str) -> None:
     ok(mtlschat_cli("ca", "init", cwd=tmp_path))
-    openssl = ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    req = [openssl, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
     made = subprocess.run(
-        [*openssl, "-nodes", "-keyout", "kim.key", "-out", "kim.csr", "-subj", "/CN=kim"],
+        [*req, "-nodes", "-keyout", "kim.key", "-out", "kim.csr", "-subj", "/CN=kim"],
         cwd=tmp_path,
         capture_output=True,
         check=False,
@@ -135,7 +135,9 @@ def test_killed_sign_is_recorded(tmp_path: Path, mtlschat_cli: CLIRunner) -> Non
     assert statuses(mtlschat_cli, tmp_path) == {"kim": ["valid"]}
 
 
-def test_revoke_a_certificate_the_record_lost(tmp_path: Path, mtlschat_cli: CLIRunner) -> None:
+def test_revoke_a_certificate_the_record_lost(
+    tmp_path: Path, mtlschat_cli: CLIRunner, openssl: str
+) -> None:
     """Given the file or the serial, any certificate this CA signed can be revoked."""
     ok(mtlschat_cli("ca", "init", cwd=tmp_path))
     ok(mtlschat_cli("ca", "issue", "dave", cwd=tmp_path))
@@ -151,7 +153,7 @@ def test_revoke_a_certificate_the_record_lost(tmp_path: Path, mtlschat_cli: CLIR
     revoked = mtlschat_cli("ca", "revoke", "--serial", f"{erin:x}", cwd=tmp_path)
     assert ok(revoked) and "listed in the CRL as given" in revoked.stderr
     assert crl_state(tmp_path / "pki")[1] == {dave, erin}
-    verify = ["openssl", "verify", "-CAfile", "pki/ca.crt", "-crl_check", "-CRLfile"]
+    verify = [openssl, "verify", "-CAfile", "pki/ca.crt", "-crl_check", "-CRLfile"]
     check = subprocess.run(
         [*verify, "pki/crl.pem", "dave.pem"],
         cwd=tmp_path,

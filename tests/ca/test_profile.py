@@ -16,7 +16,7 @@ from mtlschat.ca import CertificateAuthority
 from mtlschat.ca.bundle import load_bundle
 from mtlschat.ca.errors import BadRequest
 from mtlschat.ca.keys import KEY_TYPES
-from mtlschat.ca.profile import MAX_LEAF_DAYS
+from mtlschat.ca.profile import MAX_SERVER_DAYS
 
 if TYPE_CHECKING:  # conftest is not importable at run time (--import-mode=importlib)
     from conftest import TestPKI
@@ -68,7 +68,7 @@ def test_leaf_profile(pki: TestPKI, kind: str) -> None:
     assert ski is not None
     assert cert.serial_number > 0
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    assert lifetime <= timedelta(days=MAX_LEAF_DAYS)
+    assert lifetime <= timedelta(days=MAX_SERVER_DAYS)
     assert bundle.chain == [pki.ca.cert]
     if kind == "server":
         sans = _ext(cert, x509.SubjectAlternativeName).value
@@ -121,7 +121,7 @@ def test_leaf_validity_capped_and_checked(tmp_path: Path) -> None:
     issued = ca.issue_user("alice", out=tmp_path / "a.pem", days=100)
     assert issued.not_after <= ca.cert.not_valid_after_utc  # never outlives the CA
     with pytest.raises(BadRequest):
-        ca.issue_user("bob", out=tmp_path / "b.pem", days=MAX_LEAF_DAYS + 1)
+        ca.issue_server(["h"], out=tmp_path / "h.pem", days=MAX_SERVER_DAYS + 1)
     with pytest.raises(BadRequest):
         ca.issue_user("bob", out=tmp_path / "b.pem", days=0)
 

@@ -13,13 +13,13 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mtlschat.ca import install
 from mtlschat.ca.bundle import is_encrypted_pem_key, load_pem_key, serialize_bundle
 from mtlschat.ca.crl import DEFAULT_CRL_DAYS, build_crl, check_crl_days, check_reason
+from mtlschat.ca.csr import check_csr, load_csr
 from mtlschat.ca.db import CertDB, CertRecord
 from mtlschat.ca.errors import (
     BadFile,
@@ -28,7 +28,6 @@ from mtlschat.ca.errors import (
     BundleError,
     CAError,
     CAExists,
-    CSRRefused,
     NameTaken,
     NoCA,
     OutputExists,
@@ -49,10 +48,10 @@ from mtlschat.ca.profile import (
     CLOCK_SKEW,
     DEFAULT_CA_DAYS,
     DEFAULT_LEAF_DAYS,
-    MAX_LEAF_DAYS,
     build_leaf,
     build_root,
     check_days,
+    check_validity,
     common_name,
     fingerprint,
     parse_host,
@@ -60,15 +59,6 @@ from mtlschat.ca.profile import (
 from mtlschat.ca.testpoint import pause_point
 
 MAX_CA_NAME = 64  # X.520 upper bound for a CN
-
-# Extensions a CSR may carry: they are checked, never copied (the profile decides).
-_CSR_ALLOWED = {
-    ExtensionOID.BASIC_CONSTRAINTS,
-    ExtensionOID.KEY_USAGE,
-    ExtensionOID.EXTENDED_KEY_USAGE,
-    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-}
-
 
 _T = TypeVar("_T")
 
@@ -143,7 +133,7 @@ class CertificateAuthority:
         paths = PKIPaths(Path(pki_dir))
         if not name.strip() or len(name) > MAX_CA_NAME or not name.isprintable():
             raise BadRequest(f"the CA name must be 1-{MAX_CA_NAME} printable characters")
-        check_days(days, None)
+        check_days(days)
         try:
             paths.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
@@ -258,6 +248,7 @@ class CertificateAuthority:
         name: str,
         *,
         days: int | None = None,
+        valid: timedelta | None = None,
         out: Path | None = None,
         not_before: datetime | None = None,
         key_type: str = DEFAULT_KEY_TYPE,
@@ -278,6 +269,7 @@ class CertificateAuthority:
             cn=name,
             public_key=key.public_key(),
             days=days,
+            valid=valid,
             not_before=not_before,
             out=target,
             force=force,
@@ -290,6 +282,7 @@ class CertificateAuthority:
         hosts: Sequence[str],
         *,
         days: int | None = None,
+        valid: timedelta | None = None,
         out: Path | None = None,
         key_type: str = DEFAULT_KEY_TYPE,
         force: bool = False,
@@ -315,6 +308,7 @@ class CertificateAuthority:
             cn=cn,
             public_key=key.public_key(),
             days=days,
+            valid=valid,
             not_before=None,
             out=Path(out) if out is not None else self.paths.server_bundle,
             force=force,
@@ -329,6 +323,7 @@ class CertificateAuthority:
         csr: Path | bytes,
         *,
         days: int | None = None,
+        valid: timedelta | None = None,
         out: Path | None = None,
         force: bool = False,
     ) -> IssuedCert:
@@ -338,14 +333,15 @@ class CertificateAuthority:
         key strong enough, and any extension it requests harmless; its extensions are never
         copied. ``out`` defaults to ``./NAME.crt``.
         """
-        request = _load_csr(csr)
-        name = _check_csr(request)
+        request = load_csr(csr)
+        name = check_csr(request)
         target = Path(out) if out is not None else Path(f"{name}.crt")
         return self._issue(
             kind="user",
             cn=name,
             public_key=request.public_key(),
             days=days,
+            valid=valid,
             not_before=None,
             out=target,
             force=force,
@@ -358,6 +354,7 @@ class CertificateAuthority:
         name: str,
         *,
         days: int | None = None,
+        valid: timedelta | None = None,
         out: Path | None = None,
         revoke_old: bool = False,
         key_type: str = DEFAULT_KEY_TYPE,
@@ -381,6 +378,7 @@ class CertificateAuthority:
             cn=cn,
             public_key=key.public_key(),
             days=days,
+            valid=valid,
             not_before=None,
             out=Path(out) if out is not None else Path(f"{cn}.pem"),
             force=force,
@@ -397,6 +395,7 @@ class CertificateAuthority:
         cn: str,
         public_key: CertificatePublicKeyTypes,
         days: int | None,
+        valid: timedelta | None,
         not_before: datetime | None,
         out: Path,
         force: bool,
@@ -406,14 +405,17 @@ class CertificateAuthority:
         unique: bool = True,
         supersede: bool = False,
     ) -> IssuedCert:
-        days = DEFAULT_LEAF_DAYS if days is None else days
-        check_days(days, MAX_LEAF_DAYS)
+        if valid is None:
+            days = DEFAULT_LEAF_DAYS if days is None else days
+            check_days(days)
+            valid = timedelta(days=days)
+        check_validity(valid, server=kind == "server")
         if out.exists() and not force:
             raise OutputExists(f"{out} already exists (use --force to overwrite)")
         ca_key = self.key  # decrypt before taking the lock: a wrong passphrase fails fast
         now = datetime.now(UTC)
         start = not_before if not_before is not None else now - CLOCK_SKEW
-        end = min(start + timedelta(days=days), self.cert.not_valid_after_utc)
+        end = min(start + valid, self.cert.not_valid_after_utc)
         if end <= start:
             raise BadRequest("the CA certificate has expired: create a new CA")
         # Recorded first, then written: whatever exists on disk (the file, or a temporary left
@@ -630,56 +632,3 @@ def _record_of(cert: x509.Certificate, name: str) -> CertRecord:
         reason=None,
         cert_pem=_pem(cert).decode(),
     )
-
-
-def _load_csr(csr: Path | bytes) -> x509.CertificateSigningRequest:
-    data = csr if isinstance(csr, bytes) else read_file(csr, "CSR")
-    where = "the CSR" if isinstance(csr, bytes) else str(csr)
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_csr(data)
-        return x509.load_der_x509_csr(data)
-    except ValueError:
-        raise BadFile(f"{where} is not a certificate signing request") from None
-
-
-def _check_csr(csr: x509.CertificateSigningRequest) -> str:
-    """Return the requested name, or raise :class:`CSRRefused` / :class:`BadName`."""
-    if not csr.is_signature_valid:
-        raise CSRRefused("the CSR's signature does not verify")
-    attrs = list(csr.subject)
-    if len(attrs) != 1 or attrs[0].oid != NameOID.COMMON_NAME:
-        raise CSRRefused(
-            f"the CSR subject must be just CN=<name>, not {csr.subject.rfc4514_string()!r}"
-        )
-    name = common_name(csr.subject) or ""
-    _check_name(name)
-    key = csr.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < 2048:
-            raise CSRRefused(f"the CSR's RSA key is too small ({key.key_size} bits; need 2048+)")
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
-            raise CSRRefused(f"the CSR's curve {key.curve.name} is not supported")
-    elif not isinstance(key, ed25519.Ed25519PublicKey):
-        raise CSRRefused(f"the CSR's key type {type(key).__name__} is not supported")
-    try:
-        extensions = list(csr.extensions)
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
-        raise CSRRefused("the CSR carries malformed extensions") from None
-    for ext in extensions:
-        value = ext.value
-        if ext.oid not in _CSR_ALLOWED:
-            raise CSRRefused(
-                "the CSR asks for an extension the CA does not grant: "
-                f"{ext.oid.dotted_string} ({ext.oid._name})"
-            )
-        if isinstance(value, x509.BasicConstraints) and value.ca:
-            raise CSRRefused("the CSR asks for CA powers (basicConstraints CA:TRUE)")
-        if isinstance(value, x509.KeyUsage) and (value.key_cert_sign or value.crl_sign):
-            raise CSRRefused("the CSR asks for certificate or CRL signing (keyUsage)")
-        if isinstance(value, x509.ExtendedKeyUsage) and set(value) - {
-            ExtendedKeyUsageOID.CLIENT_AUTH
-        }:
-            raise CSRRefused("the CSR asks for extended key usages other than clientAuth")
-    return name

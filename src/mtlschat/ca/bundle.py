@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from mtlschat.ca.errors import (
@@ -23,7 +24,7 @@ from mtlschat.ca.errors import (
     PassphraseRequired,
     WrongPassphrase,
 )
-from mtlschat.ca.fileio import read_file
+from mtlschat.ca.fileio import PRIVATE, atomic_write, read_file
 from mtlschat.ca.keys import PrivateKey, as_supported_key
 from mtlschat.ca.profile import common_name
 
@@ -31,6 +32,7 @@ from mtlschat.ca.profile import common_name
 # give up. The CLI answers from an environment variable once, or from a prompt up to 3 times.
 AskPassphrase = Callable[[str, int], bytes | None]
 PASSPHRASE_TRIES = 3
+_T = TypeVar("_T")
 
 _KEY_BLOCK = re.compile(
     rb"-----BEGIN ((?:ENCRYPTED |RSA |EC )?PRIVATE KEY)-----.*?-----END \1-----", re.DOTALL
@@ -127,14 +129,9 @@ def load_bundle(path: Path, passphrase: bytes | None = None) -> Bundle:
     if not certs:
         raise BundleError(f"{path} holds no certificate")
     key = load_pem_key(blocks[0], passphrase, f"the private key in {path}")
-    want = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    want = _public_der(key)
     for i, cert in enumerate(certs):
-        have = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if have == want:
+        if _spki(cert) == want:
             chain = certs[:i] + certs[i + 1 :]
             return Bundle(
                 path=path,
@@ -154,16 +151,94 @@ def unlock_bundle(path: Path, ask: AskPassphrase, tries: int = PASSPHRASE_TRIES)
     (returns None) the last error (:class:`PassphraseRequired` or :class:`WrongPassphrase`) is
     raised.
     """
+    return _asking(
+        lambda passphrase: load_bundle(path, passphrase), f"the key in {path}", ask, tries
+    )
+
+
+def _asking(load: Callable[[bytes | None], _T], what: str, ask: AskPassphrase, tries: int) -> _T:
+    """``load(None)``; if that needs a passphrase, ``load(ask(...))`` up to ``tries`` times."""
     try:
-        return load_bundle(path)
+        return load(None)
     except PassphraseRequired as e:
         error: WrongPassphrase = e
     for attempt in range(tries):
-        passphrase = ask(f"the key in {path} is encrypted", attempt)
+        passphrase = ask(f"{what} is encrypted", attempt)
         if passphrase is None:
             break
         try:
-            return load_bundle(path, passphrase)
+            return load(passphrase)
         except WrongPassphrase as e:
             error = e
     raise error
+
+
+def join_bundle(
+    key_path: Path,
+    cert_path: Path,
+    *,
+    ask: AskPassphrase,
+    ca_path: Path | None = None,
+    out: Path | None = None,
+    force: bool = False,
+) -> Bundle:
+    """Join a member's own key (from ``mtlschat request``) and the certificate the operator
+    returned (``ca sign``: certificate + CA) into one bundle, 0600, for ``mtlschat client``.
+
+    The key is copied as it is (an encrypted key stays encrypted; ``ask`` is asked for its
+    passphrase only to check that it matches the certificate). ``out`` defaults to the
+    certificate's path with the suffix ``.pem``. ``ca_path`` adds the CA certificate when the
+    certificate file lacks it.
+    """
+    key_data = read_file(key_path, "key")
+    blocks = [m.group(0) for m in _KEY_BLOCK.finditer(key_data)]
+    if len(blocks) != 1:
+        raise BundleError(f"{key_path} must hold exactly one PEM private key")
+    key = _asking(
+        lambda passphrase: load_pem_key(blocks[0], passphrase, f"the key {key_path}"),
+        f"the key {key_path}",
+        ask,
+        PASSPHRASE_TRIES,
+    )
+    pem = read_file(cert_path, "certificate")
+    if ca_path is not None:
+        pem += b"\n" + read_file(ca_path, "CA certificate")
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise BundleError(f"{cert_path} holds no PEM certificate") from None
+    want = _public_der(key)
+    leaves = [c for c in certs if _spki(c) == want]
+    if not leaves:
+        raise BundleError(f"the key {key_path} does not match the certificate in {cert_path}")
+    leaf = leaves[0]
+    chain = [c for c in certs if c != leaf]
+    if not chain:
+        raise BundleError(f"{cert_path} holds no CA certificate: add --ca pki/ca.crt")
+    try:
+        leaf.verify_directly_issued_by(chain[0])
+    except (ValueError, TypeError, InvalidSignature):
+        raise BundleError(f"the certificate in {cert_path} is not signed by the CA given") from None
+    target = Path(out) if out is not None else Path(cert_path).with_suffix(".pem")
+    certs_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *chain])
+    atomic_write(target, blocks[0] + b"\n" + certs_pem, mode=PRIVATE, overwrite=force)
+    return Bundle(
+        path=target,
+        key=key,
+        cert=leaf,
+        chain=chain,
+        name=common_name(leaf.subject) or "",
+        encrypted=is_encrypted_pem_key(blocks[0]),
+    )
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _public_der(key: PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -1,16 +1,18 @@
-"""Describe a certificate, bundle, CSR or CRL for ``mtlschat ca show``."""
+"""Describe a certificate, bundle, CSR, CRL or PKCS#12 file for ``mtlschat ca show``."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
-from mtlschat.ca.errors import BadFile
+from mtlschat.ca.errors import BadFile, PassphraseRequired, WrongPassphrase
 from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import describe_public_key
 
@@ -113,8 +115,48 @@ def _der_crl(data: bytes) -> Section:
     return _describe_crl(x509.load_der_x509_crl(data))
 
 
-def describe_file(path: Path) -> list[Section]:
-    """Every certificate, CSR, CRL (and whether a private key is there) in a PEM or DER file."""
+def _looks_like_pkcs12(data: bytes) -> bool:
+    """A DER SEQUENCE whose first element is INTEGER 3: a PKCS#12 PFX (RFC 7292)."""
+    if len(data) < 8 or data[0] != 0x30:
+        return False
+    offset = 2 if data[1] < 0x80 else 2 + (data[1] & 0x7F)
+    return data[offset : offset + 3] == b"\x02\x01\x03"
+
+
+def _describe_pkcs12(
+    data: bytes, path: Path, password: Callable[[], bytes | None] | None
+) -> list[Section]:
+    """The key, certificate and other certificates of a PKCS#12 file (``ca export`` writes a
+    key and its chain, ``ca truststore`` a trusted certificate)."""
+    try:
+        store = pkcs12.load_pkcs12(data, None)
+    except ValueError:
+        secret = password() if password is not None else None
+        if secret is None:
+            raise PassphraseRequired(f"{path} is a PKCS#12 file: its password is needed") from None
+        try:
+            store = pkcs12.load_pkcs12(data, secret)
+        except ValueError:
+            raise WrongPassphrase(f"wrong password for the PKCS#12 file {path}") from None
+    sections: list[Section] = []
+    if store.key is not None:
+        sections.append(Section("private key", [("format", "PKCS#12 (password-protected)")]))
+    entries = ([store.cert] if store.cert is not None else []) + list(store.additional_certs)
+    for entry in entries:
+        if store.key is not None:
+            title = "certificate" if entry is store.cert else "chain"
+        else:
+            title = "trusted certificate"
+        section = describe_certificate(entry.certificate, title)
+        if entry.friendly_name:
+            section.fields.insert(0, ("alias", entry.friendly_name.decode("utf-8", "replace")))
+        sections.append(section)
+    return sections
+
+
+def describe_file(path: Path, password: Callable[[], bytes | None] | None = None) -> list[Section]:
+    """Every certificate, CSR, CRL (and whether a private key is there) in a PEM, DER or
+    PKCS#12 file. ``password`` is asked only for a PKCS#12 file that needs one."""
     data = read_file(path)
     sections: list[Section] = []
     if b"-----BEGIN" in data:
@@ -138,6 +180,8 @@ def describe_file(path: Path) -> list[Section]:
                 sections.append(_describe_crl(x509.load_pem_x509_crl(data)))
             except ValueError:
                 raise BadFile(f"{path}: unreadable CRL") from None
+    elif _looks_like_pkcs12(data):
+        sections = _describe_pkcs12(data, path, password)
     else:
         for load in (_der_certificate, _der_csr, _der_crl):
             try:

@@ -22,8 +22,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mtlschat.ca.errors import BadRequest
 from mtlschat.ca.keys import PrivateKey, signature_hash
 
-MAX_LEAF_DAYS = 397  # the CA/Browser Forum ceiling; clients may also enforce it
+# Server certificates: the CA/Browser Forum ceiling, which clients (browsers, Java) may enforce.
+# Member certificates of a private CA may live longer if the operator asks (--days/--valid), up
+# to the CA's own expiry.
+MAX_SERVER_DAYS = 397
 DEFAULT_LEAF_DAYS = 397
+MIN_VALIDITY = timedelta(hours=1)
+_DURATION = re.compile(r"(\d+)\s*([hdwy]?)")
+_UNIT_HOURS = {"h": 1, "d": 24, "": 24, "w": 7 * 24, "y": 365 * 24}
 DEFAULT_CA_DAYS = 3650
 CLOCK_SKEW = timedelta(minutes=5)  # backdate notBefore so a slightly slow clock still accepts
 
@@ -44,16 +50,44 @@ def common_name(name: x509.Name) -> str | None:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def check_days(days: int, limit: int | None) -> None:
-    """Refuse a non-positive validity, or one over ``limit`` days."""
+def check_days(days: int) -> None:
+    """Refuse a non-positive number of days, or one past the year 9999."""
     if days < 1:
         raise BadRequest(f"--days must be at least 1 (got {days})")
-    if limit is not None and days > limit:
-        raise BadRequest(f"--days must be at most {limit} for a leaf certificate (got {days})")
     try:
         datetime.now(UTC) + timedelta(days=days)
     except OverflowError:
         raise BadRequest(f"--days {days} is too large (past the year 9999)") from None
+
+
+def parse_validity(text: str) -> timedelta:
+    """A validity such as ``90d``, ``8760h``, ``12w``, ``2y`` (365 days) or ``90`` (days)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise BadRequest(
+            f"invalid validity {text!r}: use a number with h, d, w or y, e.g. 90d or 8760h"
+        )
+    hours = int(match.group(1)) * _UNIT_HOURS[match.group(2)]
+    try:
+        return timedelta(hours=hours)
+    except OverflowError:
+        raise BadRequest(f"validity {text!r} is too long (past the year 9999)") from None
+
+
+def check_validity(validity: timedelta, *, server: bool) -> None:
+    """Refuse less than an hour, past the year 9999, or over :data:`MAX_SERVER_DAYS` for a
+    server certificate."""
+    if validity < MIN_VALIDITY:
+        raise BadRequest("a certificate must be valid for at least 1 hour")
+    if server and validity > timedelta(days=MAX_SERVER_DAYS):
+        raise BadRequest(
+            f"a server certificate may be valid for at most {MAX_SERVER_DAYS} days "
+            "(clients may refuse longer ones)"
+        )
+    try:
+        datetime.now(UTC) + validity
+    except OverflowError:
+        raise BadRequest("the validity is too long (past the year 9999)") from None
 
 
 def parse_host(host: str) -> x509.GeneralName:

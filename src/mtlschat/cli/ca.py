@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -26,7 +26,12 @@ from mtlschat.ca.errors import BadFile, BadRequest, CAError, PassphraseRequired
 from mtlschat.ca.fileio import read_file
 from mtlschat.ca.keys import KeyType
 from mtlschat.ca.paths import DEFAULT_PKI_DIR, PKI_ENV
-from mtlschat.ca.profile import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, MAX_LEAF_DAYS
+from mtlschat.ca.profile import (
+    DEFAULT_CA_DAYS,
+    DEFAULT_LEAF_DAYS,
+    MAX_SERVER_DAYS,
+    parse_validity,
+)
 from mtlschat.cli.output import fail
 
 if TYPE_CHECKING:
@@ -64,8 +69,14 @@ Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing outp
 Days = Annotated[
     int | None,
     typer.Option(
-        "--days", help=f"Validity in days (default {DEFAULT_LEAF_DAYS}, max {MAX_LEAF_DAYS})."
+        "--days",
+        help=f"Validity in days (default {DEFAULT_LEAF_DAYS}; a server certificate at most "
+        f"{MAX_SERVER_DAYS}, a member's up to the CA's expiry).",
     ),
+]
+Valid = Annotated[
+    str | None,
+    typer.Option("--valid", help="Validity as a duration instead of --days: 90d, 8760h, 12w, 2y."),
 ]
 Encrypt = Annotated[
     bool,
@@ -158,15 +169,24 @@ def _bundle_passphrase(encrypt: bool) -> bytes | None:
     )
 
 
-def _p12_password(password_file: Path | None) -> bytes:
+def _p12_password(password_file: Path | None, *, confirm: bool = True) -> bytes:
     if password_file is not None:
         lines = read_file(password_file, "password file").splitlines()
         if not lines or not lines[0]:
             raise BadRequest(f"password file {password_file} is empty")
         return lines[0]
-    password = _secret(P12_PASSWORD_ENV, "PKCS#12 password", confirm=True, required=True)
+    password = _secret(P12_PASSWORD_ENV, "PKCS#12 password", confirm=confirm, required=True)
     assert password is not None
     return password
+
+
+def _validity(days: int | None, valid: str | None) -> timedelta | None:
+    """--valid as a duration (None: the library uses --days or its default)."""
+    if valid is None:
+        return None
+    if days is not None:
+        raise BadRequest("give --days or --valid, not both")
+    return parse_validity(valid)
 
 
 def _date(value: datetime) -> str:
@@ -241,6 +261,7 @@ def issue(
         ),
     ] = False,
     days: Days = None,
+    valid: Valid = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem, or PKI/server.pem)."),
@@ -262,15 +283,19 @@ def issue(
     with _errors():
         if not server and len(names) != 1:
             raise BadRequest("give exactly one username (or use --server HOST...)")
+        validity = _validity(days, valid)
         ca = _open_ca(pki, need_key=True)
         if server:
             if encrypt:
                 raise BadRequest("--encrypt is for member bundles; the server needs its key")
-            issued = ca.issue_server(names, days=days, out=out, key_type=key_type, force=force)
+            issued = ca.issue_server(
+                names, days=days, valid=validity, out=out, key_type=key_type, force=force
+            )
         else:
             issued = ca.issue_user(
                 names[0],
                 days=days,
+                valid=validity,
                 out=out,
                 key_type=key_type,
                 passphrase=_bundle_passphrase(encrypt),
@@ -289,6 +314,7 @@ def sign(
     ],
     pki: Pki = DEFAULT_PKI_DIR,
     days: Days = None,
+    valid: Valid = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output certificate + CA (default ./NAME.crt)."),
@@ -304,8 +330,9 @@ def sign(
       mtlschat ca sign carol.csr --out carol.crt
     """
     with _errors():
+        validity = _validity(days, valid)
         ca = _open_ca(pki, need_key=True)
-        issued = ca.sign_csr(csr, days=days, out=out, force=force)
+        issued = ca.sign_csr(csr, days=days, valid=validity, out=out, force=force)
         typer.echo(
             f"signed {issued.name!r} -> {issued.path} "
             f"(serial {issued.serial:x}, expires {_date(issued.not_after)})"
@@ -445,6 +472,7 @@ def renew(
     ],
     pki: Pki = DEFAULT_PKI_DIR,
     days: Days = None,
+    valid: Valid = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem).")
     ] = None,
@@ -466,10 +494,12 @@ def renew(
       mtlschat ca renew bob --revoke-old --out pki/users/bob.pem
     """
     with _errors():
+        validity = _validity(days, valid)
         ca = _open_ca(pki, need_key=True)
         issued = ca.renew(
             name,
             days=days,
+            valid=validity,
             out=out,
             revoke_old=revoke_old,
             key_type=key_type,
@@ -553,11 +583,18 @@ def truststore(
 def show(
     file: Annotated[
         Path,
-        typer.Argument(metavar="FILE", help="A certificate, bundle, CSR or CRL (PEM or DER)."),
+        typer.Argument(metavar="FILE", help="A certificate, bundle, CSR, CRL or PKCS#12 file."),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="A PKCS#12 file's password (first line)."),
+    ] = None,
 ) -> None:
     """Subject, issuer, SANs, validity, key type and SHA-256 fingerprint of what FILE holds.
+
+    Reads PEM, DER and the PKCS#12 files `ca export` and `ca truststore` write (password from
+    --password-file, MTLSCHAT_P12_PASSWORD or a prompt).
 
     Examples:
       mtlschat ca show alice.pem
@@ -568,7 +605,7 @@ def show(
     with _errors():
         if not file.exists():
             raise BadFile(f"{file} not found")
-        sections = describe_file(file)
+        sections = describe_file(file, lambda: _p12_password(password_file, confirm=False))
         if as_json:
             typer.echo(
                 json.dumps([{"type": s.title, **dict(s.fields)} for s in sections], indent=2)
@@ -581,3 +618,77 @@ def show(
             width = max(len(label) for label, _ in section.fields)
             for label, value in section.fields:
                 typer.echo(f"  {label:<{width}}  {value}")
+
+
+# -- the member's side (registered as top-level `mtlschat request` and `mtlschat bundle`) ------
+
+
+def request(
+    name: Annotated[str, typer.Argument(help="Your username (the CN the operator will sign).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Where to write your key (default ./NAME.key).")
+    ] = None,
+    csr: Annotated[
+        Path | None, typer.Option("--csr", help="Where to write the CSR (default ./NAME.csr).")
+    ] = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help=f"Encrypt your key: passphrase from {BUNDLE_PASSPHRASE_ENV} or a prompt.",
+        ),
+    ] = False,
+    key_type: LeafKeyType = KeyType.ec_p256,
+    force: Force = False,
+) -> None:
+    """Make your own key (0600) and a certificate signing request, so that your key never
+    leaves this machine.
+
+    Send NAME.csr to the operator (`mtlschat ca sign NAME.csr`), then join the NAME.crt you get
+    back with your key: `mtlschat bundle NAME.key NAME.crt` writes NAME.pem for the client.
+    """
+    from mtlschat.ca.csr import make_request
+
+    with _errors():
+        made = make_request(
+            name,
+            key_out=key,
+            csr_out=csr,
+            key_type=key_type,
+            passphrase=_bundle_passphrase(encrypt),
+            force=force,
+        )
+        typer.echo(f"wrote your key {made.key} (0600: keep it here) and the request {made.csr}")
+        typer.echo(f"next: send {made.csr} to the operator, who runs `mtlschat ca sign {made.csr}`")
+        crt = made.csr.with_suffix(".crt")
+        typer.echo(f"then: mtlschat bundle {made.key} {crt}  (writes {crt.with_suffix('.pem')})")
+
+
+def bundle(
+    key: Annotated[Path, typer.Argument(help="Your key (from `mtlschat request`).")],
+    cert: Annotated[
+        Path, typer.Argument(help="The certificate the operator sent back (`ca sign`).")
+    ],
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", help="The CA certificate, if CERT does not include it."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The bundle (default CERT with .pem).")
+    ] = None,
+    force: Force = False,
+) -> None:
+    """Join your key and your signed certificate into one bundle for `mtlschat client --cert`.
+
+    The key is copied as it is (an encrypted key stays encrypted); the bundle is written 0600.
+    """
+    from mtlschat.ca.bundle import join_bundle
+
+    with _errors():
+        joined = join_bundle(
+            key, cert, ask=_ask_bundle_passphrase, ca_path=ca, out=out, force=force
+        )
+        typer.echo(
+            f"wrote {joined.path} (key + certificate of {joined.name!r} + CA): "
+            f"mtlschat client --cert {joined.path}"
+        )

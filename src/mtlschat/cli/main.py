@@ -37,6 +37,8 @@ app.add_typer(history_cli.app, name="history")
 app.command("server")(server_cli.server)
 app.command("client")(client_cli.client)
 app.command("bench")(bench_cli.bench)
+app.command("request")(ca_cli.request)
+app.command("bundle")(ca_cli.bundle)
 
 
 def _version(value: bool) -> None:
