@@ -40,7 +40,7 @@ from mtlschat.ca.fileio import (
     read_file,
     remove_stale_temporaries,
 )
-from mtlschat.ca.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key
+from mtlschat.ca.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key, private_pem
 from mtlschat.ca.listing import CertRow, cert_rows
 from mtlschat.ca.names import InvalidName, validate_username
 from mtlschat.ca.paths import PKIPaths
@@ -152,15 +152,7 @@ class CertificateAuthority:
             cert = build_root(key, name, now - CLOCK_SKEW, now + timedelta(days=days))
             staging = install.new_staging(paths)
             staged = PKIPaths(staging)
-            encryption: serialization.KeySerializationEncryption = (
-                serialization.BestAvailableEncryption(passphrase)
-                if passphrase
-                else serialization.NoEncryption()
-            )
-            key_pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-            )
-            atomic_write(staged.ca_key, key_pem, mode=PRIVATE)
+            atomic_write(staged.ca_key, private_pem(key, passphrase), mode=PRIVATE)
             atomic_write(staged.ca_cert, _pem(cert), mode=PUBLIC)
             db = CertDB(staged.db)
             db.create()

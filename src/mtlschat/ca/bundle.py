@@ -25,7 +25,7 @@ from mtlschat.ca.errors import (
     WrongPassphrase,
 )
 from mtlschat.ca.fileio import PRIVATE, atomic_write, read_file
-from mtlschat.ca.keys import PrivateKey, as_supported_key
+from mtlschat.ca.keys import PrivateKey, as_supported_key, private_pem
 from mtlschat.ca.profile import common_name
 
 # Asked for a passphrase: (why it is needed, attempt number from 0) -> the passphrase, or None to
@@ -63,15 +63,8 @@ def serialize_bundle(
     passphrase: bytes | None = None,
 ) -> bytes:
     """Key (PKCS#8, encrypted if ``passphrase``) + leaf certificate + chain, as PEM."""
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
     parts = [
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        ),
+        private_pem(key, passphrase),
         cert.public_bytes(serialization.Encoding.PEM),
         *(c.public_bytes(serialization.Encoding.PEM) for c in chain),
     ]

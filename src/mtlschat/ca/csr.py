@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from mtlschat.ca.errors import BadFile, BadName, CSRRefused
 from mtlschat.ca.fileio import PRIVATE, PUBLIC, atomic_write, read_file
-from mtlschat.ca.keys import DEFAULT_KEY_TYPE, generate_key, signature_hash
+from mtlschat.ca.keys import DEFAULT_KEY_TYPE, generate_key, private_pem, signature_hash
 from mtlschat.ca.names import InvalidName, validate_username
 from mtlschat.ca.profile import common_name
 
@@ -67,14 +67,7 @@ def make_request(
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .sign(key, signature_hash(key))
     )
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    key_pem = private_pem(key, passphrase)
     if csr_path.exists() and not force:  # checked before the key is written
         raise BadFile(f"{csr_path} already exists (use --force to overwrite)")
     atomic_write(key_path, key_pem, mode=PRIVATE, overwrite=force)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TypeAlias
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
@@ -69,3 +69,15 @@ def describe_public_key(key: PublicKeyTypes) -> str:
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "Ed25519"
     return type(key).__name__
+
+
+def private_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """``key`` as PKCS#8 PEM, encrypted (PBES2, AES-256) if ``passphrase`` is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
