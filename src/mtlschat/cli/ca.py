@@ -646,6 +646,10 @@ def request(
 
     Send NAME.csr to the operator (`mtlschat ca sign NAME.csr`), then join the NAME.crt you get
     back with your key: `mtlschat bundle NAME.key NAME.crt` writes NAME.pem for the client.
+
+    Examples:
+      mtlschat request alice
+      mtlschat request alice --encrypt --key ~/.mtlschat/alice.key
     """
     from mtlschat.ca.csr import make_request
 
@@ -681,6 +685,10 @@ def bundle(
     """Join your key and your signed certificate into one bundle for `mtlschat client --cert`.
 
     The key is copied as it is (an encrypted key stays encrypted); the bundle is written 0600.
+
+    Examples:
+      mtlschat bundle alice.key alice.crt
+      mtlschat bundle alice.key alice.crt --ca ca.crt --out alice.pem
     """
     from mtlschat.ca.bundle import join_bundle
 
