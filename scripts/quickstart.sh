@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The README's first command: set up .venv, create a demo PKI in pki/ if it has no CA (CA, server
-# certificate for localhost, bundles for alice and bob in pki/users/), then run the server in the
-# foreground on port 7443 (MTLSCHAT_PORT overrides; extra arguments go to `mtlschat server`).
+# The README's first command: set up .venv with what running needs (scripts/test.sh adds the dev
+# tools), create a demo PKI in pki/ if it has no CA (CA, server certificate for localhost, bundles
+# for alice and bob in pki/users/), then run the server in the foreground on 127.0.0.1 port 7443
+# (MTLSCHAT_HOST, MTLSCHAT_PORT override; extra arguments go to `mtlschat server`).
 # Needs only python3 (>= 3.11) and git. Safe to run again: existing files are kept.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-"$root/scripts/setup.sh"
+"$root/scripts/setup.sh" --runtime
 mtlschat=(.venv/bin/mtlschat)
 pki="${MTLSCHAT_PKI:-pki}"
 port="${MTLSCHAT_PORT:-7443}"
+host="${MTLSCHAT_HOST:-127.0.0.1}"  # the demo is for this machine until you open it up
 
 if [ ! -f "$pki/ca.crt" ]; then
   echo "quickstart: creating a demo CA in $pki/"
@@ -44,5 +46,11 @@ cat <<EOF
 
   and as bob in a third one (--cert $q_pki/users/bob.pem). Ctrl-C here stops the server.
 
+  It listens on $host only. To let other machines join, give the server a certificate for the
+  name they will type, then listen on every interface:
+
+    .venv/bin/mtlschat ca issue --pki $q_pki --force --server localhost 127.0.0.1 ::1 $(hostname)
+    scripts/quickstart.sh --host 0.0.0.0
+
 EOF
-exec "${mtlschat[@]}" server --pki "$pki" --port "$port" "$@"
+exec "${mtlschat[@]}" server --pki "$pki" --host "$host" --port "$port" "$@"

@@ -36,7 +36,8 @@ def _scratch_repo(tmp: Path) -> Path:
     (repo / "scripts").mkdir(parents=True)
     shutil.copy2(ROOT / "scripts" / "quickstart.sh", repo / "scripts" / "quickstart.sh")
     stub = repo / "scripts" / "setup.sh"
-    stub.write_text("#!/bin/sh\n# stub: the environment is the test's own\n")
+    # A stub (the environment is the test's own) that records how it was called.
+    stub.write_text('#!/bin/sh\necho "setup.sh $*" >> "$(dirname "$0")/setup.calls"\n')
     stub.chmod(0o755)
     bindir = repo / ".venv" / "bin"
     bindir.mkdir(parents=True)
@@ -47,10 +48,10 @@ def _scratch_repo(tmp: Path) -> Path:
 
 
 def _start(repo: Path, env: dict[str, str], out: Path, err: Path) -> subprocess.Popen[bytes]:
-    """Run the script (its server on 127.0.0.1 only) and wait until the server listens."""
+    """Run the script (its server on 127.0.0.1 only, its default) and wait until it listens."""
     with out.open("wb") as out_file, err.open("wb") as err_file:
         proc = subprocess.Popen(
-            [str(repo / "scripts" / "quickstart.sh"), "--host", "127.0.0.1"],
+            [str(repo / "scripts" / "quickstart.sh")],
             stdout=out_file,
             stderr=err_file,
             env=env,
@@ -84,6 +85,12 @@ def test_quickstart_makes_a_pki_runs_a_server_and_prints_a_working_command(tmp_p
         assert match is not None, printed
         command = match.group(1)
         assert command.endswith(f"--cert pki/users/alice.pem localhost:{port}")
+        # The demo listens on loopback only, and says how to open it up.
+        assert f"listening on 127.0.0.1:{port}" in err_path.read_text()
+        assert "It listens on 127.0.0.1 only" in printed
+        assert "scripts/quickstart.sh --host 0.0.0.0" in printed
+        # It installs what running needs only (scripts/test.sh installs the dev tools).
+        assert (repo / "scripts" / "setup.calls").read_text() == "setup.sh --runtime\n"
         for name in ("ca.crt", "ca.key", "server.pem", "users/alice.pem", "users/bob.pem"):
             assert (repo / "pki" / name).is_file(), name
         assert (repo / "pki" / "users" / "alice.pem").stat().st_mode & 0o077 == 0
@@ -114,3 +121,30 @@ def test_quickstart_makes_a_pki_runs_a_server_and_prints_a_working_command(tmp_p
     assert _stop(_start(repo, env, out_path, err_path)) == 0
     assert (repo / "pki" / "users" / "bob.pem").is_file()
     assert (repo / "pki" / "ca.crt").read_bytes() == ca_before
+
+
+def _fake_venv(tmp: Path) -> tuple[Path, Path]:
+    """A copy of scripts/setup.sh in a repository whose .venv python only logs its arguments."""
+    repo = tmp / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "setup.sh", repo / "scripts" / "setup.sh")
+    (repo / "pyproject.toml").write_text("")
+    python = repo / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    log = tmp / "pip.log"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\n')
+    python.chmod(0o755)
+    return repo, log
+
+
+def test_setup_installs_the_dev_tools_only_when_asked(tmp_path: Path) -> None:
+    repo, log = _fake_venv(tmp_path)
+    setup = [str(repo / "scripts" / "setup.sh")]
+    subprocess.run([*setup, "--runtime"], check=True, timeout=DEADLINE)
+    assert log.read_text().splitlines()[-1] == f"-m pip install --quiet -e {repo}"
+    subprocess.run([*setup, "--runtime"], check=True, timeout=DEADLINE)  # done: nothing to do
+    assert len(log.read_text().splitlines()) == 2
+    subprocess.run(setup, check=True, timeout=DEADLINE)  # the test command's: dev + bench
+    assert log.read_text().splitlines()[-1] == f"-m pip install --quiet -e {repo}[dev,bench]"
+    subprocess.run([*setup, "--runtime"], check=True, timeout=DEADLINE)  # covered by the full one
+    assert len(log.read_text().splitlines()) == 4
