@@ -91,3 +91,26 @@ def test_no_word_is_cut_by_wrapping(
             texts += [str(getattr(c, "value", c)) for c in getattr(descriptor, "choices", ()) or ()]
         wanted = set().union(*(_words(t) for t in texts)) - {"Examples"}
         assert wanted - shown == set(), path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["server", "--bogus"], "No such option: --bogus"),
+        (["ca", "issue"], "Missing argument 'NAME | --server HOST...'"),
+        (["ca", "revoke", "--reason", "bored", "bob"], "Invalid value for '--reason'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "mtlschat", *args],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"mtlschat: error: {message}") and r.stderr.count("\n") == 1
+    assert f"(see 'mtlschat {args[0]}" in r.stderr or "(see 'mtlschat --help')" in r.stderr
