@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +122,10 @@ def test_server_not_signed_by_our_ca(run_client: Run, room: Any) -> None:
     pki, server = room
     # eve's bundle carries another CA: the real server's certificate does not chain to it.
     result = run_client("--cert", pki.other_ca_user("eve"), f"127.0.0.1:{server.port}")
-    fails(result, ExitCode.SERVER_UNTRUSTED, "not trusted (not signed by your CA)")
+    fails(result, ExitCode.SERVER_UNTRUSTED, "its certificate is from a different CA than yours")
+    assert "self-signed certificate in certificate chain" not in result.stderr  # OpenSSL's words
+    verbose = run_client("-v", "--cert", pki.other_ca_user("eve"), f"127.0.0.1:{server.port}")
+    assert "openssl: self-signed certificate in certificate chain" in verbose.stderr
 
 
 def test_server_hostname_mismatch(run_client: Run, room: Any) -> None:
@@ -127,6 +133,7 @@ def test_server_hostname_mismatch(run_client: Run, room: Any) -> None:
     # "127.1" reaches 127.0.0.1 but is not a name on the server's certificate.
     result = run_client("--cert", pki.user("alice"), f"127.1:{server.port}")
     fails(result, ExitCode.HOSTNAME_MISMATCH, "not valid for 127.1")
+    assert "it is valid for localhost, 127.0.0.1, " in result.stderr  # and ::1
 
 
 def test_our_certificate_revoked(run_client: Run, room: Any) -> None:
@@ -139,6 +146,26 @@ def test_our_certificate_expired(run_client: Run, room: Any) -> None:
     pki, server = room
     result = run_client("--cert", pki.expired_user("oldie"), f"localhost:{server.port}")
     fails(result, ExitCode.CERT_EXPIRED, "your certificate has expired")
+    # Detected before connecting (port 1 would be "cannot reach"), with its date.
+    until = (datetime.now(UTC) - timedelta(days=29)).strftime("%Y-%m-%d")
+    early = run_client("--cert", pki.expired_user("oldie"), "127.0.0.1:1")
+    fails(early, ExitCode.CERT_EXPIRED, f"was valid until {until}")
+
+
+def test_a_certificate_about_to_expire_is_warned_about(run_client: Run, room: Any) -> None:
+    pki, server = room
+    soon = pki.ca.issue_user("shortlived", days=5, out=pki.dir / "shortlived.pem").path
+    result = run_client("--cert", soon, f"localhost:{server.port}")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "warning: your certificate expires in 4 days" in result.stderr
+    assert "mtlschat ca renew shortlived" in result.stderr
+
+
+def test_a_mistyped_bundle_name_suggests_the_close_match(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    alice = pki.user("alice")
+    result = run_client("--cert", alice.with_name("alcie.pem"), "127.0.0.1:1")
+    fails(result, ExitCode.BUNDLE_MISSING, f"does not exist: did you mean {alice}?")
 
 
 def test_our_certificate_from_unknown_ca(run_client: Run, room: Any) -> None:
@@ -185,7 +212,56 @@ def not_tls() -> Iterator[int]:
 def test_not_an_mtlschat_server(run_client: Run, room: Any, not_tls: int) -> None:
     pki, _ = room
     result = run_client("--cert", pki.user("alice"), f"127.0.0.1:{not_tls}")
-    fails(result, ExitCode.PROTOCOL, "TLS with 127.0.0.1")
+    fails(
+        result,
+        ExitCode.PROTOCOL,
+        f"127.0.0.1:{not_tls} does not speak TLS: is that the right port?",
+    )
+    verbose = run_client("--verbose", "--cert", pki.user("alice"), f"127.0.0.1:{not_tls}")
+    assert "openssl: wrong version number" in verbose.stderr
+
+
+@contextlib.contextmanager
+def tls_server(bundle: Path, greeting: bytes) -> Iterator[int]:
+    """A bare TLS server on loopback presenting ``bundle``, sending ``greeting`` to whoever
+    connects (not an mtlschat server: a certificate or a first line mtlschat would not send)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(bundle)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(greeting)
+                    tls.recv(1)  # until the client hangs up
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield port
+    finally:
+        listener.close()
+
+
+def test_a_server_with_a_client_certificate_is_named_as_such(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    with tls_server(pki.user("impostor"), b"") as port:
+        result = run_client("--cert", pki.user("alice"), f"localhost:{port}")
+    fails(result, ExitCode.SERVER_UNTRUSTED, "a certificate that is not a server certificate")
+
+
+def test_a_first_line_over_one_mib_is_a_protocol_error(run_client: Run, room: Any) -> None:
+    pki, _ = room
+    with tls_server(pki.server_bundle, b"x" * (1 << 20) + b"yz\n") as port:
+        result = run_client("--cert", pki.user("alice"), f"localhost:{port}")
+    fails(result, ExitCode.PROTOCOL, "sent a first line over 1 MiB")
 
 
 def test_bad_address(run_client: Run, room: Any) -> None:

@@ -260,8 +260,15 @@ def test_passphrase_prompt_on_a_terminal(pki: TestPKI, spawn_server: Any) -> Non
         pki.ca.issue_user("ttylocked", out=locked, passphrase=b"open sesame")
     term = Terminal("--cert", locked, f"localhost:{server.port}")
     try:
-        term.expect(b"passphrase for")
-        term.type(b"open sesame\r")
+        prompt = f"passphrase for {locked}: ".encode()
+        for attempt in range(1, 4):  # three tries: two wrong ones are forgiven
+            with term.changed:
+                asked = term.changed.wait_for(
+                    lambda n=attempt: term.screen.count(prompt) >= n, DEADLINE
+                )
+            assert asked, bytes(term.screen)
+            term.type(b"open sesame\r" if attempt == 3 else b"wrong guess\r")
+        assert term.screen.count(b"try again") == 2
         term.expect(b"welcome ttylocked", then=b"ttylocked>")
         assert b"open sesame" not in term.screen  # not echoed
         term.type(b"/quit\r")

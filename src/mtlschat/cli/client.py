@@ -34,6 +34,9 @@ def client(
     timestamps: bool = typer.Option(
         False, "--timestamps", help="Pipe mode: prefix message lines with [HH:MM:SS]."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="On a TLS failure, also print OpenSSL's own words."
+    ),
 ) -> None:
     """Join a chat server with a certificate bundle.
 
@@ -50,6 +53,8 @@ def client(
     try:
         run_client(cert, address, ca=ca, pipe=pipe, timestamps=timestamps)
     except ClientError as err:
+        if verbose and err.detail:
+            typer.echo(f"mtlschat: openssl: {err.detail}", err=True)
         fail(err.message, int(err.code))
     except KeyboardInterrupt:
         fail("interrupted", int(ExitCode.INTERRUPTED))

@@ -11,28 +11,58 @@ from pathlib import Path
 
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from mtlschat.address import parse_address
+from mtlschat.address import Address, parse_address
 from mtlschat.client.connection import Link
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.pipe import run_pipe
 from mtlschat.client.protocol import ChatState
-from mtlschat.client.tls import PASSPHRASE_ENV, client_context
+from mtlschat.client.tls import (
+    PASSPHRASE_ENV,
+    certificate_names,
+    check_dates,
+    client_context,
+    load_identity,
+)
 from mtlschat.client.ui import ChatUI, run_ui
 
+PASSPHRASE_TRIES = 3
 
-def _context(cert: Path, ca: Path | None, interactive: bool) -> ssl.SSLContext:
-    """The TLS context; asks for the key's passphrase on the terminal if it needs one."""
+
+def _context(cert: Path, ca: Path | None, interactive: bool) -> tuple[ssl.SSLContext, str | None]:
+    """The TLS context, and a warning if our certificate expires soon. Asks for the key's
+    passphrase on the terminal if it needs one (three tries); refuses an expired bundle before
+    any network traffic."""
     passphrase = os.environ.get(PASSPHRASE_ENV)
-    try:
-        return client_context(cert, passphrase, ca)
-    except ClientError as err:
-        if err.code is not ExitCode.BAD_PASSPHRASE or passphrase is not None or not interactive:
-            raise
-    try:
-        passphrase = getpass.getpass(f"passphrase for {cert}: ")
-    except EOFError:
-        raise ClientError(ExitCode.BAD_PASSPHRASE, f"no passphrase given for {cert}") from None
-    return client_context(cert, passphrase, ca)
+    for attempt in range(PASSPHRASE_TRIES + 1):
+        try:
+            identity = load_identity(cert, passphrase)
+            break
+        except ClientError as err:
+            asked = attempt > 0
+            retry = err.code is ExitCode.BAD_PASSPHRASE and interactive
+            if not retry or (passphrase is not None and not asked) or attempt == PASSPHRASE_TRIES:
+                raise
+            if asked:
+                print(f"{err.message}, try again", file=sys.stderr)
+        try:
+            passphrase = getpass.getpass(f"passphrase for {cert}: ")
+        except EOFError:
+            raise ClientError(ExitCode.BAD_PASSPHRASE, f"no passphrase given for {cert}") from None
+    warning = check_dates(identity)
+    return client_context(cert, passphrase, ca), warning
+
+
+async def _with_names(err: ClientError, target: Address, context: ssl.SSLContext) -> ClientError:
+    """A host-name mismatch, completed with the names the certificate is valid for."""
+    names = await certificate_names(target, context)
+    if not names:
+        return err
+    valid = ", ".join(names)
+    return ClientError(
+        err.code,
+        f"{err.message}; it is valid for {valid}: connect to one of those names",
+        err.detail,
+    )
 
 
 def run_client(
@@ -51,20 +81,32 @@ def run_client(
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if pipe is None:
         pipe = not sys.stdin.isatty()
-    context = _context(cert, ca, sys.stdin.isatty())
-    if pipe or not interactive:
-        asyncio.run(
-            run_pipe(
-                target, context, sys.stdin.fileno(), sys.stdout, sys.stderr, timestamps=timestamps
-            )
-        )
-        return
+    context, warning = _context(cert, ca, sys.stdin.isatty())
 
     async def main() -> None:
-        state = ChatState()
-        ui = ChatUI(state)
-        link = Link(target, context, ui.show_event, ui.show_status, state=state)
-        with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
-            await run_ui(ui, link)
+        try:
+            if pipe or not interactive:
+                if warning:
+                    print(f"mtlschat: warning: {warning}", file=sys.stderr)
+                await run_pipe(
+                    target,
+                    context,
+                    sys.stdin.fileno(),
+                    sys.stdout,
+                    sys.stderr,
+                    timestamps=timestamps,
+                )
+                return
+            state = ChatState()
+            ui = ChatUI(state)
+            link = Link(target, context, ui.show_event, ui.show_status, state=state)
+            if warning:
+                ui.show_status(warning, True)
+            with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
+                await run_ui(ui, link)
+        except ClientError as err:
+            if err.code is ExitCode.HOSTNAME_MISMATCH:
+                raise await _with_names(err, target, context) from None
+            raise
 
     asyncio.run(main())

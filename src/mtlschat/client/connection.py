@@ -232,6 +232,11 @@ class Link:
                 raise handshake_error(exc, where) from None
             except TimeoutError:
                 raise ClientError(ExitCode.PROTOCOL, f"no welcome from {where}") from None
+            except ValueError:  # asyncio's limit: a line over MAX_LINE
+                raise ClientError(
+                    ExitCode.PROTOCOL,
+                    f"{where} sent a first line over 1 MiB: it does not speak mtlschat",
+                ) from None
             except (OSError, asyncio.IncompleteReadError) as exc:
                 raise ClientError(
                     ExitCode.REFUSED, f"{where} closed the connection: {exc}"

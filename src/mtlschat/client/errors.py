@@ -36,10 +36,11 @@ class ExitCode(IntEnum):
 class ClientError(Exception):
     """A failure the user must see as one line on stderr, exiting with ``code``."""
 
-    def __init__(self, code: ExitCode, message: str) -> None:
+    def __init__(self, code: ExitCode, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail  # OpenSSL's own words, for --verbose
 
     def __str__(self) -> str:
         return self.message

@@ -6,9 +6,14 @@ certificate is the trust anchor for the server unless ``--ca`` names another fil
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import difflib
 import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mtlschat.address import Address
 from mtlschat.ca.bundle import Bundle, load_bundle
 from mtlschat.ca.errors import BundleError, CAError, PassphraseRequired, WrongPassphrase
 from mtlschat.chat.wire import ALPN_JSON
@@ -16,9 +21,32 @@ from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.tlserror import tls_reason
 
 PASSPHRASE_ENV = "MTLSCHAT_BUNDLE_PASSPHRASE"
+EXPIRY_WARNING_DAYS = 14  # warn on connect when our own certificate expires sooner
 
 # OpenSSL verify codes (X509_V_ERR_*) that mean "right CA, wrong name".
 _NAME_MISMATCH = {62, 63, 64}  # hostname, email, IP address mismatch
+
+# Other verify codes about the server's certificate, in the user's words.
+_FOREIGN_CA = (
+    "its certificate is from a different CA than yours: check the address; if the room "
+    "really changed its CA, ask the operator for a new bundle (or use --ca FILE)"
+)
+_SERVER_CERT: dict[int, str] = {
+    2: _FOREIGN_CA,  # unable to get issuer certificate
+    18: _FOREIGN_CA,  # self-signed certificate (not ours)
+    19: _FOREIGN_CA,  # self-signed certificate in certificate chain
+    20: _FOREIGN_CA,  # unable to get local issuer certificate
+    21: _FOREIGN_CA,  # unable to verify the first certificate
+    9: "its certificate is not valid yet: a clock is wrong (yours or the server's)",
+    10: "its certificate has expired: tell the room's operator",
+    26: (
+        "it is using a certificate that is not a server certificate: tell the room's operator "
+        "(the server needs one from 'mtlschat ca issue --server HOST')"
+    ),
+}
+
+# TLS reasons meaning "whatever answered does not speak TLS" (a web server, a typo'd port).
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"}
 
 # TLS alerts the server sends about our certificate -> (exit code, what to tell the user).
 _ALERTS: dict[str, tuple[ExitCode, str]] = {
@@ -46,6 +74,71 @@ _ALERTS: dict[str, tuple[ExitCode, str]] = {
 }
 
 
+def missing_bundle(bundle: Path) -> ClientError:
+    """``--cert alcie.pem`` does not exist: the error, naming a close match next to it."""
+    try:
+        nearby = [p.name for p in bundle.parent.glob("*.pem")]
+    except OSError:
+        nearby = []
+    match = difflib.get_close_matches(bundle.name, nearby, n=1, cutoff=0.6)
+    hint = f": did you mean {bundle.with_name(match[0])}?" if match else ""
+    return ClientError(ExitCode.BUNDLE_MISSING, f"certificate bundle {bundle} does not exist{hint}")
+
+
+def check_dates(identity: Bundle, now: datetime | None = None) -> str | None:
+    """Refuse a bundle whose certificate has expired (or is not valid yet) before connecting,
+    naming the date; a warning when it expires within :data:`EXPIRY_WARNING_DAYS`."""
+    now = now or datetime.now(UTC)
+    cert = identity.cert
+    ends, starts = cert.not_valid_after_utc, cert.not_valid_before_utc
+    renew = f"ask the room's operator for a new one ('mtlschat ca renew {identity.name or 'NAME'}')"
+    if now > ends:
+        raise ClientError(
+            ExitCode.CERT_EXPIRED,
+            f"your certificate has expired: {identity.path} was valid until "
+            f"{ends:%Y-%m-%d %H:%M} UTC; {renew}",
+        )
+    if now < starts:
+        raise ClientError(
+            ExitCode.CERT_EXPIRED,
+            f"your certificate in {identity.path} is not valid before {starts:%Y-%m-%d %H:%M} UTC: "
+            "is this computer's clock right?",
+        )
+    left = ends - now
+    if left < timedelta(days=EXPIRY_WARNING_DAYS):
+        days = left.days
+        when = f"in {days} days" if days > 1 else "within a day" if days < 1 else "tomorrow"
+        return f"your certificate expires {when} ({ends:%Y-%m-%d %H:%M} UTC): {renew}"
+    return None
+
+
+async def certificate_names(
+    address: Address, context: ssl.SSLContext, timeout: float = 10.0
+) -> list[str]:
+    """The names the server's certificate is valid for: one more handshake, trusting the same
+    CA but not checking the host name (only to tell the user which names would work)."""
+    context.check_hostname = False
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                address.host, address.port, ssl=context, server_hostname=address.host
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return []
+    finally:
+        context.check_hostname = True
+    cert = writer.get_extra_info("peercert") or {}
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 2)
+    names = [
+        value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")
+    ]
+    return [name.strip() for name in names]
+
+
 def load_identity(bundle: Path, passphrase: str | None) -> Bundle:
     """Check the bundle can be used and return it.
 
@@ -53,7 +146,7 @@ def load_identity(bundle: Path, passphrase: str | None) -> Bundle:
     passphrase) so the user hears about it before any network traffic.
     """
     if not bundle.exists():
-        raise ClientError(ExitCode.BUNDLE_MISSING, f"certificate bundle {bundle} does not exist")
+        raise missing_bundle(bundle)
     secret = passphrase.encode() if passphrase is not None else None
     try:
         loaded = load_bundle(bundle, secret)
@@ -135,18 +228,26 @@ def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
     With TLS 1.3 the client finishes its handshake before the server has checked our
     certificate, so a rejection arrives as an alert on the first read, not in ``connect``.
     """
+    detail = tls_reason(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or tls_reason(exc)
+        detail = exc.verify_message or detail
         if exc.verify_code in _NAME_MISMATCH:
             return ClientError(
                 ExitCode.HOSTNAME_MISMATCH,
-                f"the server certificate is not valid for {where}: {detail}",
+                f"the server's certificate is not valid for {where}",
+                detail,
             )
+        why = _SERVER_CERT.get(exc.verify_code, f"its certificate cannot be verified: {detail}")
         return ClientError(
-            ExitCode.SERVER_UNTRUSTED,
-            f"the server at {where} is not trusted (not signed by your CA): {detail}",
+            ExitCode.SERVER_UNTRUSTED, f"the server at {where} is not trusted: {why}", detail
         )
     reason = exc.reason or ""
+    if reason in _NOT_TLS:
+        return ClientError(
+            ExitCode.PROTOCOL,
+            f"{where} does not speak TLS: is that the right port? (mtlschat's default is 7443)",
+            detail,
+        )
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "UNEXPECTED_EOF" in reason:
         # No alert, just a close: e.g. a server over its connection limit.
         return ClientError(
@@ -154,7 +255,7 @@ def handshake_error(exc: ssl.SSLError, where: str) -> ClientError:
         )
     if reason in _ALERTS:
         code, text = _ALERTS[reason]
-        return ClientError(code, f"{where} rejected your certificate: {text}")
+        return ClientError(code, f"{where} rejected your certificate: {text}", detail)
     if "ALERT" in reason:
         return ClientError(
             ExitCode.CERT_REJECTED, f"{where} refused the connection: {tls_reason(exc)}"
