@@ -271,8 +271,7 @@ class SQLiteStore:
             self._index(SEARCH_CATCH_UP)
             db.execute("COMMIT")
         except sqlite3.Error:  # (a full disk): search what is indexed
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+            self._rollback()
         rows = self._query(
             f"SELECT {_COLUMNS} FROM lines WHERE id IN"
             " (SELECT rowid FROM lines_fts WHERE lines_fts MATCH :query)"
@@ -323,10 +322,17 @@ class SQLiteStore:
             )
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+            self._rollback()
             raise StoreIOError(f"cannot trim history file {self.path}: {_why(exc)}") from None
         return deleted
+
+    def _rollback(self) -> None:
+        # _index() moved the rooms' indexed marks ahead in memory: take them back from the file,
+        # or the next trim would tell the index to forget lines it never had.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            self._load_rooms()
 
     def _index(self, budget: int) -> int:
         """Add up to ``budget`` new lines to the search index (in the caller's transaction)."""
