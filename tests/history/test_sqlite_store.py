@@ -102,7 +102,7 @@ def test_retention_by_count_and_age_trims_in_bounded_steps(tmp_path: Path) -> No
     store = SQLiteStore.open(path, max_lines=100)
     for first in range(1, 1001, 50):
         store.append(ROOM, lines(first, 50))
-    assert store.trim(time.time(), 300) == 300  # no more than asked in one call
+    assert 0 < store.trim(time.time(), 300) <= 300  # no more than asked in one call
     while store.trim(time.time(), 300):
         pass
     assert [r.offset for r in store.since(ROOM, 0, 1000, "x")] == list(range(901, 1001))

@@ -287,8 +287,9 @@ class SQLiteStore:
             raise StoreIOError(f"cannot read history file {self.path}: {_why(exc)}") from None
 
     def trim(self, now: float, budget: int) -> int:
-        """Index up to ``budget`` new lines for search, then delete at most ``budget`` of the
-        oldest lines past ``max_age`` or ``max_lines``; return how many were deleted.
+        """Index up to ``budget`` new lines for search, then delete (with what is left of the
+        budget, at least a quarter) the oldest lines past ``max_age`` or ``max_lines``; return
+        how many were deleted.
 
         Called about once a second: each call is one short transaction, so no pause is long.
         """
@@ -298,7 +299,9 @@ class SQLiteStore:
         deleted = 0
         try:
             db.execute("BEGIN")
-            self._index(budget)
+            # One budget for both: indexing first (search must see every line), deleting gets
+            # the rest but never less than a quarter, so retention keeps up in a busy room.
+            budget = max(budget // 4, budget - self._index(budget))
             for known in self._rooms.values():
                 rid, last, indexed = known
                 lo = rid << ROOM_BITS
