@@ -128,7 +128,6 @@ class World:
                 c.type(line.format(*args))
 
 
-@pytest.mark.slow
 @settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

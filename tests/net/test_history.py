@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import Record
 
@@ -77,7 +75,6 @@ def test_late_joiner_history_and_search_in_both_modes(
         c.close()
 
 
-@pytest.mark.slow
 def test_kill_9_mid_burst_then_restart_loses_nothing_anyone_saw(
     fresh_pki: TestPKI, spawn_server: Spawn, tmp_path: Path
 ) -> None:
@@ -186,7 +183,6 @@ def test_bad_history_files_are_refused_with_one_line_naming_them(
     assert junk.read_text().startswith("not a database")  # untouched
 
 
-@pytest.mark.slow
 def test_a_full_disk_degrades_history_but_not_the_room_and_it_recovers(
     fresh_pki: TestPKI, spawn_server: Spawn, tmp_path: Path
 ) -> None:
