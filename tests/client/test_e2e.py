@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import struct
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -98,72 +94,22 @@ def test_lines_typed_before_the_welcome_are_delivered(
     assert bob.wait_exit() == ExitCode.OK
 
 
-class CuttableProxy:
-    """A TCP relay to the server whose connections can be cut mid-stream, like a dropped
-    network: no TLS close_notify, no bye, just a reset."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.target))
-            self.pairs.append((down, up))
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def cut(self) -> None:
-        """Reset every relayed connection (SO_LINGER 0 sends RST)."""
-        for down, up in self.pairs:
-            for sock in (down, up):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    # shutdown wakes the relay thread blocked in recv; only then does close
-                    # really release the socket (and reset the connection)
-                    sock.shutdown(socket.SHUT_RDWR)
-                    sock.close()
-        self.pairs.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 def test_client_reconnects_after_the_network_drops(
-    pki: TestPKI, spawn_server: Any, spawn_client: Any
+    pki: TestPKI, spawn_server: Any, spawn_client: Any, relay_to: Any
 ) -> None:
     server = spawn_server(pki.dir)
-    proxy = CuttableProxy(server.port)
-    try:
-        bob = spawn_client("--cert", pki.user("bob"), f"localhost:{server.port}")
-        bob.wait_out("* welcome bob")
-        alice = spawn_client("--cert", pki.user("alice"), f"localhost:{proxy.port}")
-        alice.wait_out("* welcome alice")
-        bob.wait_out("* alice joined")
+    proxy = relay_to(server.port)
+    bob = spawn_client("--cert", pki.user("bob"), f"localhost:{server.port}")
+    bob.wait_out("* welcome bob")
+    alice = spawn_client("--cert", pki.user("alice"), f"localhost:{proxy.port}")
+    alice.wait_out("* welcome alice")
+    bob.wait_out("* alice joined")
 
-        proxy.cut()
-        alice.wait_err("connection closed without a goodbye; reconnecting in")
-        alice.wait_err(f"reconnected to localhost:{proxy.port}")
-        alice.send("still here")
-        assert bob.wait_out("still here") == "<alice> still here"
-        for client in (alice, bob):
-            client.close_stdin()
-            assert client.wait_exit() == ExitCode.OK
-    finally:
-        proxy.close()
+    proxy.cut()
+    alice.wait_err("connection closed without a goodbye; reconnecting in")
+    alice.wait_err(f"reconnected to localhost:{proxy.port}")
+    alice.send("still here")
+    assert bob.wait_out("still here") == "<alice> still here"
+    for client in (alice, bob):
+        client.close_stdin()
+        assert client.wait_exit() == ExitCode.OK

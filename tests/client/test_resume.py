@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,37 +10,8 @@ import pytest
 
 from mtlschat.client.errors import ExitCode
 
-from .test_e2e import CuttableProxy
-
 if TYPE_CHECKING:
     from conftest import TestPKI
-
-
-class Outage(CuttableProxy):
-    """A relay that can also refuse new connections for a while: the network is down."""
-
-    def __init__(self, port: int) -> None:
-        self.down = threading.Event()
-        super().__init__(port)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.down.is_set():
-                with contextlib.suppress(OSError):
-                    down.close()
-                continue
-            up = socket.create_connection(("127.0.0.1", self.target))
-            self.pairs.append((down, up))
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
-
-    def fail(self) -> None:
-        self.down.set()
-        self.cut()
 
 
 def chat_lines(out: list[str], sender: str) -> list[str]:
@@ -52,46 +20,43 @@ def chat_lines(out: list[str], sender: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_client_cut_off_for_10s_shows_every_missed_line_once_in_order(
-    fresh_pki: TestPKI, spawn_server: Any, spawn_client: Any, tmp_path: Path
+    fresh_pki: TestPKI, spawn_server: Any, spawn_client: Any, relay_to: Any, tmp_path: Path
 ) -> None:
     server = spawn_server(fresh_pki.dir, "--history", str(tmp_path / "h.db"))
-    relay = Outage(server.port)
-    try:
-        bob = spawn_client("--cert", fresh_pki.user("bob"), f"localhost:{server.port}")
-        bob.wait_out("* welcome bob")
-        alice = spawn_client("--cert", fresh_pki.user("alice"), f"localhost:{relay.port}")
-        alice.wait_out("* welcome alice")
-        bob.send("before")
-        alice.wait_out("<bob> before")
+    relay = relay_to(server.port)
+    bob = spawn_client("--cert", fresh_pki.user("bob"), f"localhost:{server.port}")
+    bob.wait_out("* welcome bob")
+    alice = spawn_client("--cert", fresh_pki.user("alice"), f"localhost:{relay.port}")
+    alice.wait_out("* welcome alice")
+    bob.send("before")
+    alice.wait_out("<bob> before")
 
-        relay.fail()
-        alice.wait_err("reconnecting in")
-        alice.send("typed while cut off")  # delivered once she is back
-        start = time.monotonic()
-        missed = 0
-        while time.monotonic() - start < 10.0:  # others keep chatting for 10 s
-            missed += 1
-            bob.send(f"missed {missed}")
-            bob.send(f"/me waves {missed}")
-            time.sleep(0.5)
-        relay.down.clear()
-        alice.wait_err(f"reconnected to localhost:{relay.port}")
-        bob.wait_out("<alice> typed while cut off")
-        bob.send("after")
-        alice.wait_out("<bob> after")
-        expected = ["<bob> before"]
-        for i in range(1, missed + 1):
-            expected += [f"<bob> missed {i}"]
-        expected.append("<bob> after")
-        assert chat_lines(alice.out, "bob") == expected
-        actions = [line for line in alice.out if line.startswith("* bob waves")]
-        assert actions == [f"* bob waves {i}" for i in range(1, missed + 1)]
-        assert "* recovered" in "\n".join(alice.out)
-        for client in (alice, bob):
-            client.close_stdin()
-            assert client.wait_exit() == ExitCode.OK
-    finally:
-        relay.close()
+    relay.fail()
+    alice.wait_err("reconnecting in")
+    alice.send("typed while cut off")  # delivered once she is back
+    start = time.monotonic()
+    missed = 0
+    while time.monotonic() - start < 10.0:  # others keep chatting for 10 s
+        missed += 1
+        bob.send(f"missed {missed}")
+        bob.send(f"/me waves {missed}")
+        time.sleep(0.5)
+    relay.restore()
+    alice.wait_err(f"reconnected to localhost:{relay.port}")
+    bob.wait_out("<alice> typed while cut off")
+    bob.send("after")
+    alice.wait_out("<bob> after")
+    expected = ["<bob> before"]
+    for i in range(1, missed + 1):
+        expected += [f"<bob> missed {i}"]
+    expected.append("<bob> after")
+    assert chat_lines(alice.out, "bob") == expected
+    actions = [line for line in alice.out if line.startswith("* bob waves")]
+    assert actions == [f"* bob waves {i}" for i in range(1, missed + 1)]
+    assert "* recovered" in "\n".join(alice.out)
+    for client in (alice, bob):
+        client.close_stdin()
+        assert client.wait_exit() == ExitCode.OK
 
 
 def test_a_client_says_so_when_the_server_history_was_reset(
