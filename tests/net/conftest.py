@@ -190,6 +190,20 @@ class BioClient:
         return line
 
 
+def connect_as(
+    port: int, pki: TestPKI, name: str, alpn: str | None = ALPN_JSON, **kw: bool
+) -> ChatClient:
+    """Connect to the server on ``port`` as ``pki``'s user ``name`` (TLS done, nothing read)."""
+    return ChatClient(port, client_context(pki.user(name), pki.ca_cert, alpn), **kw)
+
+
+def join_as(port: int, pki: TestPKI, name: str, **kw: bool) -> ChatClient:
+    """:func:`connect_as` in JSON mode, then read up to this client's welcome."""
+    client = connect_as(port, pki, name, **kw)
+    client.wait_for("welcome", name=name)
+    return client
+
+
 def assert_refused(port: int, ctx: ssl.SSLContext) -> int:
     """Connect with ``ctx``; assert the server never admits us. Return our local port."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
@@ -273,14 +287,11 @@ class RunningServer:
 
     def connect(self, name: str, alpn: str | None = ALPN_JSON) -> ChatClient:
         """Connect as ``name`` (TLS only; nothing read yet)."""
-        return ChatClient(self.port, self.context(name, alpn))
+        return connect_as(self.port, self.pki, name, alpn)
 
     def join(self, name: str) -> ChatClient:
         """Connect as ``name`` in JSON mode and read the welcome."""
-        client = self.connect(name)
-        welcome = client.wait_for("welcome")
-        assert welcome["name"] == name
-        return client
+        return join_as(self.port, self.pki, name)
 
     def stop(self) -> None:
         """Graceful shutdown; re-raise anything the loop raised."""

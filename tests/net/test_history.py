@@ -11,17 +11,12 @@ from typing import TYPE_CHECKING, Any
 from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import Record
 
-from .conftest import ChatClient, Closed, client_context
+from .conftest import ChatClient, Closed, connect_as
 
 if TYPE_CHECKING:
     from conftest import CLIRunner, ServerProcess, TestPKI
 
 Spawn = Callable[..., "ServerProcess"]
-
-
-def join(server: ServerProcess, pki: TestPKI, name: str, alpn: str | None = "json") -> ChatClient:
-    ctx = client_context(pki.user(name), pki.ca_cert, "mtlschat-json/1" if alpn else None)
-    return ChatClient(server.port, ctx)
 
 
 def welcome(client: ChatClient) -> dict[str, Any]:
@@ -41,14 +36,14 @@ def test_late_joiner_history_and_search_in_both_modes(
     fresh_pki: TestPKI, spawn_server: Spawn, tmp_path: Path
 ) -> None:
     server = spawn_server(fresh_pki.dir, "--rate", "0", "--history", str(tmp_path / "h.db"))
-    alice = join(server, fresh_pki, "alice")
+    alice = connect_as(server.port, fresh_pki, "alice")
     welcome(alice)
     for i in range(1, 121):
         alice.send(f"deploy {i}" if i % 40 == 0 else f"line {i}")
     alice.send("/who")
     alice.wait_for("who")  # every line before it has been handled (and stored)
 
-    bob = join(server, fresh_pki, "bob")
+    bob = connect_as(server.port, fresh_pki, "bob")
     assert welcome(bob)["resume"]["offset"] == 120
     assert bob.read() == {"type": "history", "source": "join", "count": 20}
     lines = [bob.read() for _ in range(20)]
@@ -60,7 +55,7 @@ def test_late_joiner_history_and_search_in_both_modes(
     assert bob.wait_for("history", source="search")["count"] == 3
     assert [bob.read()["text"] for _ in range(3)] == ["deploy 40", "deploy 80", "deploy 120"]
 
-    carol = join(server, fresh_pki, "carol", alpn=None)  # as openssl s_client would
+    carol = connect_as(server.port, fresh_pki, "carol", None)  # as openssl s_client would
     assert carol.read_line().startswith(b"* welcome carol.")
     assert carol.read_line() == b"* history: the last 20 lines (/history N for more)"
     first = carol.read_line()
@@ -80,9 +75,9 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_anyone_saw(
 ) -> None:
     path = tmp_path / "h.db"
     server = spawn_server(fresh_pki.dir, "--rate", "0", "--history", str(path))
-    receivers = [join(server, fresh_pki, name) for name in ("bob", "carol")]
+    receivers = [connect_as(server.port, fresh_pki, name) for name in ("bob", "carol")]
     epoch = {welcome(r)["resume"]["epoch"] for r in receivers}
-    alice = join(server, fresh_pki, "alice")
+    alice = connect_as(server.port, fresh_pki, "alice")
     welcome(alice)
 
     def burst() -> None:
@@ -122,7 +117,7 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_anyone_saw(
     again = spawn_server(
         fresh_pki.dir, "--rate", "0", "--history", str(path), port=server.port, log=server.log_path
     )
-    bob = join(again, fresh_pki, "bob")
+    bob = connect_as(again.port, fresh_pki, "bob")
     w = welcome(bob)
     assert {w["resume"]["epoch"]} == epoch  # same store, same epoch
     assert w["resume"]["offset"] == len(rows)
@@ -134,7 +129,7 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_anyone_saw(
             recovered.append((m["id"], m["text"]))
     assert m["count"] == len(recovered) and m["offset"] == len(rows)
     assert got["bob"] + recovered == rows  # every line exactly once, in order
-    alice = join(again, fresh_pki, "alice")
+    alice = connect_as(again.port, fresh_pki, "alice")
     welcome(alice)
     alice.send("after the restart")
     assert bob.wait_for("msg")["id"] == len(rows) + 1  # offsets continue
@@ -188,7 +183,10 @@ def test_a_full_disk_degrades_history_but_not_the_room_and_it_recovers(
 ) -> None:
     path = tmp_path / "h.db"
     server = spawn_server(fresh_pki.dir, "--rate", "0", "--history", str(path))
-    alice, bob = join(server, fresh_pki, "alice"), join(server, fresh_pki, "bob")
+    alice, bob = (
+        connect_as(server.port, fresh_pki, "alice"),
+        connect_as(server.port, fresh_pki, "bob"),
+    )
     welcome(alice)
     welcome(bob)
     alice.send("before")
@@ -205,7 +203,7 @@ def test_a_full_disk_degrades_history_but_not_the_room_and_it_recovers(
         bob.wait_for("msg", text=f"during {n}")  # live all the same
         assert n < 2000, server.log()
     bob.wait_for("info", text="history: lines are not being saved right now; chat goes on")
-    carol = join(server, fresh_pki, "carol")  # joining meanwhile: told too
+    carol = connect_as(server.port, fresh_pki, "carol")  # joining meanwhile: told too
     carol.wait_for("info", text="history: lines are not being saved right now; chat goes on")
     carol.close()
     resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
@@ -229,7 +227,7 @@ def test_deleting_the_history_gives_a_new_epoch(
 ) -> None:
     path = tmp_path / "h.db"
     server = spawn_server(fresh_pki.dir, "--rate", "0", "--history", str(path))
-    alice = join(server, fresh_pki, "alice")
+    alice = connect_as(server.port, fresh_pki, "alice")
     old = welcome(alice)["resume"]
     alice.close()
     assert server.stop() == 0
@@ -238,7 +236,7 @@ def test_deleting_the_history_gives_a_new_epoch(
     again = spawn_server(
         fresh_pki.dir, "--rate", "0", "--history", str(path), port=server.port, log=server.log_path
     )
-    alice = join(again, fresh_pki, "alice")
+    alice = connect_as(again.port, fresh_pki, "alice")
     new = welcome(alice)["resume"]
     assert new["epoch"] != old["epoch"] and new["offset"] == 0
     alice.send(f"/resume {old['epoch']} {old['offset']}")

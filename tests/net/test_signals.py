@@ -11,18 +11,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import BioClient, ChatClient, Closed, assert_refused, client_context
+from .conftest import BioClient, Closed, assert_refused, client_context, join_as
 
 if TYPE_CHECKING:
     from conftest import CLIRunner, ServerProcess, TestPKI
 
     from .conftest import ServerFactory
-
-
-def _join(server: ServerProcess, pki: TestPKI, name: str, **kw: bool) -> ChatClient:
-    client = ChatClient(server.port, client_context(pki.user(name), pki.ca_cert), **kw)
-    client.wait_for("welcome", name=name)
-    return client
 
 
 def test_sighup_after_revoke_disconnects_only_bob(
@@ -31,9 +25,9 @@ def test_sighup_after_revoke_disconnects_only_bob(
     mtlschat_cli: CLIRunner,
 ) -> None:
     server = spawn_server(fresh_pki.dir)
-    alice = _join(server, fresh_pki, "alice")
-    bob = _join(server, fresh_pki, "bob")
-    carol = _join(server, fresh_pki, "carol")
+    alice = join_as(server.port, fresh_pki, "alice")
+    bob = join_as(server.port, fresh_pki, "bob")
+    carol = join_as(server.port, fresh_pki, "carol")
     alice.wait_for("join", name="carol")
 
     revoke = mtlschat_cli("ca", "revoke", "bob", "--pki", fresh_pki.dir)
@@ -60,7 +54,7 @@ def test_stop_signal_says_bye_and_exits_zero(
     signum: signal.Signals, pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
     server = spawn_server(pki.dir)
-    alice = _join(server, pki, "alice", suppress_ragged_eofs=False)
+    alice = join_as(server.port, pki, "alice", suppress_ragged_eofs=False)
     server.proc.send_signal(signum)
     # bye, then a clean TLS close (close_notify): a ragged EOF would raise SSLEOFError.
     assert alice.wait_for("bye")["reason"] == "server shutting down"
@@ -118,7 +112,7 @@ def test_stop_while_accepts_are_paused_still_says_bye(
     pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
     server = spawn_server(pki.dir)
-    alice = _join(server, pki, "alice")
+    alice = join_as(server.port, pki, "alice")
     # No descriptor left for the server: a pending connection makes accept() fail (EMFILE),
     # and the listener is unregistered for a while, over and over while the peer waits.
     resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (3, 3))

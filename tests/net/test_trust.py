@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 
-from .conftest import ChatClient, assert_refused, client_context
+from .conftest import ChatClient, assert_refused, client_context, join_as
 
 if TYPE_CHECKING:
     from conftest import CLIRunner, ServerProcess, TestPKI
@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 needs_faketime = pytest.mark.skipif(
     shutil.which("faketime") is None, reason="needs faketime (Debian package faketime)"
 )
-
-
-def _join(server: ServerProcess, pki: TestPKI, name: str) -> ChatClient:
-    client = ChatClient(server.port, client_context(pki.user(name), pki.ca_cert))
-    client.wait_for("welcome", name=name)
-    return client
 
 
 def _start(mtlschat_cli: CLIRunner, pki: TestPKI, *flags: str | Path) -> str:
@@ -98,11 +92,11 @@ def test_reload_refuses_a_client_certificate_as_the_server_certificate(
     fresh_pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
     server = spawn_server(fresh_pki.dir)
-    alice = _join(server, fresh_pki, "alice")
+    alice = join_as(server.port, fresh_pki, "alice")
     shutil.copy(fresh_pki.user("mallory"), fresh_pki.server_bundle)
     server.proc.send_signal(signal.SIGHUP)
     server.wait_log(r"ERROR reload failed, keeping the previous .*is not a server certificate")
-    bob = _join(server, fresh_pki, "bob")  # new handshakes still get the good certificate
+    bob = join_as(server.port, fresh_pki, "bob")  # new handshakes still get the good certificate
     bob.send("hello")
     assert alice.wait_for("msg")["text"] == "hello"
 
@@ -110,7 +104,7 @@ def test_reload_refuses_a_client_certificate_as_the_server_certificate(
 def _revoke_bob_and_reload(
     pki: TestPKI, server: ServerProcess, mtlschat_cli: CLIRunner
 ) -> ChatClient:
-    bob = _join(server, pki, "bob")
+    bob = join_as(server.port, pki, "bob")
     assert mtlschat_cli("ca", "revoke", "bob", "--pki", pki.dir).returncode == 0
     server.proc.send_signal(signal.SIGHUP)
     assert bob.wait_closed()[-1] == {"type": "bye", "reason": "certificate revoked"}
@@ -119,7 +113,7 @@ def _revoke_bob_and_reload(
 
 def _bob_stays_out(pki: TestPKI, server: ServerProcess) -> None:
     assert_refused(server.port, client_context(pki.user("bob"), pki.ca_cert))
-    _join(server, pki, "carol").close()
+    join_as(server.port, pki, "carol").close()
 
 
 def test_a_missing_crl_at_reload_keeps_the_last_good_one(
@@ -166,8 +160,8 @@ def test_a_rewritten_crl_is_picked_up_without_a_signal(
     fresh_pki: TestPKI, spawn_server: Callable[..., ServerProcess], mtlschat_cli: CLIRunner
 ) -> None:
     server = spawn_server(fresh_pki.dir)
-    alice = _join(server, fresh_pki, "alice")
-    bob = _join(server, fresh_pki, "bob")
+    alice = join_as(server.port, fresh_pki, "alice")
+    bob = join_as(server.port, fresh_pki, "bob")
     assert mtlschat_cli("ca", "revoke", "bob", "--pki", fresh_pki.dir).returncode == 0
     # No SIGHUP: the server stat()s its files once a second.
     assert bob.wait_closed()[-1] == {"type": "bye", "reason": "certificate revoked"}
@@ -252,7 +246,7 @@ def test_members_are_not_told_about_a_current_crl(
     pki: TestPKI, spawn_server: Callable[..., ServerProcess]
 ) -> None:
     server = spawn_server(pki.dir)
-    alice = _join(server, pki, "alice")
+    alice = join_as(server.port, pki, "alice")
     alice.send("/who")
     alice.wait_for("who")
     assert not any(m.get("type") == "info" for m in alice.seen)
