@@ -368,3 +368,22 @@ def test_validity_durations(tmp_path: Path, cli: Run) -> None:
     fails(cli("ca", "issue", "uma", "--valid", "30m"), "invalid validity")
     fails(cli("ca", "issue", "uma", "--valid", "0h"), "at least 1 hour")
     fails(cli("ca", "issue", "uma", "--days", "5", "--valid", "5d"), "not both")
+
+
+def test_list_marks_expiry_and_crl_if_due(tmp_path: Path, cli: Run) -> None:
+    ok(cli("ca", "init"))
+    ok(cli("ca", "issue", "vera", "--days", "10"))
+    ok(cli("ca", "issue", "walt"))
+    listed = ok(cli("ca", "list"))
+    [vera] = [line for line in listed.splitlines() if "vera" in line]
+    [walt] = [line for line in listed.splitlines() if "walt" in line]
+    assert "valid (expires soon)" in vera and "expires soon" not in walt
+    assert "pki/crl.pem: CRL number 1, 0 revoked, next update" in listed
+    assert "expires soon" not in listed.splitlines()[-1]
+    assert "not due (--if-due 30)" in ok(cli("ca", "crl", "--if-due", "30"))  # 180 days away
+    ok(cli("ca", "crl", "--days", "10"))  # CRL 2, nextUpdate in 10 days
+    assert "(expires soon: run `mtlschat ca crl`)" in ok(cli("ca", "list")).splitlines()[-1]
+    assert "wrote pki/crl.pem" in ok(cli("ca", "crl", "--if-due", "30"))
+    last = ok(cli("ca", "list")).splitlines()[-1]
+    assert "CRL number 3" in last and "expires soon" not in last
+    fails(cli("ca", "crl", "--if-due", "-1"), "--if-due must be 0 or more")

@@ -106,3 +106,17 @@ def test_rows_serialise_and_mark_expiry(fresh_pki: TestPKI, tmp_path: Path) -> N
         "sha256", "expires_soon",
     }  # fmt: skip
     assert gone.serial == int(by_name["gone"]["serial"], 16)
+
+
+def test_crl_state_of_an_expired_crl(fresh_pki: TestPKI) -> None:
+    from mtlschat.ca.crl import build_crl
+    from mtlschat.ca.listing import crl_state
+
+    now = datetime.now(UTC)
+    old = build_crl(
+        ca_key=fresh_pki.ca.key, ca_cert=fresh_pki.ca.cert, revoked=[], number=9,
+        now=now - timedelta(days=30), days=1,
+    )  # fmt: skip
+    state = crl_state(old, now)
+    assert state.expired and state.expires_soon and state.number == 9
+    assert state.due(timedelta(days=0), now)

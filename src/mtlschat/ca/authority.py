@@ -18,7 +18,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mtlschat.ca import install
 from mtlschat.ca.bundle import is_encrypted_pem_key, load_pem_key, serialize_bundle
-from mtlschat.ca.crl import DEFAULT_CRL_DAYS, build_crl, check_crl_days, check_reason
+from mtlschat.ca.crl import (
+    DEFAULT_CRL_DAYS,
+    build_crl,
+    check_crl_days,
+    check_reason,
+    load_verified_crl,
+)
 from mtlschat.ca.csr import check_csr, load_csr
 from mtlschat.ca.db import CertDB, CertRecord
 from mtlschat.ca.errors import (
@@ -41,7 +47,7 @@ from mtlschat.ca.fileio import (
     remove_stale_temporaries,
 )
 from mtlschat.ca.keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key, private_pem
-from mtlschat.ca.listing import CertRow, cert_rows
+from mtlschat.ca.listing import CertRow, CRLState, cert_rows, crl_state
 from mtlschat.ca.names import InvalidName, validate_username
 from mtlschat.ca.paths import PKIPaths
 from mtlschat.ca.profile import (
@@ -575,6 +581,20 @@ class CertificateAuthority:
     def records(self) -> list[CertRecord]:
         """Every certificate issued, oldest first."""
         return self.db.all()
+
+    def crl_state(self, now: datetime | None = None) -> CRLState | None:
+        """What ``crl.pem`` says (None if it is missing, unreadable or not signed by this CA)."""
+        try:
+            crl = load_verified_crl(self.paths.crl, self.cert)
+        except CAError:
+            return None
+        return crl_state(crl, now or datetime.now(UTC))
+
+    def crl_due(self, within: timedelta, now: datetime | None = None) -> bool:
+        """Whether ``crl.pem`` must be re-signed to stay valid for ``within`` (or is unusable)."""
+        now = now or datetime.now(UTC)
+        state = self.crl_state(now)
+        return state is None or state.due(within, now)
 
     def rows(self, now: datetime | None = None) -> list[CertRow]:
         """Every certificate issued as listed by ``ca list`` (status as of ``now``)."""

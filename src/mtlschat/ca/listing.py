@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+
 from mtlschat.ca.db import CertRecord
 
 # Certificates (and the CRL) that stop working within this many days are marked in `ca list`.
@@ -56,3 +58,34 @@ def cert_rows(records: Iterable[CertRecord], now: datetime) -> list[CertRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class CRLState:
+    """What ``crl.pem`` says, for ``ca list`` and ``ca crl --if-due``."""
+
+    number: int | None
+    next_update: datetime | None
+    revoked: int  # how many serials it lists
+    expires_soon: bool  # nextUpdate within EXPIRY_WARNING
+    expired: bool  # nextUpdate passed: OpenSSL refuses every client against it
+
+    def due(self, within: timedelta, now: datetime) -> bool:
+        """Whether the CRL must be re-signed now to stay valid for ``within``."""
+        return self.next_update is None or self.next_update - now <= within
+
+
+def crl_state(crl: x509.CertificateRevocationList, now: datetime) -> CRLState:
+    """The state of a parsed CRL as of ``now``."""
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = None
+    nxt = crl.next_update_utc
+    return CRLState(
+        number=number,
+        next_update=nxt,
+        revoked=len(crl),
+        expires_soon=nxt is not None and nxt - now <= EXPIRY_WARNING,
+        expired=nxt is not None and nxt <= now,
+    )

@@ -369,6 +369,19 @@ def list_(
             table.add_row(r.serial, r.name, r.kind, _date(r.not_after), status)
         console = Console() if sys.stdout.isatty() else Console(width=200)
         console.print(table) if rows else typer.echo("no certificates issued yet")
+        state = ca.crl_state()
+        if state is None:
+            typer.echo(f"{ca.paths.crl}: missing or unreadable: run `mtlschat ca crl`")
+        elif state.next_update is not None:
+            mark = ""
+            if state.expired:
+                mark = " EXPIRED: every member is refused until `mtlschat ca crl`"
+            elif state.expires_soon:
+                mark = " (expires soon: run `mtlschat ca crl`)"
+            typer.echo(
+                f"{ca.paths.crl}: CRL number {state.number}, {state.revoked} revoked, "
+                f"next update {_date(state.next_update)}{mark}"
+            )
 
 
 _NEXT_AFTER_CRL = (
@@ -452,14 +465,38 @@ def crl(
     days: Annotated[
         int, typer.Option("--days", help="Days until the CRL's nextUpdate.")
     ] = DEFAULT_CRL_DAYS,
+    if_due: Annotated[
+        int | None,
+        typer.Option(
+            "--if-due",
+            metavar="DAYS",
+            help="Only if crl.pem's nextUpdate is within DAYS days (or it is unusable): for cron.",
+        ),
+    ] = None,
 ) -> None:
     """Rewrite crl.pem: next CRL number, nextUpdate in --days (re-run before then).
 
     Examples:
       mtlschat ca crl
       mtlschat ca crl --days 30
+      mtlschat ca crl --if-due 30
     """
     with _errors():
+        if if_due is not None:
+            if if_due < 0:
+                raise BadRequest(f"--if-due must be 0 or more days (got {if_due})")
+            ca = _open_ca(pki, need_key=False)
+            state = ca.crl_state()
+            if (
+                state is not None
+                and state.next_update is not None
+                and not ca.crl_due(timedelta(days=if_due))
+            ):
+                typer.echo(
+                    f"{ca.paths.crl} is valid until {_date(state.next_update)}: not due "
+                    f"(--if-due {if_due})"
+                )
+                return
         ca = _open_ca(pki, need_key=True)
         path = ca.write_crl(days)
         typer.echo(f"wrote {path} (valid for {days} days)")
