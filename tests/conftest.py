@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -196,8 +197,14 @@ class ServerProcess:
         # A restarted server appends to the same log: only read what this process wrote.
         self._seen = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
         with log_path.open("ab") as log:
+            # Its own process group: a wrapper such as faketime forks the server and does not
+            # pass signals on, so stop() and kill() signal the whole group.
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=log, env=clean_env(env)
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=clean_env(env),
+                start_new_session=True,
             )
         line = self.wait_log(r"listening on 127\.0\.0\.1:\d+")
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -226,14 +233,18 @@ class ServerProcess:
     def stop(self) -> int:
         """SIGTERM (graceful: clients get bye) and wait; the exit code."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
         return self.proc.wait(self.deadline)
 
     def kill(self) -> None:
         """Teardown: make sure nothing outlives the test."""
+        self._signal_group(signal.SIGKILL)
         if self.proc.poll() is None:
-            self.proc.kill()
             self.proc.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signum)
 
 
 ServerSpawner = Callable[..., ServerProcess]
