@@ -61,6 +61,15 @@ def test_dash_h_is_help_and_shows_no_python_types(
         assert not PYTHON_TYPE.search(r.stdout), (path, PYTHON_TYPE.search(r.stdout))
 
 
+def test_defaults_are_shown_one_way(
+    helps: dict[tuple[str, ...], subprocess.CompletedProcess[str]],
+) -> None:
+    """As typer shows a value's default, "[default: X]", also for defaults that are a rule."""
+    for path, r in helps.items():
+        text = " ".join(r.stdout.replace("│", " ").split())
+        assert not re.search(r"\(default[: ]", text), (path, text)
+
+
 def test_every_command_has_examples(
     helps: dict[tuple[str, ...], subprocess.CompletedProcess[str]],
 ) -> None:

@@ -44,7 +44,7 @@ P12_PASSWORD_ENV = "MTLSCHAT_P12_PASSWORD"
 app = typer.Typer(
     help="""Run the certificate authority: init, issue, sign, revoke, export ...
 
-    Every command works on the PKI directory given by --pki or MTLSCHAT_PKI (default: pki).
+    Every command works on the PKI directory given by --pki or MTLSCHAT_PKI, pki by default.
 
     Examples:
       mtlschat ca init
@@ -70,8 +70,8 @@ Days = Annotated[
     int | None,
     typer.Option(
         "--days",
-        help=f"Validity in days (default {DEFAULT_LEAF_DAYS}; a server certificate at most "
-        f"{MAX_SERVER_DAYS}, a member's up to the CA's expiry).",
+        help=f"Validity in days: a server certificate at most {MAX_SERVER_DAYS}, a member's up "
+        f"to the CA's expiry. [default: {DEFAULT_LEAF_DAYS}]",
     ),
 ]
 Valid = Annotated[
@@ -264,7 +264,7 @@ def issue(
     valid: Valid = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem, or PKI/server.pem)."),
+        typer.Option("--out", "-o", help="Output bundle. [default: ./NAME.pem, or PKI/server.pem]"),
     ] = None,
     force: Force = False,
     encrypt: Encrypt = False,
@@ -317,7 +317,7 @@ def sign(
     valid: Valid = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output certificate + CA (default ./NAME.crt)."),
+        typer.Option("--out", "-o", help="Output certificate + CA. [default: ./NAME.crt]"),
     ] = None,
     force: Force = False,
 ) -> None:
@@ -511,7 +511,7 @@ def renew(
     days: Days = None,
     valid: Valid = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output bundle (default ./NAME.pem).")
+        Path | None, typer.Option("--out", "-o", help="Output bundle. [default: ./NAME.pem]")
     ] = None,
     force: Force = False,
     revoke_old: Annotated[
@@ -559,7 +559,7 @@ def export(
         ExportFormat.p12
     ),
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file (default NAME.p12).")
+        Path | None, typer.Option("--out", "-o", help="Output file. [default: NAME.p12]")
     ] = None,
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="Read the password from this file.")
@@ -663,10 +663,10 @@ def show(
 def request(
     name: Annotated[str, typer.Argument(help="Your username (the CN the operator will sign).")],
     key: Annotated[
-        Path | None, typer.Option("--key", help="Where to write your key (default ./NAME.key).")
+        Path | None, typer.Option("--key", help="Where to write your key. [default: ./NAME.key]")
     ] = None,
     csr: Annotated[
-        Path | None, typer.Option("--csr", help="Where to write the CSR (default ./NAME.csr).")
+        Path | None, typer.Option("--csr", help="Where to write the CSR. [default: ./NAME.csr]")
     ] = None,
     encrypt: Annotated[
         bool,
@@ -715,7 +715,7 @@ def bundle(
         typer.Option("--ca", help="The CA certificate, if CERT does not include it."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="The bundle (default CERT with .pem).")
+        Path | None, typer.Option("--out", "-o", help="The bundle. [default: CERT with .pem]")
     ] = None,
     force: Force = False,
 ) -> None:

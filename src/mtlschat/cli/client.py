@@ -29,7 +29,7 @@ def client(
     pipe: bool | None = typer.Option(
         None,
         "--pipe/--tui",
-        help="Force pipe mode or the terminal UI (default: pipe mode when stdin is not a tty).",
+        help="Force pipe mode or the terminal UI. [default: pipe mode if stdin is no terminal]",
     ),
     timestamps: bool = typer.Option(
         False, "--timestamps", help="Pipe mode: prefix message lines with [HH:MM:SS]."
