@@ -158,9 +158,11 @@ def test_a_flood_of_refused_lines_costs_its_sender_a_bounded_answer(
     h.room.feed(alice, junk * 10_000)
     h.flush()
     answers = h.take(alice)
-    assert len(answers) == 21  # the burst's worth of errors, then one rate-limit notice
-    assert answers[-1]["code"] == "rate_limited"
-    assert h.take(bob) == []
+    # the burst's worth of errors, one rate-limit notice, then bye: 10,000 lines is a flood
+    assert len(answers) == 22
+    assert answers[20]["code"] == "rate_limited"
+    assert answers[21] == {"type": "bye", "reason": "flooding"}
+    assert [e["type"] for e in h.take(bob)] == ["leave"]
 
 
 def two_clock_room(settings: RoomSettings) -> tuple[Room, FakeClock, FakeClock]:
@@ -267,12 +269,25 @@ def test_every_input_draws_from_the_input_budget(make_harness: type[Harness]) ->
     """/pong, blank and whitespace lines and refused lines are not free (depth 4 x burst)."""
     h = make_harness(RoomSettings(rate=1.0, burst=2))  # input budget: 4/s, depth 8
     alice, bob = h.join("alice"), h.join("bob")
-    h.room.feed(alice, b"/pong\n \n\t\n\n\xff\n/pong\n" * 1000 + b"hel")
+    h.room.feed(alice, b"/pong\n \n\t\n\n\xff\n/pong\n" * 30 + b"hel")
     h.flush()
-    assert h.room.counters.input_dropped == 6000 - 8
+    assert h.room.counters.input_dropped == 180 - 8
     notices = [e for e in h.take(alice) if e["type"] == "error"]
-    assert notices[-1]["code"] == "rate_limited" and "5992 dropped unread" in notices[-1]["text"]
+    assert notices[-1]["code"] == "rate_limited" and "172 dropped unread" in notices[-1]["text"]
     h.clock.advance(1.0)
     h.room.feed(alice, b"lo\n")  # the partial line kept across the dropped ones is intact
     h.flush()
     assert [e["text"] for e in h.take(bob)] == ["hello"]
+
+
+def test_a_sustained_flood_is_disconnected(make_harness: type[Harness]) -> None:
+    """Far over the input budget (25 x its depth dropped) is not a person: bye, flooding."""
+    h = make_harness(RoomSettings(rate=1.0, burst=2))  # input depth 8; 200 may be dropped
+    alice, bob = h.join("alice"), h.join("bob")
+    h.room.feed(alice, b"/pong\n" * 208)  # 8 handled, 200 dropped: still within
+    assert alice.closing is None
+    h.room.feed(alice, b"/pong\n")
+    assert alice.closing == "flooding"
+    h.flush()
+    assert h.take(alice)[-1] == {"type": "bye", "reason": "flooding"}
+    assert [(e["type"], e["reason"]) for e in h.take(bob)] == [("leave", "flooding")]

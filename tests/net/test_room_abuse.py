@@ -5,6 +5,7 @@ Each test reproduces the attack as it was reported and fails without the room's 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 
 from mtlschat.chat.wire import ALPN_JSON, ALPN_TEXT
 
-from .conftest import DEADLINE, ChatClient, client_context
+from .conftest import DEADLINE, ChatClient, Closed, client_context
 
 if TYPE_CHECKING:
     from conftest import ServerProcess, TestPKI
@@ -111,25 +112,40 @@ def test_bidi_controls_and_separators_are_neutralised(pki: TestPKI, spawn_server
 
 
 def test_pongs_and_blank_lines_are_not_free(pki: TestPKI, spawn_server: Spawn) -> None:
-    """9.13: /pong, whitespace-only lines and refused lines draw from the input budget: a flood
-    of them is dropped unread (one notice), and its sender's chat is unaffected afterwards."""
-    server = spawn_server(pki.dir)
+    """9.13: /pong, whitespace-only lines and refused lines draw from the input budget: over it
+    they are dropped unread (one notice), and the sender's chat still works once it refills."""
+    server = spawn_server(pki.dir)  # input budget: 20 lines/s, depth 80; 2,000 may be dropped
     bob = _join(server, pki, "bob")
     alice = _join(server, pki, "alice")
-    flood = b"/pong\n   \n\t\n" * 3000 + b"\xff\xfe\n" * 1000
-    alice.sock.sendall(flood)
+    alice.sock.sendall(b"/pong\n   \n\t\n\xff\xfe\n" * 250)
     notice = alice.wait_for("error", code="rate_limited")
     assert "dropped unread" in notice["text"]
-    alice.send("after the flood")
     # The input budget refills within seconds; until then a line may be dropped too: retry.
     deadline = time.monotonic() + DEADLINE
     while True:
+        alice.send("after the flood")
         try:
             bob.wait_for("msg", timeout=1.0, text="after the flood")
             break
         except TimeoutError:
             assert time.monotonic() < deadline
-            alice.send("after the flood")
+
+
+def test_a_sustained_flood_is_disconnected(pki: TestPKI, spawn_server: Spawn) -> None:
+    """9.13: a peer that keeps sending far over its input budget is cut off ("flooding")
+    rather than keeping a core busy reading and decrypting lines that are dropped anyway."""
+    server = spawn_server(pki.dir)
+    bob = _join(server, pki, "bob")
+    alice = _join(server, pki, "alice")
+    try:
+        for _ in range(100):
+            alice.sock.sendall(b"/pong\n \n" * 5000)
+    except OSError:
+        pass  # cut off mid-flood
+    with contextlib.suppress(Closed):  # (the bye may be lost to a reset: we kept sending)
+        assert alice.wait_for("bye")["reason"] == "flooding"
+    assert bob.wait_for("leave", name="alice")["reason"] == "flooding"
+    server.wait_log(r"disconnect alice from 127\.0\.0\.1:\d+: flooding")
 
 
 def _faketime_library() -> str:

@@ -13,6 +13,11 @@ from __future__ import annotations
 # depth): well above what a client pacing itself to the advertised rate sends, low enough that a
 # flood is dropped in bulk rather than handled line by line.
 INPUT_FACTOR = 4
+# Lines dropped over the input budget draw from a third bucket, this many times the input bucket's
+# depth (2,000 lines at the defaults), refilled at the input rate: a client that keeps sending
+# well over its budget is disconnected ("flooding") instead of costing the server a read and a
+# decrypt for every record it sends. A paste over the budget only loses its tail.
+FLOOD_FACTOR = 25
 
 
 class TokenBucket:
@@ -54,13 +59,19 @@ class TokenBucket:
 class NameBudget:
     """One user name's buckets; ``None`` where the setting disables the limit (rate 0)."""
 
-    __slots__ = ("input", "joins", "lines")
+    __slots__ = ("input", "joins", "lines", "overrun")
 
     def __init__(self, rate: float, burst: int, join_rate: float, join_burst: int, now: float):
         self.lines = TokenBucket(rate, burst, now) if rate else None
         self.input = TokenBucket(rate * INPUT_FACTOR, burst * INPUT_FACTOR, now) if rate else None
+        self.overrun = (
+            TokenBucket(rate * INPUT_FACTOR, burst * INPUT_FACTOR * FLOOD_FACTOR, now)
+            if rate
+            else None
+        )
         self.joins = TokenBucket(join_rate, join_burst, now) if join_rate else None
 
     def spent(self, now: float) -> bool:
         """Whether any bucket is below full: forgetting this budget would give tokens back."""
-        return any(b is not None and not b.full(now) for b in (self.lines, self.input, self.joins))
+        buckets = (self.lines, self.input, self.overrun, self.joins)
+        return any(b is not None and not b.full(now) for b in buckets)

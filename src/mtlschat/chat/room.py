@@ -295,6 +295,10 @@ class Room:
             self.counters.messages += 1
         if dropped:
             self.counters.input_dropped += dropped
+            overrun = member.budget.overrun
+            if overrun is not None and overrun.take_up_to(now, dropped) < dropped:
+                self.end(s, "flooding")  # far over its budget, for long: not a person typing
+                return
             limit = self.settings.rate * INPUT_FACTOR
             self._notice(s, now, f"too many lines (over {limit:g}/s): {dropped} dropped unread")
 
