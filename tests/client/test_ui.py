@@ -332,6 +332,8 @@ def test_tab_ctrl_c_and_a_mention_in_a_real_pty(
         term.expect(b"\x07")  # the bell
         term.expect(b"\x1b]2;[1] mtlschat: alice (bob called you)\x07")
 
+        term.type(b"/frobnicate now\r")  # refused: marked next to the line itself
+        term.expect(b'not delivered: "/frobnicate now" (unknown command /frobnicate')
         term.type(b"never sent")
         term.expect(b"never sent")
         term.type(b"\x03")  # Ctrl-C with a half-typed line: cleared, still here

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from prompt_toolkit import PromptSession
@@ -77,6 +78,7 @@ class ChatUI:
         self.unread = 0  # lines from others since the user last sent something
         self._down: tuple[float, int] | None = None  # (since, attempts) while reconnecting
         self._toolbar_status = ""
+        self._recent: deque[str] = deque(maxlen=50)  # lines sent lately, for refusals
         keys = KeyBindings()
         keys.add("c-c")(self._ctrl_c)
         self.session: PromptSession[str] = PromptSession(
@@ -147,13 +149,36 @@ class ChatUI:
 
     def show_event(self, event: Event) -> None:
         """A server event (or a local echo) as a styled line; a DM or a mention rings."""
+        if event.type == "error" and not event.local:
+            event = self._refused(event)
         styled = render_styled(event, self.state.me)
         if styled is not None:
             self.show(styled)
         self._notice(event)
 
+    def _refused(self, event: Event) -> Event:
+        """An error answers one of our lines: say which one was not delivered.
+
+        The server answers lines in order and says nothing about accepted chat lines, so the
+        line is the latest one sent that this kind of refusal can apply to.
+        """
+        code = event.text("code")
+        fits: Callable[[str], bool] = {
+            "unknown_user": lambda line: line.lower().startswith("/msg "),
+            "unknown_command": lambda line: line.startswith("/") and not line.startswith("//"),
+            "bad_usage": lambda line: line.startswith("/") and not line.startswith("//"),
+        }.get(code, lambda line: True)
+        for line in reversed(self._recent):
+            if fits(line):
+                self._recent.remove(line)
+                shown = line if len(line) <= 60 else line[:59] + "…"
+                text = f'not delivered: "{shown}" ({event.text("text") or code})'
+                return Event("error", {**event.data, "text": text})
+        return event
+
     def show_sent(self, line: str) -> None:
         """A line handed to the connection: shown now as ours (the server does not echo it)."""
+        self._recent.append(line)
         echo = local_echo(line, self.state.me, time.time())
         if echo is not None:
             self.show_event(echo)
