@@ -22,6 +22,7 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 from prompt_toolkit.shortcuts import print_formatted_text
 
@@ -81,6 +82,9 @@ class ChatUI:
         self._recent: deque[str] = deque(maxlen=50)  # lines sent lately, for refusals
         keys = KeyBindings()
         keys.add("c-c")(self._ctrl_c)
+        # While a line is printed above the prompt the terminal is briefly in cooked mode, where
+        # Ctrl-C is a SIGINT, which prompt_toolkit turns into this key: the same rules apply.
+        keys.add(Keys.SIGINT)(self._ctrl_c)
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
             completer=ChatCompleter(state),
