@@ -267,3 +267,22 @@ def test_a_first_line_over_one_mib_is_a_protocol_error(run_client: Run, room: An
 def test_bad_address(run_client: Run, room: Any) -> None:
     pki, _ = room
     fails(run_client("--cert", pki.user("alice"), "localhost:99999"), ExitCode.USAGE, "bad port")
+
+
+def test_the_bundle_comes_from_mtlschat_cert_or_the_config_file(
+    run_client: Run, room: Any, tmp_path: Path
+) -> None:
+    pki, server = room
+    home = {"XDG_CONFIG_HOME": str(tmp_path)}
+    result = run_client(f"localhost:{server.port}", env=home)
+    fails(result, ExitCode.USAGE, "which certificate? give --cert FILE (or set MTLSCHAT_CERT")
+    env = {**home, "MTLSCHAT_CERT": str(pki.user("alice"))}
+    result = run_client(f"localhost:{server.port}", env=env)
+    assert result.returncode == ExitCode.OK and "* welcome alice." in result.stdout
+    config = tmp_path / "mtlschat" / "client.toml"
+    config.parent.mkdir()
+    config.write_text(f'cert = "{pki.user("bob")}"\nserver = "localhost:{server.port}"\n')
+    result = run_client(env=home)
+    assert result.returncode == ExitCode.OK and "* welcome bob." in result.stdout
+    config.write_text("cert = 3\n")
+    fails(run_client(env=home), ExitCode.USAGE, "cert must be a str")

@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +68,13 @@ def test_message_arriving_mid_line_leaves_the_half_line_intact() -> None:
         quits: list[str] = []
         with create_pipe_input() as keys:
             ui = ChatUI(welcomed("alice", "bob"), input=keys, output=out)
-            ui.send, ui.quit = sent.append, quits.append
+            ui.quit = quits.append
+
+            def send(line: str) -> None:  # what a Link does: hand it over, then it is shown
+                sent.append(line)
+                ui.show_sent(line)
+
+            ui.send = send
             typing = asyncio.create_task(ui.input_loop())
             buffer = ui.session.default_buffer
             keys.send_text("hel")
@@ -127,9 +134,10 @@ def test_completion_of_commands_and_names() -> None:
         doc = Document(text, len(text))
         return [c.text for c in completer.get_completions(doc, CompleteEvent())]
 
-    assert complete("/m") == ["/me", "/msg"]  # not /mode: protocol plumbing
-    assert complete("/msg b") == ["Bernard", "bob"]
-    assert complete("hi CA") == ["carol"]
+    assert complete("/m") == ["/me ", "/msg "]  # not /mode: protocol plumbing
+    assert complete("/msg b") == ["Bernard ", "bob "]
+    assert complete("hi CA") == ["carol "]
+    assert complete("ca") == ["carol: "]  # addressing someone at the start of the line
     assert complete("x /w") == []  # a command only at the start of the line
 
 
@@ -173,7 +181,10 @@ class Terminal:
     def __init__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "mtlschat", "client", *map(str, args)]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MTLSCHAT_")}
-        full_env.update(TERM="xterm", COLUMNS="100", LINES="30", **(env or {}))
+        full_env.update(TERM="xterm", COLUMNS="100", LINES="30")
+        # Never the real ~/.config: the UI remembers its bundle and server there.
+        full_env["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mtlschat-config-")
+        full_env.update(env or {})
         self.fd, secondary = pty.openpty()
         self.proc = subprocess.Popen(
             cmd, stdin=secondary, stdout=secondary, stderr=secondary, env=full_env
@@ -209,6 +220,12 @@ class Terminal:
         with self.changed:
             ok = self.changed.wait_for(seen, DEADLINE)
             assert ok, f"{text!r} never appeared in {bytes(self.screen)[-2000:]!r}"
+
+    def expect_after(self, offset: int, text: bytes) -> None:
+        """Wait for ``text`` to be drawn after ``offset`` in the screen's bytes."""
+        with self.changed:
+            ok = self.changed.wait_for(lambda: self.screen.find(text, offset) >= 0, DEADLINE)
+            assert ok, f"{text!r} never appeared after {offset} in {bytes(self.screen)[-2000:]!r}"
 
     def type(self, keys: bytes) -> None:
         """Type ``keys``."""
@@ -275,3 +292,161 @@ def test_passphrase_prompt_on_a_terminal(pki: TestPKI, spawn_server: Any) -> Non
         assert term.exit_code() == 0, bytes(term.screen)[-2000:]
     finally:
         term.close()
+
+
+def _lines_with(screen: bytearray, text: bytes) -> int:
+    return bytes(screen).count(text)
+
+
+def test_tab_ctrl_c_and_a_mention_in_a_real_pty(
+    pki: TestPKI, spawn_server: Any, spawn_client: Any
+) -> None:
+    """Tab adds ': ' at the start of a line and ' ' elsewhere; Ctrl-C clears a half-typed line
+    and quits on an empty one; a mention rings the bell and names the caller in the title."""
+    server = spawn_server(pki.dir)
+    addr = f"localhost:{server.port}"
+    bob = spawn_client("--cert", pki.user("bob"), addr)
+    bob.wait_out("* welcome bob")
+    term = Terminal("--cert", pki.user("alice"), addr)
+    try:
+        term.expect(b"welcome alice", then=b"alice>")
+        bob.wait_out("* alice joined")
+        mark = len(term.screen)
+        term.type(b"bo")
+        term.expect_after(mark, b"o")  # drawn ('o' is in no escape sequence of the redraw)
+        mark = len(term.screen)
+        term.type(b"\t")  # completion runs in the background: a person waits for it too
+        term.expect_after(mark, b"b:")  # the screen is redrawn by differences: "bo" + "b:"
+        sent = len(term.screen)
+        term.type(b"hello there\r")
+        assert bob.wait_out("hello there") == "<alice> bob: hello there"
+        term.expect_after(sent, b"<alice>")  # our echo, printed once the line was sent
+        mark = len(term.screen)
+        term.type(b"/msg bo")
+        term.expect_after(mark, b"o")
+        mark = len(term.screen)
+        term.type(b"\t")
+        term.expect_after(mark, b"b")
+        term.type(b"psst\r")
+        assert bob.wait_out("psst") == "[dm] <alice> -> bob: psst"
+
+        bob.send("hey alice, look")
+        term.expect(b"hey ", then=b"look")
+        term.expect(b"\x07")  # the bell
+        term.expect(b"\x1b]2;[1] mtlschat: alice (bob called you)\x07")
+
+        term.type(b"/frobnicate now\r")  # refused: marked next to the line itself
+        term.expect(b'not delivered: "/frobnicate now" (unknown command /frobnicate')
+        term.type(b"never sent")
+        term.expect(b"never sent")
+        term.type(b"\x03")  # Ctrl-C with a half-typed line: cleared, still here
+        term.type(b"after the clear\r")
+        assert bob.wait_out("after the clear") == "<alice> after the clear"
+        term.type(b"\x03")  # Ctrl-C on an empty line: leave
+        assert term.exit_code() == 0, bytes(term.screen)[-2000:]
+        assert not any("never sent" in line for line in bob.out)
+    finally:
+        term.close()
+    bob.wait_out("* alice left")
+    bob.close_stdin()
+    assert bob.wait_exit() == 0
+
+
+def _paste(lines: list[str]) -> bytes:
+    return b"\x1b[200~" + "\n".join(lines).encode() + b"\x1b[201~"
+
+
+def test_a_paste_is_confirmed_paced_and_cancellable(
+    pki: TestPKI, spawn_server: Any, spawn_client: Any
+) -> None:
+    """A 30-line paste against --rate 20 --burst 5: asked first, then every line arrives; a
+    second paste is cancelled with Ctrl-C while queued and the rest is never sent."""
+    server = spawn_server(pki.dir, "--rate", "20", "--burst", "5")
+    addr = f"localhost:{server.port}"
+    bob = spawn_client("--cert", pki.user("bob"), addr)
+    bob.wait_out("* welcome bob")
+    term = Terminal("--cert", pki.user("paster"), addr)
+    try:
+        term.expect(b"welcome paster", then=b"paster>")
+        first = [f"pasted line {i:02d}" for i in range(30)]
+        term.type(_paste(first))
+        term.type(b"\r")
+        term.expect(b"send a paste of 30 lines? [y/N]")
+        term.type(b"y\r")
+        term.expect(b"more lines")  # the toolbar: "sending N more lines ..."
+        bob.wait_out("pasted line 29")
+        got = [line for line in bob.out if "pasted line" in line]
+        assert got == [f"<paster> {line}" for line in first]
+
+        second = [f"slow line {i:03d}" for i in range(300)]  # 15 s at 20/s
+        term.type(_paste(second))
+        term.type(b"\r")
+        term.expect(b"send a paste of 300 lines? [y/N]")
+        mark = len(term.screen)
+        term.type(b"y\r")
+        term.expect_after(mark, b"slow line 010")
+        # Ctrl-C: what is still queued is dropped. While a line is printed above the prompt the
+        # tty is in cooked mode for a moment, where Ctrl-C is a SIGINT (handled the same way in
+        # a terminal, but this pty is nobody's controlling terminal, so it is lost): press again,
+        # as a person would.
+        for _ in range(10):
+            term.type(b"\x03")
+            with term.changed:
+                if term.changed.wait_for(lambda: b"queued lines not sent" in term.screen, 1.0):
+                    break
+        term.expect(b"cancelled: ", then=b"queued lines not sent")
+        term.type(b"/quit\r")
+        assert term.exit_code() == 0, bytes(term.screen)[-2000:]
+        bob.wait_out("* paster left")
+        assert "<paster> slow line 299" not in bob.out
+
+        term2 = Terminal("--cert", pki.user("paster"), addr)
+        try:  # a paste the user declines is not sent at all
+            term2.expect(b"welcome paster", then=b"paster>")
+            term2.type(_paste([f"declined {i}" for i in range(8)]))
+            term2.type(b"\r")
+            term2.expect(b"send a paste of 8 lines? [y/N]")
+            term2.type(b"n\r")
+            term2.expect(b"paste of 8 lines not sent")
+            term2.type(b"/quit\r")
+            assert term2.exit_code() == 0
+        finally:
+            term2.close()
+        bob.wait_out("* paster left")
+        assert not any("declined" in line for line in bob.out)
+    finally:
+        term.close()
+    bob.close_stdin()
+    assert bob.wait_exit() == 0
+
+
+def test_reconnect_is_one_line_and_a_summary_and_the_room_is_remembered(
+    fresh_pki: TestPKI, spawn_server: Any, tmp_path: Any
+) -> None:
+    """While the server is down the attempts update one toolbar line; back, one summary. The
+    bundle and server used are remembered: the next 'mtlschat client' needs no arguments."""
+    server = spawn_server(fresh_pki.dir)
+    addr = f"localhost:{server.port}"
+    config = {"XDG_CONFIG_HOME": str(tmp_path)}
+    term = Terminal("--cert", fresh_pki.user("alice"), addr, env=config)
+    try:
+        term.expect(b"welcome alice", then=b"alice>")
+        server.stop()
+        term.expect(b"offline, attempt 1", then=b"cannot")  # the toolbar, updated in place
+        restarted = spawn_server(fresh_pki.dir, port=server.port, log=server.log_path)
+        term.expect(b"reconnected to", then=b"attempts")
+        assert _lines_with(term.screen, b"reconnecting\xe2\x80\xa6") == 1
+        term.type(b"/quit\r")
+        assert term.exit_code() == 0, bytes(term.screen)[-2000:]
+    finally:
+        term.close()
+    saved = (tmp_path / "mtlschat" / "client.toml").read_text()
+    assert str(fresh_pki.user("alice")) in saved and addr in saved
+    again = Terminal(env=config)
+    try:
+        again.expect(b"welcome alice", then=b"alice>")
+        again.type(b"\x04")
+        assert again.exit_code() == 0
+    finally:
+        again.close()
+    restarted.stop()

@@ -17,11 +17,12 @@ def client(
     address: str | None = typer.Argument(
         None, metavar="HOST[:PORT]", help="The server. [default: localhost:7443]"
     ),
-    cert: Path = typer.Option(
-        ...,
+    cert: Path | None = typer.Option(
+        None,
         "--cert",
         "-c",
-        help="Your bundle from 'mtlschat ca issue' (key + certificate + CA certificate).",
+        help="Your bundle from 'mtlschat ca issue' (key + certificate + CA certificate). "
+        "[default: MTLSCHAT_CERT, else the client config file]",
     ),
     ca: Path | None = typer.Option(
         None, "--ca", help="Trust this CA certificate for the server instead of the bundle's."
@@ -41,6 +42,8 @@ def client(
     """Join a chat server with a certificate bundle.
 
     An encrypted key's passphrase comes from MTLSCHAT_BUNDLE_PASSPHRASE or a prompt.
+    After the first successful run, the bundle and server are remembered in
+    ~/.config/mtlschat/client.toml, so 'mtlschat client' alone joins the same room.
 
     Examples:
       mtlschat client --cert alice.pem

@@ -12,6 +12,7 @@ from pathlib import Path
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from mtlschat.address import Address, parse_address
+from mtlschat.client.config import ClientConfig, choose_cert, load_config, remember
 from mtlschat.client.connection import Link
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.pipe import run_pipe
@@ -66,14 +67,21 @@ async def _with_names(err: ClientError, target: Address, context: ssl.SSLContext
 
 
 def run_client(
-    cert: Path,
+    cert: Path | None,
     address: str | None,
     *,
     ca: Path | None = None,
     pipe: bool | None = None,
     timestamps: bool = False,
 ) -> None:
-    """Join the room; return after a clean exit, raise :class:`ClientError` on failure."""
+    """Join the room; return after a clean exit, raise :class:`ClientError` on failure.
+
+    ``cert`` and ``address`` default to ``MTLSCHAT_CERT`` and the config file
+    (:mod:`.config`), which remembers them after the first successful run.
+    """
+    config = load_config()
+    cert = choose_cert(cert, config)
+    address = address or config.server
     try:
         target = parse_address(address)
     except ValueError as exc:
@@ -98,10 +106,14 @@ def run_client(
                 )
                 return
             state = ChatState()
-            ui = ChatUI(state)
-            link = Link(target, context, ui.show_event, ui.show_status, state=state)
+            ui = ChatUI(
+                state, paste_confirm=config.paste_confirm, bell=config.bell, title=config.title
+            )
+            link = Link(
+                target, context, ui.show_event, ui.show_status, state=state, on_sent=ui.show_sent
+            )
             if warning:
-                ui.show_status(warning, True)
+                ui.note(warning, error=True)
             with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
                 await run_ui(ui, link)
         except ClientError as err:
@@ -110,3 +122,16 @@ def run_client(
             raise
 
     asyncio.run(main())
+    if interactive and not pipe:  # a person at a terminal, not a script
+        _remember(config, cert, str(target))
+
+
+def _remember(config: ClientConfig, cert: Path, server: str) -> None:
+    """After a first successful run in the terminal UI: keep the bundle and server as defaults,
+    and say so. (Scripts in pipe mode never write the user's config.)"""
+    if remember(config, cert, server):
+        print(
+            f"mtlschat: {cert} and {server} are now the defaults (in {config.path}): "
+            "next time 'mtlschat client' alone will do",
+            file=sys.stderr,
+        )

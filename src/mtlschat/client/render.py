@@ -5,6 +5,7 @@ Everything a peer supplied goes through :func:`~mtlschat.client.protocol.clean` 
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 
@@ -41,6 +42,7 @@ STYLE = Style.from_dict(
         "dm.label": "fg:ansimagenta bold reverse",
         "action": "italic",
         "prompt": "bold",
+        "mention": "reverse bold",
     }
 )
 
@@ -172,11 +174,20 @@ def render_styled(event: Event, me: str = "") -> FormattedText | None:
     body = clean(event.text("text"))
     own = bool(me) and name_key(sender) == name_key(me)
     who = f"fg:{name_colour(sender)} bold" + (" underline" if own else "")
+    others = "" if own else me  # your own name in your own line is not a mention
     if kind == "msg":
-        return FormattedText([*ts, (who, f"<{sender}>"), ("", f" {body}")])
+        return FormattedText(
+            [*ts, (who, f"<{sender}>"), ("", " "), *_highlighted(body, others, "")]
+        )
     if kind == "action":
         return FormattedText(
-            [*ts, ("class:action", "* "), (who, sender), ("class:action", f" {body}")]
+            [
+                *ts,
+                ("class:action", "* "),
+                (who, sender),
+                ("class:action", " "),
+                *_highlighted(body, others, "class:action"),
+            ]
         )
     if kind == "dm":
         to = clean(event.text("to"))
@@ -194,6 +205,29 @@ def render_styled(event: Event, me: str = "") -> FormattedText | None:
         return None
     lines = text.splitlines() or [""]
     return FormattedText([*ts, ("class:notice", "-- " + "\n   ".join(lines))])
+
+
+def _mention_pattern(me: str) -> re.Pattern[str]:
+    # The name as a word of its own: "alice" in "alice: hi" and "hi @alice", not in "malice".
+    return re.compile(rf"(?<![\w.-]){re.escape(me)}(?![\w-])", re.IGNORECASE)
+
+
+def mentions(text: str, me: str) -> bool:
+    """True if ``text`` names ``me`` (case-insensitively, as a word of its own)."""
+    return bool(me) and _mention_pattern(me).search(text) is not None
+
+
+def _highlighted(body: str, me: str, style: str) -> list[tuple[str, str]]:
+    """``body`` as fragments of ``style``, with each mention of ``me`` standing out."""
+    if not me:
+        return [(style, body)]
+    fragments: list[tuple[str, str]] = []
+    at = 0
+    for match in _mention_pattern(me).finditer(body):
+        fragments += [(style, body[at : match.start()]), (f"{style} class:mention", match[0])]
+        at = match.end()
+    fragments.append((style, body[at:]))
+    return [f for f in fragments if f[1]]
 
 
 def render_status(text: str, *, error: bool = False) -> FormattedText:
