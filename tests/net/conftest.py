@@ -134,6 +134,20 @@ class ChatClient:
         self.sock.close()
 
 
+def stalled_client(port: int, context: ssl.SSLContext) -> ChatClient:
+    """A member who reads the welcome, then never reads again (a 4 KiB receive window, so
+    the server's writes to it block soon)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(DEADLINE)
+    raw.connect(("127.0.0.1", port))
+    client = ChatClient.__new__(ChatClient)
+    client.sock = context.wrap_socket(raw, server_hostname="localhost")
+    client.buf, client.seen = b"", []
+    client.wait_for("welcome")
+    return client
+
+
 class BioClient:
     """A TLS client driven through memory BIOs, so a test controls every byte on the wire."""
 
@@ -258,10 +272,14 @@ class RunningServer:
     """A :class:`ChatServer` serving on a background thread of the test process."""
 
     def __init__(
-        self, pki: TestPKI, config: ServerConfig, clock: Callable[[], float] = time.time
+        self,
+        pki: TestPKI,
+        config: ServerConfig,
+        clock: Callable[[], float] = time.time,
+        **loop: float,
     ) -> None:
         self.pki = pki
-        self.server = ChatServer(config, clock=clock)
+        self.server = ChatServer(config, clock=clock, **loop)
         self.host, self.port = self.server.bind()
         self.log = LogCapture()
         self.log.thread_name = f"server-{self.port}"
@@ -311,6 +329,8 @@ ServerFactory = Callable[..., RunningServer]
 def start_server(pki: TestPKI) -> Iterator[ServerFactory]:
     """``start_server(pki=other, clock=time.time, rate=0, ...)``: an in-process server on
     127.0.0.1, port 0.
+
+    ``close_linger`` and ``shutdown_grace`` go to :class:`ChatServer`, the rest to its config.
     """
     running: list[RunningServer] = []
 
@@ -322,8 +342,9 @@ def start_server(pki: TestPKI) -> Iterator[ServerFactory]:
         p = use_pki or pki
         settings.setdefault("rate", 0)
         settings.setdefault("history", "off")  # (tests that want history give it a file)
+        loop = {k: settings.pop(k) for k in ("close_linger", "shutdown_grace") if k in settings}
         config = ServerConfig(pki=p.dir, host="127.0.0.1", port=0, **settings)
-        server = RunningServer(p, config, clock)
+        server = RunningServer(p, config, clock, **loop)
         running.append(server)
         return server
 

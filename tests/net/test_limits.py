@@ -7,7 +7,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .conftest import DEADLINE, BioClient, ChatClient
+from .conftest import DEADLINE, BioClient, ChatClient, stalled_client
 
 if TYPE_CHECKING:
     from .conftest import RunningServer, ServerFactory
@@ -26,16 +26,70 @@ def _chat(a: ChatClient, b: ChatClient, text: str) -> None:
     assert b.wait_for("msg", text=text)["text"] == text
 
 
+def _idle_socket(port: int, source: str) -> socket.socket:
+    """A TCP connection from ``source`` (any 127.x address) that never says a word."""
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout=DEADLINE, source_address=(source, 0)
+    )
+
+
 def test_idle_tcp_connections_do_not_block_joining(chat_server: RunningServer) -> None:
     idle: list[socket.socket] = []
-    try:
-        for _ in range(1000):
-            idle.append(socket.create_connection(("127.0.0.1", chat_server.port)))
+    try:  # 1,000 silent sockets from 20 addresses: the whole default handshake budget
+        for i in range(1000):
+            idle.append(_idle_socket(chat_server.port, f"127.0.1.{1 + i % 20}"))
         _wait_until(lambda: chat_server.server.connection_count >= 1000)
         alice = chat_server.join("alice")
         bob = chat_server.join("bob")
         _chat(alice, bob, "the door is not jammed")
         _chat(bob, alice, "indeed")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_idle_sockets_cannot_take_members_places(start_server: ServerFactory) -> None:
+    """Pending handshakes do not count against --max-connections (issue 9.5)."""
+    server = start_server(max_connections=4)
+    idle = [_idle_socket(server.port, "127.0.0.2") for _ in range(8)]
+    try:
+        _wait_until(lambda: server.server.connection_count >= 8)
+        members = [server.join(name) for name in ("alice", "bob", "carol", "dave")]
+        _chat(members[0], members[3], "four members, eight strangers at the door")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_pending_handshakes_per_address_are_capped(start_server: ServerFactory) -> None:
+    server = start_server(max_handshakes_per_address=3)
+    idle = [_idle_socket(server.port, "127.0.0.2") for _ in range(3)]
+    try:
+        _wait_until(lambda: server.server.connection_count == 3)
+        fourth = _idle_socket(server.port, "127.0.0.2")
+        with fourth, contextlib.suppress(ConnectionResetError):
+            assert fourth.recv(100) == b""  # closed at once, long before the timeout
+        server.log.wait(r"refused from 127\.0\.0\.2:\d+: 3 handshakes pending from this address")
+        with _idle_socket(server.port, "127.0.0.3"):  # another address is let in
+            _wait_until(lambda: server.server.connection_count == 4)
+        alice = server.join("alice")  # (from 127.0.0.1)
+        alice.send("/who")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_full_handshake_budget_evicts_the_oldest(start_server: ServerFactory) -> None:
+    server = start_server(max_handshakes=5)
+    idle = [_idle_socket(server.port, f"127.0.0.{2 + i}") for i in range(5)]
+    try:
+        _wait_until(lambda: server.server.connection_count == 5)
+        alice = server.join("alice")  # her handshake takes the oldest idle socket's place
+        with contextlib.suppress(ConnectionResetError):
+            assert idle[0].recv(100) == b""
+        server.log.wait(r"rejected handshake from 127\.0\.0\.2:\d+: handshake budget full")
+        bob = server.join("bob")
+        _chat(alice, bob, "in, despite the crowd at the door")
     finally:
         for s in idle:
             s.close()
@@ -93,15 +147,7 @@ def test_slow_consumer_is_cut_off_others_unaffected(start_server: ServerFactory)
     server = start_server(out_buffer=64 * 1024)
     alice = server.join("alice")
     bob = server.join("bob")
-    # carol reads her welcome, then never reads again (small receive window to fill sooner).
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(DEADLINE)
-    raw.connect(("127.0.0.1", server.port))
-    carol = ChatClient.__new__(ChatClient)
-    carol.sock = server.context("carol").wrap_socket(raw, server_hostname="localhost")
-    carol.buf, carol.seen = b"", []
-    carol.wait_for("welcome")
+    carol = stalled_client(server.port, server.context("carol"))  # reads her welcome only
     bob.wait_for("join", name="carol")
 
     line = "y" * 1500
@@ -125,17 +171,18 @@ def test_slow_consumer_is_cut_off_others_unaffected(start_server: ServerFactory)
 
 
 def test_max_connections_refuses_extra(start_server: ServerFactory) -> None:
-    server = start_server(max_connections=3)
+    server = start_server(max_connections=2)
     alice = server.join("alice")
     bob = server.join("bob")
-    with socket.create_connection(("127.0.0.1", server.port)) as third:
-        _wait_until(lambda: server.server.connection_count == 3)
-        fourth = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
-        with fourth, contextlib.suppress(ConnectionResetError):
-            assert fourth.recv(100) == b""
-        server.log.wait(r"refused 127\.0\.0\.1:\d+: max connections \(3\) reached")
-        _chat(alice, bob, "still two of us")
-        del third
+    third = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+    with third, contextlib.suppress(ConnectionResetError):
+        assert third.recv(100) == b""
+    server.log.wait(r"refused from 127\.0\.0\.1:\d+: max connections \(2\) reached")
+    _chat(alice, bob, "still two of us")
+    alice.send("/quit")
+    alice.wait_closed()
+    carol = server.join("carol")  # a place is free again
+    _chat(bob, carol, "and now carol")
 
 
 def test_keepalive_ping_then_idle_timeout(start_server: ServerFactory) -> None:

@@ -41,6 +41,8 @@ def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) 
             sys.executable, "-m", "mtlschat", "server",
             "--pki", str(pki.dir), "--host", host, "--port", "0", "--rate", "0",
             "--max-connections", str(max_connections), "--history", history,
+            # The load generator is one address with hundreds of handshakes in flight.
+            "--max-handshakes-per-address", str(max_connections),
         ]  # fmt: skip
     if target == "reference":
         script = reference_script()

@@ -26,7 +26,7 @@ from mtlschat.ca.keys import PrivateKey, signature_hash
 # Member certificates of a private CA may live longer if the operator asks (--days/--valid), up
 # to the CA's own expiry.
 MAX_SERVER_DAYS = 397
-DEFAULT_LEAF_DAYS = 397
+DEFAULT_LEAF_DAYS = 365  # Mozilla "intermediate" wants server certificates under 366 days
 MIN_VALIDITY = timedelta(hours=1)
 _DURATION = re.compile(r"(\d+)\s*([hdwy]?)")
 _UNIT_HOURS = {"h": 1, "d": 24, "": 24, "w": 7 * 24, "y": 365 * 24}

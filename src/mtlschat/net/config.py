@@ -67,12 +67,31 @@ class ServerConfig(RoomSettings):
     max_connections: int = setting(
         10000,
         Integer(min=1),
-        "Beyond it, new TCP connections are accepted and closed at once (logged).",
+        "Connections past the TLS handshake; beyond it, new TCP connections are accepted and "
+        "closed at once (logged).",
+    )
+    max_handshakes: int = setting(
+        1000,
+        Integer(min=1),
+        "TLS handshakes in progress, apart from --max-connections; when full, the oldest is "
+        "dropped to make room.",
+    )
+    max_handshakes_per_address: int = setting(
+        50,
+        Integer(min=1),
+        "TLS handshakes in progress from one IP address; beyond it, new connections from that "
+        "address are closed at once.",
     )
     out_buffer: int = setting(
         1048576,
         Integer(min=1),
         "Bytes waiting for one client; reaching it disconnects that client (slow consumer).",
+        unit="bytes",
+    )
+    send_buffer: int = setting(
+        65536,
+        Integer(min=4096),
+        "Kernel send buffer per client (SO_SNDBUF); output beyond it waits in --out-buffer.",
         unit="bytes",
     )
     log_level: str = setting(

@@ -1,9 +1,11 @@
 """The event loop: one selector, non-blocking mutual TLS, driving the sans-I/O :class:`Room`.
 
 Everything with a file descriptor lives here; everything about chat lives in the room. Each loop
-round handles all ready sockets, expires timers, then asks the room which sessions have output
-and makes one TLS write per peer (``unsent + take_output()``). Timers (handshake timeouts, the
-room's keepalive tick, close linger) are folded into the selector timeout: no threads.
+round handles all ready sockets (reading each until it would block, within a budget), expires
+timers, then asks the room which sessions have output, queues it (no copy) and writes to each
+peer whose socket can take it. A peer whose write blocked is written to again only when the
+selector says its socket is writable. Timers (handshake timeouts, the room's keepalive tick,
+close linger, refused-handshake drains) are folded into the selector timeout: no threads.
 """
 
 from __future__ import annotations
@@ -32,18 +34,23 @@ from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import HistoryError
 from mtlschat.net.config import ServerConfig
 from mtlschat.net.connection import Connection, State
+from mtlschat.net.refusals import RefusalLog
 from mtlschat.net.stats import LoopStats
 from mtlschat.net.tls import ServerTrust, TLSSetupError, load_trust, peer_identity
 from mtlschat.tlserror import tls_reason
 
 log = logging.getLogger("mtlschat.server")
 
-READ_CHUNK = 65536  # read up to this much per ready socket per round
-TLS_RECORD = 16384  # maximum plaintext of one TLS record
+READ_CHUNK = 65536  # one recv asks for this much (OpenSSL returns at most one record)
+READ_BUDGET = 256 * 1024  # bytes read from one peer per round before the others get their turn
+WRITE_CHUNK = 64 * 1024  # queued pieces are joined up to this for one TLS write
+WRITE_BUDGET = 256 * 1024  # bytes written to one peer per round before the others get theirs
 ACCEPT_BATCH = 256  # accepts per round, so a connect flood cannot starve established peers
 LISTEN_BACKLOG = 4096
 CLOSE_LINGER = 5.0  # seconds a closing peer gets to take its last bytes (bye) before we cut it
 SHUTDOWN_GRACE = 3.0  # seconds to flush goodbyes on SIGTERM before closing everyone
+REJECT_DRAIN = 1.0  # seconds a refused handshake's peer gets to read our alert and close
+DRAIN_BUDGET = 64 * 1024  # bytes read (and discarded) from a refused peer before we just close
 ACCEPT_PAUSE = 0.1  # back-off after accept() fails for lack of file descriptors
 MAX_TICK = 1.0  # the room's tick runs at least this often
 WATCH_INTERVAL = 1.0  # seconds between stat()s of the PKI files (a change reloads them)
@@ -86,13 +93,23 @@ class StartupError(Exception):
 class ChatServer:
     """A mutual-TLS chat server on one selector. Not thread-safe, except :meth:`request`."""
 
-    def __init__(self, config: ServerConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        close_linger: float = CLOSE_LINGER,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ) -> None:
         """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room.
 
         ``clock`` is the wall clock: certificate and CRL dates, and the times people are shown.
-        Every timer (the room's included) runs on the monotonic clock.
+        Every timer (the room's included) runs on the monotonic clock. ``close_linger`` and
+        ``shutdown_grace`` (seconds) are fixed for users; tests shorten them.
         """
         self.config = config
+        self.close_linger = close_linger
+        self.shutdown_grace = shutdown_grace
         self._clock = clock
         # Refuses to start with a server certificate or CRL that a reload would refuse.
         self._trust = load_trust(
@@ -119,6 +136,14 @@ class ChatServer:
         self._by_session: dict[int, Connection] = {}  # by Session.id: the open ones
         self._handshakes: collections.deque[Connection] = collections.deque()  # deadline order
         self._closings: collections.deque[Connection] = collections.deque()  # deadline order
+        self._drains: collections.deque[Connection] = collections.deque()  # deadline order
+        # Handshakes in progress or draining after a refusal: they have their own budget (and a
+        # per-address cap), apart from --max-connections, so that clients without a certificate
+        # cannot take the places of members.
+        self._pending = 0
+        self._pending_by_host: dict[str, int] = {}
+        self._members = 0  # connections past their handshake (open or closing)
+        self._refusals = RefusalLog(log)
         self._dirty: set[Connection] = set()  # have unsent bytes and a socket ready for them
         self._again = False  # the room changed outside a round: run the next one at once
         self._accept_paused_until = 0.0
@@ -135,6 +160,10 @@ class ChatServer:
             sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         except OSError as exc:
             raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        # Accepted sockets inherit it: a fixed, small kernel send buffer per peer instead of
+        # autotuning up to megabytes, so what a peer has not taken waits in our queue, where
+        # the slow-consumer cap sees it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
         sock.setblocking(False)
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, _LISTENER)
@@ -225,6 +254,10 @@ class ChatServer:
             deadline = min(deadline, self._handshakes[0].deadline)
         if self._closings:
             deadline = min(deadline, self._closings[0].deadline)
+        if self._drains:
+            deadline = min(deadline, self._drains[0].deadline)
+        if (summary := self._refusals.deadline) is not None:
+            deadline = min(deadline, summary)
         if self._accept_paused_until:
             deadline = min(deadline, self._accept_paused_until)
         return max(0.0, deadline - time.monotonic())
@@ -249,6 +282,11 @@ class ChatServer:
             conn = self._closings.popleft()
             if conn.state is State.CLOSING:
                 self._drop(conn, conn.reason + " (peer did not take its last bytes)")
+        while self._drains and self._drains[0].deadline <= now:
+            conn = self._drains.popleft()
+            if conn.state is State.DRAINING:
+                self._release(conn)
+        self._refusals.tick(now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self._listener is not None:
@@ -277,26 +315,52 @@ class ChatServer:
                 self._sel.unregister(self._listener)
                 self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
-            peer = _format_peer(addr)
-            if len(self._conns) >= self.config.max_connections:
-                log.warning("refused %s: max connections (%d) reached", peer, len(self._conns))
+            host, peer = str(addr[0]), _format_peer(addr)
+            cfg = self.config
+            if self._members >= cfg.max_connections:
+                self._refusals.refused(
+                    host, peer, f"max connections ({cfg.max_connections}) reached", "refused"
+                )
                 self.stats.over_capacity += 1
                 raw.close()
                 continue
+            if self._pending_by_host.get(host, 0) >= cfg.max_handshakes_per_address:
+                reason = f"{cfg.max_handshakes_per_address} handshakes pending from this address"
+                self._refused(host, peer, reason, "refused")
+                raw.close()
+                continue
+            if self._pending >= cfg.max_handshakes:
+                # Make room by dropping the oldest: a member's handshake takes milliseconds, so
+                # only a flood faster than max_handshakes per few milliseconds could push it out.
+                self._evict_oldest_handshake()
             raw.setblocking(False)
             try:
                 sock = self._trust.context.wrap_socket(
                     raw, server_side=True, do_handshake_on_connect=False
                 )
             except OSError as exc:
-                log.info("rejected handshake from %s: %s", peer, exc)
+                self._refused(host, peer, tls_reason(exc))
                 raw.close()
                 continue
-            conn = Connection(sock, peer, time.monotonic() + self.config.handshake_timeout)
+            conn = Connection(sock, peer, host, time.monotonic() + cfg.handshake_timeout)
             self._conns[conn.fd] = conn
+            self._pending += 1
+            self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
             self._sel.register(sock, selectors.EVENT_READ, conn)
             self._handshakes.append(conn)
             log.debug("accepted %s", peer)
+
+    def _evict_oldest_handshake(self) -> None:
+        for queue in (self._handshakes, self._drains):
+            while queue:
+                conn = queue.popleft()
+                if conn.state is State.HANDSHAKE:
+                    self._refused(conn.host, conn.peer, "handshake budget full")
+                    self._release(conn)
+                    return
+                if conn.state is State.DRAINING:
+                    self._release(conn)
+                    return
 
     def _on_ready(self, conn: Connection, mask: int) -> None:
         try:
@@ -306,16 +370,21 @@ class ChatServer:
             self._drop(conn, "internal error")
 
     def _handle(self, conn: Connection, mask: int) -> None:
-        if conn.state is State.HANDSHAKE:
+        state = conn.state
+        if state is State.HANDSHAKE:
             self._handshake(conn)
             return
-        if conn.state is State.CLOSED:
+        if state is State.DRAINING:
+            self._drain(conn)
+            return
+        if state is State.CLOSED:
             return
         if mask & selectors.EVENT_READ or (conn.read_wants_write and mask & selectors.EVENT_WRITE):
             self._read(conn)
-        if conn.queued():  # (a closed connection has nothing queued)
-            self._dirty.add(conn)  # writable again (or readable after a write wanted a read)
-        elif not conn.read_wants_write:
+        if conn.write_waits_for & mask:
+            conn.write_waits_for = 0  # the blocked write can go on: at the end of this round
+            self._dirty.add(conn)
+        elif not conn.read_wants_write and not conn.write_waits_for and not conn.out_bytes:
             # A read that wanted a write has gone through: stop watching for writability, or
             # the always-writable socket would spin the loop until this peer's next output.
             self._want(conn, selectors.EVENT_READ)
@@ -330,10 +399,10 @@ class ChatServer:
             self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except ssl.SSLCertVerificationError as exc:
-            self._reject(conn, exc.verify_message or str(exc))
+            self._reject(conn, exc.verify_message or str(exc), drain=True)
             return
         except ssl.SSLError as exc:
-            self._reject(conn, tls_reason(exc))
+            self._reject(conn, tls_reason(exc), drain=True)
             return
         except OSError as exc:
             self._reject(conn, exc.strerror or str(exc))
@@ -344,6 +413,8 @@ class ChatServer:
         if identity.serial in self._trust.revoked:
             self._reject(conn, "certificate revoked")
             return
+        self._leave_pending(conn)
+        self._members += 1
         conn.session = self.room.open(identity.name, mode)
         if self._trust.stale_crl and conn.session.closing is None:
             self.room.send(conn.session, Info(self._stale_crl_notice()))
@@ -369,7 +440,11 @@ class ChatServer:
         self._read(conn)
 
     def _read(self, conn: Connection) -> None:
-        """One large recv, then drain what OpenSSL already decrypted; feed it all to the room."""
+        """Read until the socket would block (or :data:`READ_BUDGET`); feed it all to the room.
+
+        One recv returns at most one TLS record, and a client writing a line at a time sends
+        small records: stopping at the first short one would carry one line per round.
+        """
         conn.read_wants_write = False
         chunks: list[bytes] = []
         eof: str | None = None
@@ -377,22 +452,19 @@ class ChatServer:
         sock = conn.sock
         try:
             total = 0
-            while True:
+            while total < READ_BUDGET:
                 data = sock.recv(READ_CHUNK)
                 if not data:
                     eof, clean_eof = "closed by peer", True
                     break
                 chunks.append(data)
                 total += len(data)
-                # One recv returns at most one TLS record (16 KiB): a full one suggests more is
-                # waiting, so keep going up to READ_CHUNK per round; a short one ends the read.
-                if len(data) < TLS_RECORD or total >= READ_CHUNK:
-                    break
+            # (Over budget: the others go first; the level-triggered selector brings us back.)
             # Bytes OpenSSL already decrypted are invisible to the selector: take them now.
             while eof is None and (n := sock.pending()) > 0:
                 chunks.append(sock.recv(n))
         except ssl.SSLWantReadError:
-            pass  # e.g. a TLS 1.3 post-handshake message: readable, but no application data
+            pass  # all read (or a partial record, or a post-handshake message: no data)
         except ssl.SSLWantWriteError:
             conn.read_wants_write = True
             self._want(conn, conn.events | selectors.EVENT_WRITE)
@@ -415,42 +487,49 @@ class ChatServer:
             self._drop(conn, eof)
 
     def _flush(self) -> None:
-        """End of round: one TLS write per peer with output (``unsent + take_output()``)."""
+        """End of round: queue each session's new output; write to peers that can take it."""
         dirty = self._dirty
         self._dirty = set()
+        cap = self.config.out_buffer
         for session in self.room.flush():
             conn = self._by_session.get(session.id)
             if conn is None or conn.state is State.CLOSED:
                 continue
             data = session.take_output()
             if data:  # (a closing peer still gets its last lines: bye, or answers before EOF)
-                conn.unsent = conn.unsent + data if conn.unsent else data
+                conn.queue(data)
             if session.closing is not None and conn.state is State.OPEN:
                 self._start_closing(conn, session.closing)
             dirty.discard(conn)
-            self._write(conn)
-        for conn in dirty:  # no new output, but a blocked write can be retried
-            if conn.state is not State.CLOSED:
-                self._write(conn)
-
-    def _write(self, conn: Connection) -> None:
-        """One TLS write; then cut the peer off if what it has not taken reaches the cap."""
-        self._send(conn)
-        if conn.state is not State.CLOSED and conn.queued() >= self.config.out_buffer:
-            # Judged after the write, so a big round for a peer that keeps up is no offence.
-            self.stats.slow_consumers += 1
-            self._drop(conn, f"slow consumer: {conn.queued()} bytes unsent")
+            if not conn.write_waits_for:
+                self._send(conn)
+            # Judged after the write, so a big round for a peer that keeps up is no offence;
+            # a peer whose socket is full is judged on what it has not taken, at once.
+            if conn.out_bytes >= cap:  # (0 once closed)
+                self.stats.slow_consumers += 1
+                self._drop(conn, f"slow consumer: {conn.out_bytes} bytes unsent")
+        for conn in dirty:  # writable again, or closing with output to push out
+            if conn.state is not State.CLOSED and not conn.write_waits_for:
+                self._send(conn)
 
     def _send(self, conn: Connection) -> None:
-        if conn.pending is None and conn.unsent:
-            conn.pending, conn.unsent = conn.unsent, b""
-        if conn.pending is not None:
+        """Write queued output until it is all out, the socket is full or the budget is spent."""
+        sock = conn.sock
+        budget = WRITE_BUDGET
+        while budget > 0:
+            if conn.pending is None:
+                if not conn.out:
+                    break
+                conn.pending = conn.next_chunk(WRITE_CHUNK)
+            chunk = conn.pending
             try:
-                self.stats.bytes_out += conn.sock.send(conn.pending)
+                self.stats.bytes_out += sock.send(chunk)
             except ssl.SSLWantWriteError:
+                conn.write_waits_for = selectors.EVENT_WRITE
                 self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except ssl.SSLWantReadError:
+                conn.write_waits_for = selectors.EVENT_READ
                 self._want(conn, selectors.EVENT_READ)
                 return
             except ssl.SSLError as exc:
@@ -459,13 +538,18 @@ class ChatServer:
             except OSError as exc:
                 self._drop(conn, exc.strerror or "connection lost")
                 return
+            # Without partial writes, a send that returns has taken the whole chunk.
             conn.pending = None
-        if conn.unsent:
-            # More was queued behind a retried write: the socket is probably writable, so the
-            # selector brings us back next round (one write per peer per round).
+            conn.out_bytes -= len(chunk)
+            budget -= len(chunk)
+        if conn.out_bytes:
+            # Budget spent with more queued: the socket is probably writable, so the selector
+            # brings us back next round, after everyone else has had a turn.
+            conn.write_waits_for = selectors.EVENT_WRITE
             self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
-        self._want(conn, selectors.EVENT_READ)
+        if not conn.read_wants_write:
+            self._want(conn, selectors.EVENT_READ)
         if conn.state is State.CLOSING:
             self._close_gracefully(conn)
 
@@ -476,16 +560,65 @@ class ChatServer:
 
     # -- closing -----------------------------------------------------------------------------
 
-    def _reject(self, conn: Connection, reason: str) -> None:
-        log.info("rejected handshake from %s: %s", conn.peer, reason)
-        self.stats.refused(reason)
+    def _reject(self, conn: Connection, reason: str, *, drain: bool = False) -> None:
+        """Refuse a handshake; with ``drain``, let the peer read the alert OpenSSL has sent.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        the alert before the peer reads it (Java then reports "Broken pipe", not the reason).
+        So: shut our sending side (the alert goes out, then FIN), read and discard what the
+        peer still sends until it closes, for at most :data:`REJECT_DRAIN` seconds.
+        """
+        self._refused(conn.host, conn.peer, reason)
+        if not drain:
+            self._release(conn)
+            return
+        try:
+            # SSLSocket.shutdown drops the TLS layer (no close_notify) and shuts the TCP side.
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._release(conn)
+            return
+        conn.state = State.DRAINING
+        conn.deadline = time.monotonic() + REJECT_DRAIN
+        self._drains.append(conn)
+        self._want(conn, selectors.EVENT_READ)
+        self._drain(conn)
+
+    def _drain(self, conn: Connection) -> None:
+        """Read and discard what a refused peer sends (up to a budget per round) until EOF."""
+        total = 0
+        try:
+            while total < DRAIN_BUDGET:
+                data = conn.sock.recv(READ_CHUNK)
+                if not data:
+                    break  # the peer has closed: it has read our alert
+                total += len(data)
+            else:
+                return  # more next round, until REJECT_DRAIN is up
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
         self._release(conn)
 
+    def _refused(self, host: str, peer: str, reason: str, what: str = "rejected handshake") -> None:
+        """Log (or count, in a flood) and count in the metrics one refused connection."""
+        self._refusals.refused(host, peer, reason, what)
+        self.stats.refused(reason)
+
+    def _leave_pending(self, conn: Connection) -> None:
+        self._pending -= 1
+        left = self._pending_by_host[conn.host] - 1
+        if left:
+            self._pending_by_host[conn.host] = left
+        else:
+            del self._pending_by_host[conn.host]
+
     def _start_closing(self, conn: Connection, reason: str) -> None:
-        """Flush what is queued (the bye), then close; give up after :data:`CLOSE_LINGER`."""
+        """Flush what is queued (the bye), then close; give up after ``close_linger`` s."""
         conn.state = State.CLOSING
         conn.reason = reason
-        conn.deadline = time.monotonic() + CLOSE_LINGER
+        conn.deadline = time.monotonic() + self.close_linger
         self._closings.append(conn)
 
     def _close_gracefully(self, conn: Connection) -> None:
@@ -507,14 +640,19 @@ class ChatServer:
             log.info("disconnect %s from %s: %s", session.name, conn.peer, reason)
 
     def _release(self, conn: Connection) -> None:
+        if conn.state is State.CLOSED:
+            return
+        if conn.state in (State.HANDSHAKE, State.DRAINING):
+            self._leave_pending(conn)
+        else:
+            self._members -= 1
         conn.state = State.CLOSED
         self._conns.pop(conn.fd, None)
         self._dirty.discard(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(conn.sock)
         conn.sock.close()
-        conn.pending = None
-        conn.unsent = b""
+        conn.clear()
 
     # -- operations --------------------------------------------------------------------------
 
@@ -623,16 +761,17 @@ class ChatServer:
             self._listener.close()
             self._listener = None
         for conn in list(self._conns.values()):
-            if conn.state is State.HANDSHAKE:
+            if conn.state in (State.HANDSHAKE, State.DRAINING):
                 self._release(conn)
         self.room.shutdown("server shutting down")
         self._flush()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
+        deadline = time.monotonic() + self.shutdown_grace
         while self._conns and time.monotonic() < deadline:
             self._round(min(0.1, max(0.0, deadline - time.monotonic())))
             self._flush()
         for conn in list(self._conns.values()):
             self._drop(conn, "server shutting down")
+        self._refusals.summarise(time.monotonic())
         log.info("stopped")
 
     def _close_all(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _ssl
+import ctypes
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +23,25 @@ class TLSSetupError(Exception):
     """The server's certificate, key, CA or CRL could not be loaded (one-line message)."""
 
 
+# Mozilla's "intermediate" configuration (v5.7): for TLS 1.2 only ECDHE with AEAD suites (the
+# DHE ones need DH parameters we do not ship); TLS 1.3's suites are all AEAD and stay as they are.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+GROUPS = "X25519:P-256:P-384"  # key exchange groups, for TLS 1.2 and 1.3
+_SSL_CTRL_SET_GROUPS_LIST = 92  # SSL_CTX_set1_groups_list is a macro for this SSL_CTX_ctrl
+
+
 def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
-    """A fresh server context: TLS >= 1.2, client certificate required, CRL enforced if given.
+    """A fresh server context: TLS >= 1.2, client certificate required, CRL enforced if given,
+    ciphers and groups of Mozilla's "intermediate" configuration.
 
     Built anew on every reload so new handshakes see the reloaded certificate and CRL while
     established connections keep the context they were accepted with. ``crl`` is left out (and
@@ -37,6 +56,12 @@ def server_context(cert: Path, ca: Path, crl: Path | None) -> ssl.SSLContext:
     ctx.num_tickets = 0
     # Client-initiated TLS 1.2 renegotiation only costs us CPU; nobody needs it.
     ctx.options |= ssl.OP_NO_RENEGOTIATION
+    # A client that half-closes TCP without close_notify (`ncat --ssl` after stdin EOF) still
+    # gets its answers: OpenSSL 3 would otherwise fail every write after reading that EOF. Only
+    # whole lines are acted on, so a truncated stream loses nothing but its unfinished line.
+    ctx.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
+    ctx.set_ciphers(TLS12_CIPHERS)
+    _set_groups(ctx, GROUPS)
     ctx.set_alpn_protocols(list(ALPN_PROTOCOLS))
     try:
         # A server starts unattended: never let OpenSSL prompt on the terminal for a passphrase.
@@ -119,6 +144,32 @@ def load_trust(
 
 def _subject(cert: x509.Certificate) -> str:
     return common_name(cert.subject) or cert.subject.rfc4514_string()
+
+
+def _set_groups(ctx: ssl.SSLContext, groups: str) -> None:
+    """Offer only ``groups`` for key exchange (OpenSSL's default adds X448, P-521, FFDHE).
+
+    Python 3.11's ssl module can set one curve (``set_ecdh_curve``) but not a list, so this
+    calls OpenSSL's ``SSL_CTX_set1_groups_list`` through ctypes on the context's ``SSL_CTX``
+    (the first field after the object header). The pointer is checked first: OpenSSL must
+    report the same options as Python does for this context. If anything does not match, fall
+    back to P-256 alone (accepted by every TLS client), which still offers nothing outside
+    the list.
+    """
+    try:
+        lib = ctypes.CDLL(_ssl.__file__)  # its symbol lookup reaches the libssl it links
+        get_options = lib.SSL_CTX_get_options
+        get_options.argtypes, get_options.restype = [ctypes.c_void_p], ctypes.c_uint64
+        ctrl = lib.SSL_CTX_ctrl
+        ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+        ctrl.restype = ctypes.c_long
+        ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        same = bool(ssl_ctx) and get_options(ssl_ctx) == int(ctx.options)
+        if same and ctrl(ssl_ctx, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode()) == 1:
+            return
+    except (OSError, AttributeError, ValueError):
+        pass
+    ctx.set_ecdh_curve("prime256v1")
 
 
 def _no_passphrase(cert: Path) -> Callable[[], bytes]:
