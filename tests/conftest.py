@@ -171,6 +171,11 @@ def mtlschat_cli() -> CLIRunner:
     return run_cli
 
 
+# A process left running at teardown gets SIGTERM and this long to exit before SIGKILL (the
+# server's own shutdown grace is 3 s; a kill -9 would also lose a coverage run's data for it).
+TEARDOWN_WAIT = 5.0
+
+
 class ServerProcess:
     """``python -m mtlschat server`` on 127.0.0.1 (port 0 = any) as a real process, logging to a
     file. ``deadline`` bounds the start-up wait, :meth:`wait_log` by default and :meth:`stop`.
@@ -237,7 +242,13 @@ class ServerProcess:
         return self.proc.wait(self.deadline)
 
     def kill(self) -> None:
-        """Teardown: make sure nothing outlives the test."""
+        """Teardown: SIGTERM first, so the server exits as it does in use (and a coverage run
+        records it), then SIGKILL the group: nothing outlives the test.
+        """
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(TEARDOWN_WAIT)
         self._signal_group(signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait()

@@ -100,10 +100,16 @@ class Client:
         return code
 
     def kill(self) -> None:
-        """Teardown: make sure nothing outlives the test."""
+        """Teardown: SIGTERM (a coverage run then still records the process), SIGKILL if it
+        is still there after a few seconds: nothing outlives the test.
+        """
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Relay:
