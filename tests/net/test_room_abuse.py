@@ -14,24 +14,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mtlschat.chat.wire import ALPN_JSON, ALPN_TEXT
+from mtlschat.chat.wire import ALPN_TEXT
 
-from .conftest import DEADLINE, ChatClient, Closed, client_context
+from .conftest import DEADLINE, ChatClient, Closed, connect_as, join_as
 
 if TYPE_CHECKING:
     from conftest import ServerProcess, TestPKI
 
     Spawn = Callable[..., ServerProcess]
-
-
-def _client(server: ServerProcess, pki: TestPKI, name: str, alpn: str = ALPN_JSON) -> ChatClient:
-    return ChatClient(server.port, client_context(pki.user(name), pki.ca_cert, alpn))
-
-
-def _join(server: ServerProcess, pki: TestPKI, name: str) -> ChatClient:
-    client = _client(server, pki, name)
-    assert client.wait_for("welcome")["name"] == name
-    return client
 
 
 def _msgs_until(observer: ChatClient, marker: str) -> list[dict[str, object]]:
@@ -49,11 +39,11 @@ def test_reconnecting_does_not_refill_the_rate_limit(pki: TestPKI, spawn_server:
     burst plus ``rate`` lines per second, and the joins themselves run out.
     """
     server = spawn_server(pki.dir)  # the defaults: rate 5/s, burst 20, join-rate 0.2/s, burst 5
-    observer = _join(server, pki, "watcher")
+    observer = join_as(server.port, pki, "watcher")
     start = time.monotonic()
     refused = 0
     for cycle in range(10):
-        mallory = _client(server, pki, "mallory")
+        mallory = connect_as(server.port, pki, "mallory")
         first = mallory.read()
         if first["type"] == "error":
             assert first["code"] == "too_many_joins", first
@@ -65,7 +55,7 @@ def test_reconnecting_does_not_refill_the_rate_limit(pki: TestPKI, spawn_server:
             mallory.send(f"cycle {cycle} line {i}")
         mallory.send("/quit")
         mallory.close()  # as the attacker does: no waiting for the bye
-    marker = _join(server, pki, "marker")
+    marker = join_as(server.port, pki, "marker")
     marker.send("end of attack")
     got = _msgs_until(observer, "end of attack")
     elapsed = time.monotonic() - start
@@ -78,25 +68,25 @@ def test_reconnecting_does_not_refill_the_rate_limit(pki: TestPKI, spawn_server:
 def test_sessions_per_name_are_capped(pki: TestPKI, spawn_server: Spawn) -> None:
     """9.10: sessions of one certificate are capped (each costs memory and CPU every round)."""
     server = spawn_server(pki.dir, "--sessions-per-name", "2")
-    first, second = _join(server, pki, "alice"), _join(server, pki, "alice")
-    third = _client(server, pki, "alice")
+    first, second = join_as(server.port, pki, "alice"), join_as(server.port, pki, "alice")
+    third = connect_as(server.port, pki, "alice")
     error, bye = third.wait_closed()
     assert (error["type"], error["code"]) == ("error", "too_many_sessions")
     assert bye == {"type": "bye", "reason": "too many sessions"}
     server.wait_log(r"refused 'alice' from 127\.0\.0\.1:\d+: too many sessions")
     first.send("/quit")
     first.wait_closed()
-    _join(server, pki, "alice")  # a freed slot can be used again
+    join_as(server.port, pki, "alice")  # a freed slot can be used again
     second.send("still here")
 
 
 def test_bidi_controls_and_separators_are_neutralised(pki: TestPKI, spawn_server: Spawn) -> None:
     """9.8: text and JSON clients never receive characters that reorder or split a line."""
     server = spawn_server(pki.dir)
-    as_json = _join(server, pki, "bob")
-    as_text = _client(server, pki, "carol", ALPN_TEXT)
+    as_json = join_as(server.port, pki, "bob")
+    as_text = connect_as(server.port, pki, "carol", ALPN_TEXT)
     assert as_text.read_line().startswith(b"* welcome carol")
-    alice = _join(server, pki, "alice")
+    alice = join_as(server.port, pki, "alice")
     evil = "invoice\u202egnp.exe \u2066isolated\u2069 one\u2028two\u2029three"
     alice.send(evil)
     alice.send("/me " + evil)
@@ -115,8 +105,8 @@ def test_pongs_and_blank_lines_are_not_free(pki: TestPKI, spawn_server: Spawn) -
     """9.13: /pong, whitespace-only lines and refused lines draw from the input budget: over it
     they are dropped unread (one notice), and the sender's chat still works once it refills."""
     server = spawn_server(pki.dir)  # input budget: 20 lines/s, depth 80; 2,000 may be dropped
-    bob = _join(server, pki, "bob")
-    alice = _join(server, pki, "alice")
+    bob = join_as(server.port, pki, "bob")
+    alice = join_as(server.port, pki, "alice")
     alice.sock.sendall(b"/pong\n   \n\t\n\xff\xfe\n" * 250)
     notice = alice.wait_for("error", code="rate_limited")
     assert "dropped unread" in notice["text"]
@@ -135,8 +125,8 @@ def test_a_sustained_flood_is_disconnected(pki: TestPKI, spawn_server: Spawn) ->
     """9.13: a peer that keeps sending far over its input budget is cut off ("flooding")
     rather than keeping a core busy reading and decrypting lines that are dropped anyway."""
     server = spawn_server(pki.dir)
-    bob = _join(server, pki, "bob")
-    alice = _join(server, pki, "alice")
+    bob = join_as(server.port, pki, "bob")
+    alice = join_as(server.port, pki, "alice")
     try:
         for _ in range(100):
             alice.sock.sendall(b"/pong\n \n" * 5000)
@@ -171,7 +161,7 @@ def test_a_wall_clock_step_drops_no_one(
         "DONT_FAKE_MONOTONIC": "1",  # a real clock step leaves CLOCK_MONOTONIC alone
     }
     server = spawn_server(pki.dir, "--keepalive", "30", "--idle-timeout", "60", env=env)
-    alice, bob = _join(server, pki, "alice"), _join(server, pki, "bob")
+    alice, bob = join_as(server.port, pki, "alice"), join_as(server.port, pki, "bob")
     alice.send("before")
     before = bob.wait_for("msg", text="before")["ts"]
     offset.write_text("+3600\n")
