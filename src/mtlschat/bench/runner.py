@@ -25,6 +25,7 @@ from mtlschat.bench.results import (
     ServerUsage,
 )
 from mtlschat.bench.worker import (
+    BATCH,
     ConnectedReport,
     Endpoint,
     ReceiverJob,
@@ -207,6 +208,7 @@ def _start_senders(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> 
                 messages=wl.per_sender,
                 size=wl.size,
                 rate=wl.rate / wl.senders if wl.kind == "paced" else 0.0,
+                batch=max(1, wl.write_size // (wl.size + 1)) if wl.write_size else BATCH,
             ),
         )
         for i in range(wl.senders)

@@ -62,6 +62,9 @@ class ReceiverJob:
     fast_verify: bool
 
 
+BATCH = 256  # messages per sender write by default
+
+
 @dataclass(frozen=True)
 class SenderJob:
     """One sender: its index (embedded in each message) and what to send."""
@@ -72,7 +75,7 @@ class SenderJob:
     messages: int
     size: int
     rate: float  # messages/s for this sender; 0 = as fast as the server accepts
-    batch: int = 256
+    batch: int = BATCH  # messages per write (one sendall; up to 16 KiB per TLS record)
 
 
 def client_context(ep: Endpoint, cert: str) -> ssl.SSLContext:

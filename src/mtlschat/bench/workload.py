@@ -25,6 +25,7 @@ class Workload:
     senders: int = 1
     workers: int = 2
     concurrency: int = 256  # handshakes in flight at once, over all workers
+    write_size: int = 0  # burst: bytes per sender write (whole lines); 0 = the sender's default
     verify: str = "fast"  # "fast" (strided checks, one sender) or "full" (parse every line)
     stall: float = 20.0  # give up after this many seconds without progress
 

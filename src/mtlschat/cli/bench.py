@@ -55,6 +55,11 @@ def bench(
         os.cpu_count() or 1, "--workers", help="Receiver worker processes."
     ),
     concurrency: int = typer.Option(256, "--concurrency", help="Handshakes in flight at once."),
+    write_size: int = typer.Option(
+        0,
+        "--write-size",
+        help="burst: bytes per sender write (one TLS record each, whole lines); 0 = 256 lines.",
+    ),
     verify: str = typer.Option(
         "fast", "--verify", help="fast (strided checks) or full (parse every line)."
     ),
@@ -117,6 +122,7 @@ def bench(
             senders=senders,
             workers=workers,
             concurrency=concurrency,
+            write_size=write_size,
             verify=verify,
             stall=stall,
         )
