@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mtlschat.bench.spawn import SpawnedServer
 from mtlschat.ca import CertificateAuthority
 from mtlschat.chat.wire import ALPN_JSON
 from mtlschat.client.tls import client_context
@@ -94,13 +95,7 @@ class Server:
         return 0.0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        SpawnedServer("mtlschat", self.proc, HOST, self.port).stop()  # (its SIGTERM, then KILL)
 
 
 @functools.cache
