@@ -225,7 +225,8 @@ class ListOf(Kind[tuple[T, ...]], Generic[T]):
         return tuple(self.kind.parse(item) for item in items)
 
     def show(self, value: tuple[T, ...]) -> str:
-        return ",".join(self.kind.show(v) for v in value) if value else "none"
+        # (Empty: "", which reads back as the empty list; "none" would be a name.)
+        return ",".join(self.kind.show(v) for v in value)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,13 @@ def test_one_table_entry_per_command() -> None:
         "history",
         "search",
         "resume",
+        "topic",
+        "kick",
+        "ban",
+        "unban",
+        "bans",
+        "mute",
+        "unmute",
     }
     for name, command in COMMANDS.items():
         assert isinstance(command, Command)
@@ -191,3 +198,13 @@ def test_echoed_user_input_in_errors_is_cleaned_and_short(h: Harness) -> None:
     assert "\x1b" not in unknown + no_user
     assert len(unknown) < 80
     assert no_user == "! no such user online: \ufffdnobody"
+
+
+def test_durations() -> None:
+    from mtlschat.chat.moderation import format_duration, parse_duration
+
+    assert parse_duration("30s") == 30 and parse_duration("10m") == 600
+    assert parse_duration("2H") == 7200 and parse_duration("7d") == 7 * 86400
+    assert parse_duration("1w") == 7 * 86400 and parse_duration("1.5h") == 5400
+    assert parse_duration("spam") is None and parse_duration("10") is None
+    assert format_duration(7200) == "2h" and format_duration(5400) == "90m"

@@ -134,7 +134,7 @@ def test_completion_of_commands_and_names() -> None:
         doc = Document(text, len(text))
         return [c.text for c in completer.get_completions(doc, CompleteEvent())]
 
-    assert complete("/m") == ["/me ", "/msg "]  # not /mode: protocol plumbing
+    assert complete("/m") == ["/me ", "/msg ", "/mute "]  # not /mode: protocol plumbing
     assert complete("/msg b") == ["Bernard ", "bob "]
     assert complete("hi CA") == ["carol "]
     assert complete("ca") == ["carol: "]  # addressing someone at the start of the line

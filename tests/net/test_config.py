@@ -152,7 +152,9 @@ def test_help_shows_every_setting_as_declared(mtlschat_cli: CLIRunner) -> None:
     for name, s in declared.items():
         text = options[flag(name)]
         assert text.startswith(s.metavar + " "), name
-        assert f"[env var: {envvar(name)}]" in text and f"[default: {s.default_text}]" in text
+        assert f"[env var: {envvar(name)}]" in text
+        # (typer shows no empty default: --operators and --motd have none.)
+        assert f"[default: {s.default_text}]" in text or not s.default_text, name
 
 
 def test_cli_missing_pki_is_one_line_exit_1(tmp_path: Path, mtlschat_cli: CLIRunner) -> None:

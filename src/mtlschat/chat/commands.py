@@ -12,9 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mtlschat.ca.names import is_valid_username, name_key
+from mtlschat.chat.moderation import (
+    Ban,
+    Topic,
+    describe_ban,
+    format_duration,
+    parse_duration,
+)
 from mtlschat.chat.wire import (
     BAD_USAGE,
     NO_HISTORY,
+    NOT_OPERATOR,
     UNKNOWN_USER,
     Action,
     Dm,
@@ -46,6 +55,7 @@ class Command:
     help: str  # one line for /help
     rated: bool = True  # counts against the sender's rate limit
     hidden: bool = False  # protocol plumbing, left out of /help (docs/protocol.md has it)
+    operator: bool = False  # only the configured operators may use it ("not an operator")
 
 
 def _usage(room: Room, s: Session, command: str) -> None:
@@ -80,6 +90,8 @@ def _msg(room: Room, s: Session, arg: str, ts: float) -> None:
 def _me(room: Room, s: Session, arg: str, ts: float) -> None:
     if not arg:
         _usage(room, s, "me")
+        return
+    if room.moderation.mutes and room.muted(s, room.clock(), ts):
         return
     room.counters.messages += 1
     ev = Action(room.next_id(), ts, s.name, clean_text(arg))
@@ -173,6 +185,127 @@ def _resume(room: Room, s: Session, arg: str, ts: float) -> None:
     room.send(s, Resumed(history.epoch, last, len(lines), False))
 
 
+# ---- moderation: also called by `mtlschat admin` (actor "admin") ---------------------------
+
+
+class ModerationRefused(Exception):
+    """An operator action that cannot be done (one line: unknown user, not banned...)."""
+
+
+def kick(room: Room, actor: str, name: str, reason: str = "") -> None:
+    """End every session of ``name`` (``bye: kicked by ACTOR: REASON``); announce, audit."""
+    sessions = room.sessions_of(name)
+    if not sessions:
+        raise ModerationRefused(f"no such user online: {shorten(name)}")
+    bye = f"kicked by {actor}" + (f": {reason}" if reason else "")
+    room.audit(actor, "kicked", sessions[0].name, reason)
+    for target in sessions:
+        room.end(target, clean_text(bye))
+
+
+def ban(room: Room, actor: str, name: str, seconds: float | None, reason: str = "") -> None:
+    """Refuse ``name`` at join (for ``seconds``, or until lifted); end its sessions; audit."""
+    if not is_valid_username(name):
+        raise ModerationRefused(f"not a valid name: {shorten(name)}")
+    now = room.wall()
+    until = None if seconds is None else now + seconds
+    room.moderation.ban(Ban(name, until, clean_text(reason), actor, now))
+    span = "until lifted" if seconds is None else f"for {format_duration(seconds)}"
+    room.audit(actor, "banned", name, f"{span}; {reason}" if reason else span)
+    bye = f"banned by {actor}" + (f": {reason}" if reason else "")
+    for target in room.sessions_of(name):
+        room.end(target, clean_text(bye))
+
+
+def unban(room: Room, actor: str, name: str) -> None:
+    """Lift the ban on ``name``; audit."""
+    if not room.moderation.unban(name):
+        raise ModerationRefused(f"{shorten(name)} is not banned")
+    room.audit(actor, "unbanned", name)
+
+
+def ban_list(room: Room) -> list[str]:
+    """One line per ban in force."""
+    return [describe_ban(b) for b in room.moderation.bans(room.wall())]
+
+
+def _moderate(room: Room, s: Session, action: Callable[[], None]) -> None:
+    try:
+        action()
+    except ModerationRefused as exc:
+        room.error(s, BAD_USAGE, str(exc))
+
+
+def _kick(room: Room, s: Session, arg: str, now: float) -> None:
+    name, _, reason = arg.partition(" ")
+    if not name:
+        _usage(room, s, "kick")
+        return
+    _moderate(room, s, lambda: kick(room, s.name, name, reason.strip()))
+
+
+def _ban(room: Room, s: Session, arg: str, now: float) -> None:
+    name, _, rest = arg.partition(" ")
+    if not name:
+        _usage(room, s, "ban")
+        return
+    first, _, more = rest.strip().partition(" ")
+    seconds = parse_duration(first)
+    reason = more.strip() if seconds is not None else rest.strip()
+    _moderate(room, s, lambda: ban(room, s.name, name, seconds, reason))
+
+
+def _unban(room: Room, s: Session, arg: str, now: float) -> None:
+    if not arg or " " in arg:
+        _usage(room, s, "unban")
+        return
+    _moderate(room, s, lambda: unban(room, s.name, arg))
+
+
+def _bans(room: Room, s: Session, arg: str, now: float) -> None:
+    lines = ban_list(room)
+    for line in lines or ["no bans"]:
+        room.send(s, Info(line))
+
+
+def _mute(room: Room, s: Session, arg: str, now: float) -> None:
+    parts = arg.split()
+    seconds = parse_duration(parts[1]) if len(parts) == 2 else None
+    if not parts or len(parts) > 2 or (len(parts) == 2 and seconds is None):
+        _usage(room, s, "mute")
+        return
+    name = parts[0]
+    room.moderation.mutes[name_key(name)] = None if seconds is None else now + seconds
+    span = "until unmuted" if seconds is None else f"for {format_duration(seconds)}"
+    room.audit(s.name, "muted", name, span)
+
+
+def _unmute(room: Room, s: Session, arg: str, now: float) -> None:
+    if not arg or " " in arg:
+        _usage(room, s, "unmute")
+        return
+    if room.moderation.mutes.pop(name_key(arg), "no") == "no":
+        room.error(s, BAD_USAGE, f"{shorten(arg)} is not muted")
+        return
+    room.audit(s.name, "unmuted", arg)
+
+
+def _topic(room: Room, s: Session, arg: str, now: float) -> None:
+    if not arg:
+        topic = room.moderation.topic
+        room.send(s, Info(f"topic: {topic.text} (set by {topic.by})" if topic else "no topic"))
+        return
+    if not room.is_operator(s.name):
+        room.error(s, NOT_OPERATOR, "/topic: not an operator (anyone may read it: /topic)")
+        return
+    text = clean_text(arg)
+    room.moderation.set_topic(None if text == "-" else Topic(text, s.name, now))
+    if text == "-":
+        room.audit(s.name, "cleared the topic", "")
+    else:
+        room.audit(s.name, "set the topic", "", text)
+
+
 COMMANDS: dict[str, Command] = {
     "who": Command(_who, "/who", "list who is online"),
     "msg": Command(_msg, "/msg NAME text", "private message to NAME (all of NAME's sessions)"),
@@ -191,4 +324,18 @@ COMMANDS: dict[str, Command] = {
         "replay what you missed since OFFSET (clients send it when they reconnect)",
         hidden=True,
     ),
+    "topic": Command(_topic, "/topic [TEXT | -]", "show the topic; operators set (or clear) it"),
+    "kick": Command(_kick, "/kick NAME [reason]", "disconnect NAME (operators)", operator=True),
+    "ban": Command(
+        _ban,
+        "/ban NAME [DURATION] [reason]",
+        "keep NAME out (30m, 2h, 7d; default until /unban) (operators)",
+        operator=True,
+    ),
+    "unban": Command(_unban, "/unban NAME", "lift NAME's ban (operators)", operator=True),
+    "bans": Command(_bans, "/bans", "list the bans in force (operators)", operator=True),
+    "mute": Command(
+        _mute, "/mute NAME [DURATION]", "NAME's lines are dropped (operators)", operator=True
+    ),
+    "unmute": Command(_unmute, "/unmute NAME", "let NAME speak again (operators)", operator=True),
 }

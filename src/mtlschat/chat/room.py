@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import enum
 import itertools
+import logging
 import math
 import random
 import time
@@ -30,9 +31,13 @@ from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
 from mtlschat.chat.budget import INPUT_FACTOR, NameBudget
 from mtlschat.chat.commands import COMMANDS
 from mtlschat.chat.framing import FramingError, LineDecoder
+from mtlschat.chat.moderation import Moderation, describe_ban
 from mtlschat.chat.settings import RoomCounters, RoomSettings
 from mtlschat.chat.wire import (
     BAD_NAME,
+    BANNED,
+    MUTED,
+    NOT_OPERATOR,
     RATE_LIMITED,
     TOO_MANY_JOINS,
     TOO_MANY_SESSIONS,
@@ -59,6 +64,7 @@ from mtlschat.history.store import MSG, Record
 __all__ = ["Mode", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
+audit_log = logging.getLogger("mtlschat.audit")  # who did what to whom, and why
 _origins = random.Random()  # seeded from os.urandom
 HISTORY_DEGRADED = "history: lines are not being saved right now; chat goes on"
 
@@ -69,6 +75,7 @@ class Refusal(enum.Enum):
     BAD_NAME = (BAD_NAME, "bad name")  # the certificate's CN fails the username policy
     TOO_MANY_SESSIONS = (TOO_MANY_SESSIONS, "too many sessions")  # over sessions_per_name
     TOO_MANY_JOINS = (TOO_MANY_JOINS, "joining too often")  # the name's join bucket is empty
+    BANNED = (BANNED, "banned")  # an operator banned the name (/ban, mtlschat admin ban)
 
     def __init__(self, code: str, reason: str) -> None:
         self.code = code  # the protocol error code (docs/protocol.md); also the counter's key
@@ -150,9 +157,11 @@ class Room:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         history: Journal | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         """``clock`` times every timer and limit; ``wall`` only stamps what people are shown."""
         self.settings = settings or RoomSettings()
+        self.moderation = moderation or Moderation()
         self.clock = clock
         self.wall = wall
         self.counters = RoomCounters()
@@ -186,6 +195,10 @@ class Room:
         st = self.settings
         if not is_valid_username(name):
             self._refuse(s, Refusal.BAD_NAME, f"certificate name {name!r} refused: {NAME_POLICY}")
+            return s
+        ban = self.moderation.banned(name, self.wall())
+        if ban is not None:
+            self._refuse(s, Refusal.BANNED, describe_ban(ban))
             return s
         key = name_key(name)
         member = self._names.get(key)
@@ -229,6 +242,11 @@ class Room:
                 None if self.history is None else (self.history.epoch, self._last_id, s.origin),
             ),
         )
+        topic = self.moderation.topic
+        if topic is not None:
+            self.send(s, Info(f"topic: {topic.text} (set by {topic.by})"))
+        if st.motd:
+            self.send(s, Info(st.motd))
         if self.history is not None:
             if st.history_join:
                 self.replay(s, self.history.last(st.history_join, name), "join")
@@ -280,6 +298,8 @@ class Room:
             elif line.isspace():
                 continue
             if rate and not self.allow(s, now):
+                continue
+            if self.moderation.mutes and self.muted(s, now, ts):
                 continue
             # The happy path: id, timestamp, one event in the round list, one op for the sender.
             self._last_id += 1
@@ -561,6 +581,30 @@ class Room:
         s._decoder.skip(data[cut:])
         return lines
 
+    def is_operator(self, name: str) -> bool:
+        """Whether ``name`` is one of the configured operators (case-insensitively)."""
+        key = name_key(name)
+        return any(name_key(op) == key for op in self.settings.operators)
+
+    def muted(self, s: Session, now: float, ts: float) -> bool:
+        """Whether ``s`` may not speak to the room at wall time ``ts``; if so, tell it (at most
+        once a second of ``now``, the timers' clock)."""
+        if not self.moderation.muted(s.name, ts):
+            return False
+        if not 0.0 <= now - s._notice_at < 1.0:
+            s._notice_at = now
+            self.error(s, MUTED, "you are muted by an operator: line dropped")
+        return True
+
+    def audit(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        """An operator action: announced to the room and written to the audit log."""
+        words = " ".join(w for w in (actor, action, target) if w)
+        words += f" ({detail})" if detail else ""
+        self.broadcast(Info(clean_text(words)))
+        audit_log.info(
+            "audit: operator=%s action=%s target=%s detail=%s", actor, action, target, detail
+        )
+
     def _refuse(self, s: Session, why: Refusal, text: str) -> None:
         s._stop = s._start  # never a member: none of this round's broadcasts are for it
         s.refused = why
@@ -598,6 +642,9 @@ class Room:
             return
         if command is None:
             self.error(s, UNKNOWN_COMMAND, f"unknown command /{shorten(word)} (try /help)")
+            return
+        if command.operator and not self.is_operator(s.name):
+            self.error(s, NOT_OPERATOR, f"/{word.lower()}: not an operator")
             return
         command.handler(self, s, arg.strip(), ts)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mtlschat import __version__
-from mtlschat.setting import Integer, Number, setting, settle
+from mtlschat.setting import Integer, ListOf, Number, Text, setting, settle
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,15 @@ class RoomSettings:
         500,
         Integer(min=0, note="0 = always announce"),
         "Above this many people online, joins and leaves are no longer announced; 0 = always.",
+    )
+    operators: tuple[str, ...] = setting(
+        (),
+        ListOf(Text()),
+        "Certificate names allowed to /kick, /ban, /mute and set the /topic (reloaded live).",
+        unit="names",
+    )
+    motd: str = setting(
+        "", Text(), "Message of the day, shown to each member who joins (reloaded live)."
     )
     welcome_names: int = setting(
         100,

@@ -30,6 +30,9 @@ BAD_NAME = "bad_name"
 NO_HISTORY = "no_history"
 TOO_MANY_SESSIONS = "too_many_sessions"
 TOO_MANY_JOINS = "too_many_joins"
+BANNED = "banned"  # refused at join: an operator banned the name
+MUTED = "muted"  # a room-wide line from a muted member, dropped
+NOT_OPERATOR = "not_operator"  # an operator command from someone who is not one
 ERROR_CODES = (
     UNKNOWN_COMMAND,
     BAD_USAGE,
@@ -41,6 +44,9 @@ ERROR_CODES = (
     NO_HISTORY,
     TOO_MANY_SESSIONS,
     TOO_MANY_JOINS,
+    BANNED,
+    MUTED,
+    NOT_OPERATOR,
 )
 
 

@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,34 @@ def _option(name: str) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Any)
 
 
+LIVE = ("operators", "motd")  # re-read from the config file on reload, without a restart
+
+
+def _live_settings(ctx: typer.Context) -> Callable[[], dict[str, object]] | None:
+    """What the server calls on reload: the live settings as the config file has them now.
+
+    A live setting given by flag or environment variable keeps that value (they win over the
+    file, and cannot change under a running process).
+    """
+    path: Path | None = ctx.meta.get(_FILE)
+    if path is None:
+        return None
+    sources: dict[str, str] = ctx.meta.get(_SOURCES, {})
+    from_file = [n for n in LIVE if sources.get(n) not in (flag(n), envvar(n))]
+
+    def reread() -> dict[str, object]:
+        values = read_settings_file(path)
+        where = f"{{}} in {path}"
+        return {
+            name: parse_value(name, SETTINGS[name], values[name], where.format(name))
+            if name in values
+            else SETTINGS[name].default
+            for name in from_file
+        }
+
+    return reread
+
+
 def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any) -> None:
     """Run the chat server.
 
@@ -112,7 +141,7 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(log_formatter(cfg.log_format))
         logging.basicConfig(level=cfg.log_level, handlers=[handler])
-        run_server(cfg)
+        run_server(cfg, _live_settings(ctx))
     except (ConfigError, TLSSetupError, StartupError) as exc:
         fail(str(exc))
 

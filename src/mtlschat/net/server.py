@@ -26,13 +26,15 @@ from pathlib import Path
 
 from mtlschat.address import Address
 from mtlschat.ca.trust import expiring
+from mtlschat.chat.moderation import Moderation
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.chat.wire import Info
 from mtlschat.fdlimit import raise_fd_limit
 from mtlschat.history.journal import Journal
 from mtlschat.history.sqlite import SQLiteStore
-from mtlschat.history.store import HistoryError
-from mtlschat.net.config import ServerConfig
+from mtlschat.history.store import ROOM, HistoryError
+from mtlschat.moderation_store import ModerationError, SQLiteModerationStore
+from mtlschat.net.config import ConfigError, ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.refusals import RefusalLog
 from mtlschat.net.stats import LoopStats
@@ -86,6 +88,18 @@ def open_history(config: ServerConfig) -> Journal | None:
     return Journal(store, keep_dms=config.history_dms)
 
 
+def open_moderation(config: ServerConfig) -> SQLiteModerationStore | None:
+    """Bans and topic in ``PKI/moderation.db``; None (kept in memory only, logged) if that
+    file cannot be used, e.g. a read-only PKI directory: moderation must not stop the room.
+    """
+    path = config.pki / "moderation.db"
+    try:
+        return SQLiteModerationStore(path)
+    except ModerationError as exc:
+        log.error("%s: bans and topic are kept in memory only until a restart", exc)
+        return None
+
+
 class StartupError(Exception):
     """The server cannot start (e.g. the address is in use); the message is one line."""
 
@@ -100,6 +114,7 @@ class ChatServer:
         clock: Callable[[], float] = time.time,
         close_linger: float = CLOSE_LINGER,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        reread: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room.
 
@@ -121,8 +136,14 @@ class ChatServer:
         self._stale_logged = False  # the stale-CRL error was logged for this trust
         self.stats = LoopStats()
         self.history = open_history(config)
+        self._reread = reread  # the live settings (operators, motd) as the config file has them now
+        self._moderation_store = open_moderation(config)
         self.room = Room(
-            room_settings(config), clock=time.monotonic, wall=clock, history=self.history
+            room_settings(config),
+            clock=time.monotonic,
+            wall=clock,
+            history=self.history,
+            moderation=Moderation(self._moderation_store, ROOM),
         )
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
@@ -663,6 +684,7 @@ class ChatServer:
         everything as it was and logs an error; returns whether the reload took effect.
         """
         cfg = self.config
+        self._reload_live_settings()
         try:
             trust = load_trust(cfg.cert_path, cfg.ca_path, cfg.crl_path, self._trust, self._now())
         except TLSSetupError as exc:  # keep serving with what we had
@@ -688,6 +710,20 @@ class ChatServer:
         self._next_expiry_warning = 0.0
         self._log_trust()
         return True
+
+    def _reload_live_settings(self) -> None:
+        """Operators and motd, re-read from the configuration file (flags and env stay)."""
+        if self._reread is None:
+            return
+        try:
+            live = self._reread()
+        except ConfigError as exc:
+            log.error("reload: keeping the previous operators and motd: %s", exc)
+            return
+        before = self.room.settings
+        self.room.settings = dataclasses.replace(before, **live)  # type: ignore[arg-type]
+        if self.room.settings.operators != before.operators:
+            log.info("operators: %s", ", ".join(self.room.settings.operators) or "none")
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -791,6 +827,9 @@ class ChatServer:
         if self.history is not None:
             self.history.close()
             self.history = None
+        if self._moderation_store is not None:
+            self._moderation_store.close()
+            self._moderation_store = None
 
 
 def _when(moment: datetime | None) -> str:
@@ -803,13 +842,13 @@ def _format_peer(addr: object) -> str:
     return str(addr)
 
 
-def run_server(config: ServerConfig) -> None:
+def run_server(config: ServerConfig, reread: Callable[[], dict[str, object]] | None = None) -> None:
     """Run ``mtlschat server`` in this (main) thread until SIGINT/SIGTERM.
 
     With ``--metrics`` the exporter runs on a thread of its own; with ``--pidfile`` the PID is
     written once the port is bound and removed on the way out.
     """
-    server = ChatServer(config)
+    server = ChatServer(config, reread=reread)
     server.bind()
     with contextlib.ExitStack() as stack:
         if config.metrics is not None:
