@@ -33,7 +33,9 @@ class SQLiteModerationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)  # autocommit: one write each
+            # Autocommit: one write per change. Opened by the thread that builds the server,
+            # used by the one that runs it (tests run the loop on a thread).
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:

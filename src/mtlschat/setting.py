@@ -216,8 +216,10 @@ class ListOf(Kind[tuple[T, ...]], Generic[T]):
         return f"{self.kind.metavar},..."
 
     def parse(self, raw: object) -> tuple[T, ...]:
-        if isinstance(raw, str):
-            items: Sequence[object] = [part.strip() for part in raw.split(",") if part.strip()]
+        if isinstance(raw, str) and raw.strip().lower() == "none":
+            items: Sequence[object] = []  # what show() writes for the empty list
+        elif isinstance(raw, str):
+            items = [part.strip() for part in raw.split(",") if part.strip()]
         elif isinstance(raw, list | tuple):
             items = raw
         else:
@@ -225,8 +227,7 @@ class ListOf(Kind[tuple[T, ...]], Generic[T]):
         return tuple(self.kind.parse(item) for item in items)
 
     def show(self, value: tuple[T, ...]) -> str:
-        # (Empty: "", which reads back as the empty list; "none" would be a name.)
-        return ",".join(self.kind.show(v) for v in value)
+        return ",".join(self.kind.show(v) for v in value) if value else "none"
 
 
 @dataclass(frozen=True)
