@@ -68,6 +68,16 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(
     assert "does not match any certificate in it" in err
 
 
+def test_a_lost_crl_is_refused_at_startup(fresh_pki: TestPKI, mtlschat_cli: CLIRunner) -> None:
+    # Revoke bob, then lose crl.pem: a restart must not let him back in (fail closed).
+    fresh_pki.user("bob")
+    fresh_pki.revoke("bob")
+    fresh_pki.crl.unlink()
+    err = _start(mtlschat_cli, fresh_pki)
+    assert f"CRL not found: {fresh_pki.crl}" in err
+    assert "mtlschat ca crl" in err
+
+
 @needs_faketime
 def test_an_expired_server_certificate_is_refused(pki: TestPKI) -> None:
     # Four hundred days on, the server's certificate (397 days at most) has expired.

@@ -192,6 +192,13 @@ class ServerConfig(RoomSettings):
                 raise ConfigError(f"{what} not found: {path} ({hint})")
         if self.crl is not None and not self.crl.is_file():
             raise ConfigError(f"CRL not found: {self.crl}")
+        if self.crl is None and self.crl_path is None and (self.pki / "ca.db").is_file():
+            # `ca init` always writes crl.pem next to ca.db: its absence means it was lost, and
+            # starting without it would let every revoked member back in (fail closed).
+            raise ConfigError(
+                f"CRL not found: {self.pki / 'crl.pem'}, although {self.pki} holds the CA's "
+                "record: revoked members would get in (`mtlschat ca crl` writes it again)"
+            )
 
 
 def read_settings_file(path: Path) -> dict[str, object]:

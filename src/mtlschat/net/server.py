@@ -234,6 +234,8 @@ class ChatServer:
             nofile,
             self.config.crl_path or "none",
         )
+        if self.config.crl_path is None:
+            log.warning("no CRL: revocation is not enforced (give --crl, or run `mtlschat ca crl`)")
         if self.history is not None:
             log.info(
                 "history: %s (epoch %s, last offset %d%s)",
