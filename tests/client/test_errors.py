@@ -189,11 +189,11 @@ def test_server_full(run_client: Run, room: Any, spawn_server: Any, spawn_client
     full.stop()
 
 
-@pytest.fixture
-def not_tls() -> Iterator[int]:
-    """A TCP port that answers in plain text, like a web server or a typo'd port would."""
+@contextlib.contextmanager
+def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener on 127.0.0.1 that gives every connection to ``handle`` (errors ignored), one
+    at a time in a thread, until the block ends; yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
 
     def serve() -> None:
         while True:
@@ -201,12 +201,21 @@ def not_tls() -> Iterator[int]:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            with conn:
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            with conn, contextlib.suppress(OSError):
+                handle(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    yield port
-    listener.close()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def not_tls() -> Iterator[int]:
+    """A TCP port that answers in plain text, like a web server or a typo'd port would."""
+    with loopback_server(lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")) as port:
+        yield port
 
 
 def test_not_an_mtlschat_server(run_client: Run, room: Any, not_tls: int) -> None:
@@ -221,33 +230,18 @@ def test_not_an_mtlschat_server(run_client: Run, room: Any, not_tls: int) -> Non
     assert "openssl: wrong version number" in verbose.stderr
 
 
-@contextlib.contextmanager
-def tls_server(bundle: Path, greeting: bytes) -> Iterator[int]:
+def tls_server(bundle: Path, greeting: bytes) -> contextlib.AbstractContextManager[int]:
     """A bare TLS server on loopback presenting ``bundle``, sending ``greeting`` to whoever
     connects (not an mtlschat server: a certificate or a first line mtlschat would not send)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(bundle)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.sendall(greeting)
-                    tls.recv(1)  # until the client hangs up
-            except OSError:
-                pass
+    def greet(conn: socket.socket) -> None:
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(greeting)
+            tls.recv(1)  # until the client hangs up
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield port
-    finally:
-        listener.close()
+    return loopback_server(greet)
 
 
 def test_a_server_with_a_client_certificate_is_named_as_such(run_client: Run, room: Any) -> None:
