@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.formatted_text import fragment_list_to_text
 
-from mtlschat.client.backoff import Backoff
+from mtlschat.backoff import Backoff
 from mtlschat.client.protocol import ChatState, Event, clean, is_quit, local_echo, parse_line
 from mtlschat.client.render import name_colour, render_plain, render_styled
 

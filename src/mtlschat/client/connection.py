@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 
 from mtlschat.address import Address
-from mtlschat.client.backoff import Backoff
+from mtlschat.backoff import Backoff
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.outgoing import RATE_LIMITED, Pacer, RoomLimits, split_line
 from mtlschat.client.protocol import ChatState, Event, is_quit, parse_line
