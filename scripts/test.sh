@@ -8,5 +8,7 @@ cd "$root"
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+# Tests run in 3 processes (pytest-xdist): most of them wait on real servers and clients, so 3
+# keep 2 cores busy. MTLSCHAT_TEST_JOBS=0 runs them in this process (for -x, pdb, profiling).
 # pytest exits 5 when no test ran: that is a failure here too, so its code is passed on unchanged.
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${MTLSCHAT_TEST_JOBS:-3}" "$@"
