@@ -8,7 +8,7 @@ Operator commands (kick, ban), motd and history slot in as more entries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,8 +25,6 @@ from mtlschat.chat.wire import (
     NO_HISTORY,
     NOT_OPERATOR,
     UNKNOWN_USER,
-    Action,
-    Dm,
     GapNotice,
     Info,
     Mode,
@@ -36,7 +34,7 @@ from mtlschat.chat.wire import (
     shorten,
 )
 from mtlschat.history.journal import Gap
-from mtlschat.history.store import ACTION, DM, Record, search_terms
+from mtlschat.history.store import ACTION, DM, search_terms
 
 if TYPE_CHECKING:
     from mtlschat.chat.room import Room, Session
@@ -72,19 +70,11 @@ def _msg(room: Room, s: Session, arg: str, ts: float) -> None:
         _usage(room, s, "msg")
         return
     target, text = parts
-    targets = room.sessions_of(target)
-    if not targets:
+    to = room.find_online(target)
+    if to is None:
         room.error(s, UNKNOWN_USER, f"no such user online: {shorten(target)}")
         return
-    ev = Dm(room.next_id(), ts, s.name, targets[0].name, clean_text(text))
-    room.remember(Record(ev.id, ts, DM, s.name, ev.body, ev.to, s.origin))
-    room.counters.messages += 1
-    # To every session of the target, echoed to every session of the sender; once each.
-    seen: set[int] = set()
-    for peer in (*targets, *room.sessions_of(s.name)):
-        if peer.id not in seen:
-            seen.add(peer.id)
-            room.send(peer, ev)
+    room.say(s, DM, clean_text(text), ts, to)
 
 
 def _me(room: Room, s: Session, arg: str, ts: float) -> None:
@@ -93,10 +83,7 @@ def _me(room: Room, s: Session, arg: str, ts: float) -> None:
         return
     if room.moderation.mutes and room.muted(s, room.clock(), ts):
         return
-    room.counters.messages += 1
-    ev = Action(room.next_id(), ts, s.name, clean_text(arg))
-    room.remember(Record(ev.id, ts, ACTION, s.name, ev.body, "", s.origin))
-    room.broadcast(ev, s)
+    room.say(s, ACTION, clean_text(arg), ts)
 
 
 def _help(room: Room, s: Session, arg: str, ts: float) -> None:
@@ -192,36 +179,109 @@ class ModerationRefused(Exception):
     """An operator action that cannot be done (one line: unknown user, not banned...)."""
 
 
+def _deliverable(room: Room) -> None:
+    # Relay mode: an action the other nodes would never hear of is refused, not half done.
+    if room.degraded is not None:
+        raise ModerationRefused(f"not done: the room cannot deliver it now ({room.degraded})")
+
+
 def kick(room: Room, actor: str, name: str, reason: str = "") -> None:
     """End every session of ``name`` (``bye: kicked by ACTOR: REASON``); announce, audit."""
-    sessions = room.sessions_of(name)
-    if not sessions:
+    target = room.find_online(name)
+    if target is None:
         raise ModerationRefused(f"no such user online: {shorten(name)}")
-    bye = f"kicked by {actor}" + (f": {reason}" if reason else "")
-    room.audit(actor, "kicked", sessions[0].name, reason)
-    for target in sessions:
-        room.end(target, clean_text(bye))
+    _deliverable(room)
+    room.audit(actor, "kicked", target, reason)
+    room.moderate({"op": "kick", "name": target, "by": actor, "reason": reason})
 
 
 def ban(room: Room, actor: str, name: str, seconds: float | None, reason: str = "") -> None:
     """Refuse ``name`` at join (for ``seconds``, or until lifted); end its sessions; audit."""
     if not is_valid_username(name):
         raise ModerationRefused(f"not a valid name: {shorten(name)}")
+    _deliverable(room)
     now = room.wall()
     until = None if seconds is None else now + seconds
-    room.moderation.ban(Ban(name, until, clean_text(reason), actor, now))
     span = "until lifted" if seconds is None else f"for {format_duration(seconds)}"
     room.audit(actor, "banned", name, f"{span}; {reason}" if reason else span)
-    bye = f"banned by {actor}" + (f": {reason}" if reason else "")
-    for target in room.sessions_of(name):
-        room.end(target, clean_text(bye))
+    op = {"op": "ban", "name": name, "until": until, "reason": reason, "by": actor, "at": now}
+    room.moderate(op)
 
 
 def unban(room: Room, actor: str, name: str) -> None:
     """Lift the ban on ``name``; audit."""
-    if not room.moderation.unban(name):
+    if room.moderation.banned(name, room.wall()) is None:
         raise ModerationRefused(f"{shorten(name)} is not banned")
+    _deliverable(room)
+    room.moderate({"op": "unban", "name": name})
     room.audit(actor, "unbanned", name)
+
+
+def mute(room: Room, actor: str, name: str, seconds: float | None) -> None:
+    """Drop ``name``'s room lines (for ``seconds``, or until unmuted); audit."""
+    _deliverable(room)
+    until = None if seconds is None else room.wall() + seconds
+    room.moderate({"op": "mute", "name": name, "until": until})
+    span = "until unmuted" if seconds is None else f"for {format_duration(seconds)}"
+    room.audit(actor, "muted", name, span)
+
+
+def unmute(room: Room, actor: str, name: str) -> None:
+    """Let ``name`` speak again; audit."""
+    if name_key(name) not in room.moderation.mutes:
+        raise ModerationRefused(f"{shorten(name)} is not muted")
+    _deliverable(room)
+    room.moderate({"op": "unmute", "name": name})
+    room.audit(actor, "unmuted", name)
+
+
+def set_topic(room: Room, actor: str, text: str) -> None:
+    """Set the topic to ``text`` (clean), or clear it with ``-``; audit."""
+    _deliverable(room)
+    cleared = text == "-"
+    room.moderate(
+        {"op": "topic", "text": None if cleared else text, "by": actor, "at": room.wall()}
+    )
+    if cleared:
+        room.audit(actor, "cleared the topic", "")
+    else:
+        room.audit(actor, "set the topic", "", text)
+
+
+def apply_moderation(room: Room, op: Mapping[str, object]) -> None:
+    """Apply one moderation change to this room (alone: at once; relay mode: on every node, as
+    the ``mod`` record is delivered). ``op["op"]``: kick, ban, unban, mute, unmute, topic;
+    others (the engine's, e.g. crl) are left to whoever handles them. Raises KeyError,
+    TypeError or ValueError on a malformed change.
+    """
+    kind = op["op"]
+    name = str(op.get("name", ""))
+    if kind in ("kick", "ban"):
+        by, reason = str(op["by"]), str(op.get("reason", ""))
+        if kind == "ban":
+            until, at = op.get("until"), op["at"]
+            if not isinstance(at, (int, float)) or not isinstance(until, (int, float, type(None))):
+                raise TypeError("ban: until/at are not times")
+            room.moderation.ban(Ban(name, until, clean_text(reason), by, at))
+        bye = ("kicked by " if kind == "kick" else "banned by ") + by
+        bye += f": {reason}" if reason else ""
+        for target in room.sessions_of(name):
+            room.end(target, clean_text(bye))
+    elif kind == "unban":
+        room.moderation.unban(name)
+    elif kind == "mute":
+        until = op.get("until")
+        if not isinstance(until, (int, float, type(None))):
+            raise TypeError("mute: until is not a time")
+        room.moderation.mutes[name_key(name)] = until
+    elif kind == "unmute":
+        room.moderation.mutes.pop(name_key(name), None)
+    elif kind == "topic":
+        text, at = op.get("text"), op["at"]
+        if not isinstance(at, (int, float)):
+            raise TypeError("topic: at is not a time")
+        topic = None if text is None else Topic(clean_text(str(text)), str(op["by"]), at)
+        room.moderation.set_topic(topic)
 
 
 def ban_list(room: Room) -> list[str]:
@@ -274,20 +334,14 @@ def _mute(room: Room, s: Session, arg: str, now: float) -> None:
     if not parts or len(parts) > 2 or (len(parts) == 2 and seconds is None):
         _usage(room, s, "mute")
         return
-    name = parts[0]
-    room.moderation.mutes[name_key(name)] = None if seconds is None else now + seconds
-    span = "until unmuted" if seconds is None else f"for {format_duration(seconds)}"
-    room.audit(s.name, "muted", name, span)
+    _moderate(room, s, lambda: mute(room, s.name, parts[0], seconds))
 
 
 def _unmute(room: Room, s: Session, arg: str, now: float) -> None:
     if not arg or " " in arg:
         _usage(room, s, "unmute")
         return
-    if room.moderation.mutes.pop(name_key(arg), "no") == "no":
-        room.error(s, BAD_USAGE, f"{shorten(arg)} is not muted")
-        return
-    room.audit(s.name, "unmuted", arg)
+    _moderate(room, s, lambda: unmute(room, s.name, arg))
 
 
 def _topic(room: Room, s: Session, arg: str, now: float) -> None:
@@ -298,12 +352,7 @@ def _topic(room: Room, s: Session, arg: str, now: float) -> None:
     if not room.is_operator(s.name):
         room.error(s, NOT_OPERATOR, "/topic: not an operator (anyone may read it: /topic)")
         return
-    text = clean_text(arg)
-    room.moderation.set_topic(None if text == "-" else Topic(text, s.name, now))
-    if text == "-":
-        room.audit(s.name, "cleared the topic", "")
-    else:
-        room.audit(s.name, "set the topic", "", text)
+    _moderate(room, s, lambda: set_topic(room, s.name, clean_text(arg)))
 
 
 COMMANDS: dict[str, Command] = {

@@ -21,28 +21,34 @@ from __future__ import annotations
 import bisect
 import enum
 import itertools
+import json
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
 from mtlschat.chat.budget import INPUT_FACTOR, NameBudget
-from mtlschat.chat.commands import COMMANDS
+from mtlschat.chat.commands import COMMANDS, apply_moderation
 from mtlschat.chat.framing import FramingError, LineDecoder
 from mtlschat.chat.moderation import Moderation, describe_ban
+from mtlschat.chat.presence import Presence
 from mtlschat.chat.settings import RoomCounters, RoomSettings
 from mtlschat.chat.wire import (
     BAD_NAME,
     BANNED,
     MUTED,
+    NOT_DELIVERED,
     NOT_OPERATOR,
     RATE_LIMITED,
     TOO_MANY_JOINS,
     TOO_MANY_SESSIONS,
     UNKNOWN_COMMAND,
+    Action,
     Bye,
+    Dm,
     Error,
     Event,
     HistoryEnd,
@@ -59,14 +65,24 @@ from mtlschat.chat.wire import (
     shorten,
 )
 from mtlschat.history.journal import Journal
-from mtlschat.history.store import MSG, Record
+from mtlschat.history.memory import MemoryStore
+from mtlschat.history.store import ACTION, DM, HIDDEN, INFO, JOIN, LEAVE, MOD, MSG, Record
 
-__all__ = ["Mode", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
+__all__ = ["Mode", "Outgoing", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
 audit_log = logging.getLogger("mtlschat.audit")  # who did what to whom, and why
 _origins = random.Random()  # seeded from os.urandom
 HISTORY_DEGRADED = "history: lines are not being saved right now; chat goes on"
+log = logging.getLogger("mtlschat.room")
+
+
+class Outgoing(NamedTuple):
+    """A record a relayed room publishes, and the id of the session it came from (if any): the
+    one told when it cannot be delivered (:meth:`Room.refuse`)."""
+
+    record: Record
+    session: int | None
 
 
 class Refusal(enum.Enum):
@@ -158,8 +174,16 @@ class Room:
         wall: Callable[[], float] = time.time,
         history: Journal | None = None,
         moderation: Moderation | None = None,
+        relay: bool = False,
+        node: str = "",
     ) -> None:
-        """``clock`` times every timer and limit; ``wall`` only stamps what people are shown."""
+        """``clock`` times every timer and limit; ``wall`` only stamps what people are shown.
+
+        ``relay``: one room over several nodes (docs/architecture.md, "Relay mode"): what
+        members say is published (:meth:`take_outbox`) and shown once :meth:`deliver` brings it
+        back in the global order; ``history`` is then a Journal over a mirror
+        (:class:`~mtlschat.history.memory.MemoryStore`). ``node`` names this node in records.
+        """
         self.settings = settings or RoomSettings()
         self.moderation = moderation or Moderation()
         self.clock = clock
@@ -178,6 +202,28 @@ class Room:
         self._mode_count = [0, 0]  # members per mode: encode only for modes someone uses
         self._events: list[Event] = []  # this round's broadcasts
         self._special: dict[int, Session] = {}  # sessions with ops this round
+        # Relay mode (several nodes, one room): see the "relay mode" section below.
+        self.node = node  # this node's id in the records it publishes
+        self._relay = False
+        self._presence = Presence()  # global presence, from delivered join/leave records
+        self._outbox: list[Outgoing] = []  # published this round, for the engine to send
+        self._local: dict[int, Session] = {}  # origin -> member session (to skip its echo)
+        self._degraded: str | None = None  # why lines cannot be delivered, while they cannot
+        self._actor: Session | None = None  # the session whose command runs (told of refusals)
+        self.relay = relay
+
+    @property
+    def relay(self) -> bool:
+        """Whether this room is one of several nodes (set before any session opens)."""
+        return self._relay
+
+    @relay.setter
+    def relay(self, on: bool) -> None:
+        if self._members:
+            raise ValueError("relay mode is chosen before any session opens")
+        self._relay = on
+        # /who and the welcome list global presence in relay mode, local members otherwise.
+        self._online = self._presence.online if on else []
 
     # ---- the driver's API (docs/architecture.md) -------------------------------------------
 
@@ -219,20 +265,29 @@ class Room:
             self._refuse(s, Refusal.TOO_MANY_JOINS, text)
             return s
         first = member is None
+        relay = self._relay
         if member is None:
             member = self._names[key] = _Member(name, budget)
             self._resting.discard(key)
-            bisect.insort(self._online, name)
+            if not relay:
+                bisect.insort(self._online, name)
         member.sessions.append(s)
         s._member = member
         self._members[s.id] = s
         self._mode_count[s.mode] += 1
+        online, count = self._online[: st.welcome_names], len(self._online)
+        if relay:
+            self._local[s.origin] = s
+            if self._presence.find(name) is None:  # its join is not back yet: list it anyway
+                bisect.insort(online, name)
+                del online[st.welcome_names :]
+                count += 1
         self.send(
             s,
             Welcome(
                 name,
-                self._online[: st.welcome_names],
-                len(self._online),
+                online,
+                count,
                 st.server_version,
                 st.max_line,
                 st.rate,
@@ -252,8 +307,12 @@ class Room:
                 self.replay(s, self.history.last(st.history_join, name), "join")
             if self.history.degraded is not None:
                 self.send(s, Info(HISTORY_DEGRADED))
-        if first and self._announcing():
-            # A cross-node fan-out would publish this too.
+        if relay:
+            if self._degraded is not None:
+                self.send(s, Info(_degraded_text(self._degraded)))
+            if first:  # this node has the name now; the room hears it when it is delivered
+                self.publish(Record(0, self.wall(), JOIN, name, "", "", s.origin, self.node))
+        elif first and self._announcing():
             self.broadcast(Join(self.wall(), name), s)
         return s
 
@@ -278,6 +337,7 @@ class Room:
         else:
             lines = s._decoder.feed(data)
         ts = self.wall()  # what people see; the timers and limits use now
+        relay = self._relay
         for line in lines:
             if type(line) is not str:
                 # Refused lines take a token too: a flood of garbage costs its sender a few
@@ -301,7 +361,11 @@ class Room:
                 continue
             if self.moderation.mutes and self.muted(s, now, ts):
                 continue
-            # The happy path: id, timestamp, one event in the round list, one op for the sender.
+            if relay:
+                self.say(s, MSG, clean_text(line), ts)
+                continue
+            # The happy path, say(s, MSG...) inlined: id, timestamp, one event in the round
+            # list, one op for the sender.
             self._last_id += 1
             events = self._events
             text = clean_text(line)
@@ -539,6 +603,214 @@ class Room:
             self._mode_count[mode] += 1
         s.mode = mode
 
+    def find_online(self, name: str) -> str | None:
+        """The online name matching ``name`` (case-insensitively) as it is shown, else None.
+
+        In relay mode: online on any node.
+        """
+        if self._relay:
+            return self._presence.find(name)
+        member = self._names.get(name_key(name))
+        return member.sessions[0].name if member else None
+
+    def say(
+        self, s: Session | None, kind: str, text: str, ts: float, to: str = "", sender: str = ""
+    ) -> bool:
+        """Say something to the room: the one door for lines (``MSG``, ``ACTION``), private
+        messages (``DM``, to ``to``) and announcements (``INFO``) -- from session ``s``, or from
+        ``sender`` (an operator acting from outside the room). ``text`` is clean already.
+
+        Alone, the room hands the line its id, queues it for the members and keeps it in the
+        history at once; in relay mode it is published instead, and shown everywhere when
+        delivered. False if it was refused (relay mode, degraded: ``s`` is told).
+        """
+        name = s.name if s is not None else sender
+        if self._relay:
+            origin = s.origin if s is not None else 0
+            return self.publish(Record(0, ts, kind, name, text, to, origin, self.node), s)
+        if kind == INFO:
+            self.broadcast(Info(text))
+            return True
+        assert s is not None  # (members say lines; operators from outside only announce)
+        self.counters.messages += 1
+        offset = self.next_id()
+        self.remember(Record(offset, ts, kind, name, text, to, s.origin))
+        if kind == DM:
+            self._send_dm(Dm(offset, ts, name, to, text))
+        else:
+            self.broadcast(
+                Msg(offset, ts, name, text) if kind == MSG else Action(offset, ts, name, text), s
+            )
+        return True
+
+    def _send_dm(self, ev: Dm) -> None:
+        # To every session of the recipient, echoed to every session of the sender; once each.
+        seen: set[int] = set()
+        for peer in (*self.sessions_of(ev.to), *self.sessions_of(ev.sender)):
+            if peer.id not in seen:
+                seen.add(peer.id)
+                self.send(peer, ev)
+
+    def moderate(self, op: Mapping[str, object]) -> bool:
+        """Apply a moderation change (``{"op": "kick" | "ban" | ..., ...}``, see
+        :func:`~mtlschat.chat.commands.apply_moderation`): at once alone, on every node once
+        delivered in relay mode. False if refused (degraded)."""
+        if not self._relay:
+            apply_moderation(self, op)
+            return True
+        text = json.dumps(op, separators=(",", ":"))
+        by = str(op.get("by", ""))
+        actor = self._actor
+        return self.publish(
+            Record(0, self.wall(), MOD, by, text, "", actor.origin if actor else 0, self.node),
+            actor,
+        )
+
+    # ---- relay mode: one room over several nodes (docs/architecture.md) ------------------------
+
+    @property
+    def degraded(self) -> str | None:
+        """Relay mode: why lines cannot be delivered right now (None while they can)."""
+        return self._degraded
+
+    def publish(self, record: Record, s: Session | None = None) -> bool:
+        """Relay mode: queue ``record`` (offset 0) for the engine's next :meth:`take_outbox`.
+
+        While degraded, only presence (``JOIN``, ``LEAVE``) is queued; anything else is refused
+        at once and ``s`` (if any) gets a visible ``not_delivered`` error. False if refused.
+        """
+        reason = self._degraded
+        if reason is not None and record.kind != JOIN and record.kind != LEAVE:
+            if s is not None:
+                self.error(s, NOT_DELIVERED, f"not delivered: {_degraded_cause(reason)}")
+            return False
+        self._outbox.append(Outgoing(record, None if s is None else s.id))
+        return True
+
+    def take_outbox(self) -> list[Outgoing]:
+        """Relay mode: what was published since the last call, in order; clears it. The engine
+        calls it once a round, before :meth:`flush`, and sends it in one pipeline."""
+        out = self._outbox
+        self._outbox = []
+        return out
+
+    def deliver(self, records: Iterable[Record]) -> None:
+        """Relay mode: records from the shared log, in its one global order (every node gets
+        the same sequence). Chat lines go to this node's members (not back to the session that
+        said them; DMs to every session of sender and recipient) and into the history mirror;
+        join/leave change global presence (announced on its transitions); ``info`` is shown;
+        ``mod`` is applied. Output goes out at the next :meth:`flush`.
+        """
+        events = self._events
+        node = self.node
+        local = self._local
+        presence = self._presence
+        history = self.history
+        for r in records:
+            kind = r.kind
+            if kind in (MSG, ACTION):
+                events.append(
+                    Msg(r.offset, r.ts, r.sender, r.text)
+                    if kind == MSG
+                    else Action(r.offset, r.ts, r.sender, r.text)
+                )
+                if r.node == node:
+                    self.counters.messages += 1  # counted where it was said
+                    mine = local.get(r.origin)
+                    if mine is not None:
+                        self._ops_of(mine).append((len(events) - 1, None))
+            elif kind == DM:
+                if r.node == node:
+                    self.counters.messages += 1
+                self._send_dm(Dm(r.offset, r.ts, r.sender, r.to, r.text))
+            elif kind == JOIN:
+                if presence.add(r.sender, r.node) and self._announcing():
+                    joiner = local.get(r.origin) if r.node == node else None
+                    self.broadcast(Join(r.ts, r.sender), joiner)
+                continue
+            elif kind == LEAVE:
+                announce = self._announcing()  # counted with the leaver, as alone
+                gone = presence.remove(r.sender, r.node)
+                if gone is not None and announce:
+                    self.broadcast(Leave(r.ts, gone, r.text))
+                continue
+            elif kind == INFO:
+                self.broadcast(Info(r.text))
+                continue
+            elif kind == MOD:
+                self._apply(r)
+                continue
+            elif kind != HIDDEN:
+                log.warning("relay: record of unknown kind %r skipped", kind)
+                continue
+            # A chat line: the mirror keeps it with the offset the log gave it (once: the
+            # engine may have filled the mirror past it already).
+            if r.offset > self._last_id:
+                self._last_id = r.offset
+            if history is not None and r.offset > history.last_offset:
+                history.add(r)
+
+    def _apply(self, r: Record) -> None:
+        try:
+            op = json.loads(r.text)
+            if not isinstance(op, dict):
+                raise TypeError("not an object")
+            apply_moderation(self, op)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("relay: moderation record from node %s skipped: %s", r.node, exc)
+
+    def refuse(self, items: Iterable[Outgoing], code: str, text: str) -> None:
+        """Relay mode: these published items will not be delivered (``code``: ``not_delivered``
+        or ``rate_limited``). Each session they came from gets one visible ``error`` (``text``,
+        with the count when it lost several); nothing is dropped silently."""
+        lost: dict[int, int] = {}
+        for item in items:
+            if item.session is not None:
+                lost[item.session] = lost.get(item.session, 0) + 1
+            elif item.record.kind != JOIN and item.record.kind != LEAVE:
+                log.warning("relay: %s record not delivered: %s", item.record.kind, text)
+        for sid, count in lost.items():
+            s = self._sessions.get(sid)
+            if s is not None and s.closing is None:
+                self.error(s, code, text if count == 1 else f"{text} ({count} lines)")
+
+    def set_degraded(self, reason: str | None) -> None:
+        """Relay mode: lines cannot be delivered (``reason``), or can again (None). Members are
+        told once when it starts and once when it heals; meanwhile lines are refused at once."""
+        was = self._degraded
+        self._degraded = reason
+        if reason is not None and was is None:
+            self.broadcast(Info(_degraded_text(reason)))
+        elif reason is None and was is not None:
+            self.broadcast(Info("the room is back: lines are delivered again"))
+
+    def load_presence(self, names_by_node: dict[str, set[str]]) -> None:
+        """Relay mode: global presence from a snapshot (node -> names), e.g. at (re)connect.
+        Replaces what was known, silently."""
+        self._presence.load(names_by_node)
+
+    def local_names(self) -> list[str]:
+        """The names with at least one session on this node."""
+        return [m.name for m in self._names.values()]
+
+    def republish_presence(self) -> None:
+        """Relay mode: publish a ``join`` for every name this node has (after the shared log
+        lost its data, or this node was reaped while cut off)."""
+        for member in self._names.values():
+            self.publish(Record(0, self.wall(), JOIN, member.name, "", "", 0, self.node))
+
+    def reset_epoch(self, epoch: str, last_offset: int = 0) -> None:
+        """Relay mode: the shared history was reset (a new ``epoch``; offsets go on after
+        ``last_offset``). The mirror forgets its lines, members are told, and new sessions'
+        welcome carries the new epoch (a client resuming the old one is told it is gone)."""
+        history = self.history
+        if history is not None:
+            if isinstance(history.store, MemoryStore):
+                history.store.reset(epoch, last_offset, history.room)
+            history.reset()
+        self._last_id = last_offset
+        self.broadcast(Info("history was reset: earlier lines are gone (new epoch)"))
+
     # ---- internals -------------------------------------------------------------------------
 
     def _ops_of(self, s: Session) -> list[tuple[int, bytes | None]]:
@@ -600,7 +872,7 @@ class Room:
         """An operator action: announced to the room and written to the audit log."""
         words = " ".join(w for w in (actor, action, target) if w)
         words += f" ({detail})" if detail else ""
-        self.broadcast(Info(clean_text(words)))
+        self.say(self._actor, INFO, clean_text(words), self.wall(), sender=actor)
         audit_log.info(
             "audit: operator=%s action=%s target=%s detail=%s", actor, action, target, detail
         )
@@ -615,16 +887,23 @@ class Room:
     def _depart(self, s: Session, reason: str, *, announce: bool) -> None:
         if self._members.pop(s.id, None) is None:
             return
+        if self._relay:
+            del self._local[s.origin]
         s._stop = len(self._events)
         self._mode_count[s.mode] -= 1
         member = s._member
         assert member is not None
         member.sessions.remove(s)
         if not member.sessions:
-            announce = announce and self._announcing()  # counted with the leaver, as on join
             key = name_key(member.name)
             del self._names[key]
             self._resting.add(key)  # its budget stays until full again (see tick)
+            if self._relay:
+                # Presence must stay right even when nobody is told (shutdown): always publish.
+                text = clean_text(reason)
+                self.publish(Record(0, self.wall(), LEAVE, member.name, text, "", 0, self.node))
+                return
+            announce = announce and self._announcing()  # counted with the leaver, as on join
             online = self._online
             del online[bisect.bisect_left(online, member.name)]
             if announce:
@@ -646,7 +925,19 @@ class Room:
         if command.operator and not self.is_operator(s.name):
             self.error(s, NOT_OPERATOR, f"/{word.lower()}: not an operator")
             return
-        command.handler(self, s, arg.strip(), ts)
+        self._actor = s
+        try:
+            command.handler(self, s, arg.strip(), ts)
+        finally:
+            self._actor = None
+
+
+def _degraded_cause(reason: str) -> str:
+    return f"the room cannot deliver lines right now ({reason})"
+
+
+def _degraded_text(reason: str) -> str:
+    return f"{_degraded_cause(reason)}: what you send is refused until it is back"
 
 
 def _share_of_round(

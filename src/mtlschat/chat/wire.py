@@ -33,6 +33,7 @@ TOO_MANY_JOINS = "too_many_joins"
 BANNED = "banned"  # refused at join: an operator banned the name
 MUTED = "muted"  # a room-wide line from a muted member, dropped
 NOT_OPERATOR = "not_operator"  # an operator command from someone who is not one
+NOT_DELIVERED = "not_delivered"  # a line the room could not deliver (several nodes: Redis down)
 ERROR_CODES = (
     UNKNOWN_COMMAND,
     BAD_USAGE,
@@ -47,6 +48,7 @@ ERROR_CODES = (
     BANNED,
     MUTED,
     NOT_OPERATOR,
+    NOT_DELIVERED,
 )
 
 

@@ -89,6 +89,14 @@ class Journal:
             record = record.redacted()  # keep the offset sequence dense, not the message
         self._round.append(record)
 
+    def reset(self) -> None:
+        """The store was reset (a new epoch, its lines gone): forget what waits for it and take
+        its last offset again."""
+        self._round = []
+        self._pending = []
+        self._last = self.store.last_offset(self.room)
+        self.degraded = None
+
     def commit(self) -> str | None:
         """Store this round's lines in one transaction. Return ``"degraded"`` when saving just
         stopped working, ``"recovered"`` when it just worked again, else None.

@@ -231,7 +231,8 @@ class SQLiteStore:
         if sql is None:
             sql = self._inserts[key] = (
                 "INSERT INTO lines(id, ts, kind, sender, body, recipient, origin)"
-                f" VALUES ({rid << ROOM_BITS} + ?, ?, ?, ?, ?, ?, ?)"
+                # ?8 is Record.node (not stored: one file is one node's): bound, never NULL.
+                f" VALUES ({rid << ROOM_BITS} + ?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, ?8))"
             )
         return sql
 

@@ -31,6 +31,13 @@ ACTION = "action"
 DM = "dm"
 HIDDEN = "hidden"  # a DM seen by a third party, or not kept (DM storage off): offset and time only
 KINDS = (MSG, ACTION, DM, HIDDEN)
+CHAT_KINDS = (MSG, ACTION, DM)  # the lines that take an offset (what history queries return)
+# Records a relayed room publishes besides chat lines (issue 13): offset 0, never in history.
+JOIN = "join"  # sender's first session on ``node`` opened; text unused
+LEAVE = "leave"  # sender's last session on ``node`` ended; text = the reason
+INFO = "info"  # an announcement to the room (an operator action); text = the line
+MOD = "mod"  # a moderation change every node applies; text = JSON {"op": ..., ...}
+RELAY_KINDS = (JOIN, LEAVE, INFO, MOD)
 
 
 class Record(NamedTuple):
@@ -38,11 +45,12 @@ class Record(NamedTuple):
 
     offset: int
     ts: float  # Unix seconds, server clock
-    kind: str  # MSG, ACTION, DM or HIDDEN
+    kind: str  # MSG, ACTION, DM or HIDDEN (stored); JOIN, LEAVE, INFO, MOD (relayed only)
     sender: str
     text: str
     to: str = ""  # the recipient of a DM; "" for room lines
     origin: int = 0  # the session that sent it: its own client is not replayed its own lines
+    node: str = ""  # the node it was said on (a relayed room); "" in a single-process room
 
     def visible_to(self, viewer_key: str) -> bool:
         """Whether ``viewer_key`` (a :func:`name_key`) may read this line's text."""
@@ -136,10 +144,16 @@ def check_sequence(room: str, last: int, records: Sequence[Record]) -> None:
 
 __all__ = [
     "ACTION",
+    "CHAT_KINDS",
     "DM",
     "HIDDEN",
+    "INFO",
+    "JOIN",
     "KINDS",
+    "LEAVE",
+    "MOD",
     "MSG",
+    "RELAY_KINDS",
     "ROOM",
     "HistoryError",
     "HistoryStore",
