@@ -320,3 +320,23 @@ def test_two_sessions_of_one_name_each_miss_only_their_own_line() -> None:
     c.settle()
     assert lines(n0.take(a), "msg") == [("msg", "alice", "from b")]
     assert lines(n0.take(b), "msg") == [("msg", "alice", "from a")]
+
+
+def test_load_history_fills_the_mirror_and_deliveries_follow_it() -> None:
+    c = Cluster(1)
+    (n0,) = c.nodes
+    tail = [Record(i, c.clock.now, MSG, "zed", f"line {i}", "", 0, "n9") for i in (7, 8, 9)]
+    tail.insert(1, Record(0, c.clock.now, JOIN, "zed", "", "", 0, "n9"))  # not a line: skipped
+    n0.room.load_history("e7", tail, 9)
+    c.log.offset = 9
+    alice = n0.open("alice")
+    c.settle()
+    welcome = n0.take(alice)[0]
+    assert welcome["resume"]["epoch"] == "e7" and welcome["resume"]["offset"] == 9
+    # A record the mirror has already (the engine's load overlapped the feed) is not kept twice.
+    n0.room.deliver([tail[-1]])
+    n0.send(alice, "/history 10")
+    n0.flush()
+    c.settle()
+    got = [e["text"] for e in n0.take(alice) if e.get("history")]
+    assert got == ["line 7", "line 8", "line 9"]

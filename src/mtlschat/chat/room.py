@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from mtlschat.ca.names import NAME_POLICY, is_valid_username, name_key
@@ -803,13 +803,20 @@ class Room:
         """Relay mode: the shared history was reset (a new ``epoch``; offsets go on after
         ``last_offset``). The mirror forgets its lines, members are told, and new sessions'
         welcome carries the new epoch (a client resuming the old one is told it is gone)."""
+        self.load_history(epoch, (), last_offset)
+        self.broadcast(Info("history was reset: earlier lines are gone (new epoch)"))
+
+    def load_history(self, epoch: str, records: Sequence[Record], last_offset: int) -> None:
+        """Relay mode: fill the history mirror with the shared log's tail (``records``, oldest
+        first) under ``epoch``, the log's last offset being ``last_offset`` (at connect, before
+        delivering what follows; silently). Lines the mirror had are replaced."""
         history = self.history
         if history is not None:
             if isinstance(history.store, MemoryStore):
-                history.store.reset(epoch, last_offset, history.room)
+                history.store.load(history.room, epoch, records, last_offset)
             history.reset()
+            last_offset = max(last_offset, history.last_offset)
         self._last_id = last_offset
-        self.broadcast(Info("history was reset: earlier lines are gone (new epoch)"))
 
     # ---- internals -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import bisect
 from collections.abc import Sequence
 
 from mtlschat.ca.names import name_key
-from mtlschat.history.store import Record, check_sequence, search_terms
+from mtlschat.history.store import CHAT_KINDS, Record, check_sequence, search_terms
 
 
 def _offset(record: Record) -> int:
@@ -53,15 +53,18 @@ class MemoryStore:
         """Where the history really lives (for messages)."""
         return self._location
 
-    def reset(self, epoch: str, last_offset: int = 0, room: str | None = None) -> None:
-        """A new epoch: forget every line (of ``room``, or of all rooms); offsets go on after
-        ``last_offset``."""
+    def load(
+        self, room: str, epoch: str, records: Sequence[Record] = (), last_offset: int = 0
+    ) -> None:
+        """Replace ``room``'s lines by ``records`` (the log's tail, oldest first: its chat
+        lines are kept) under ``epoch``; offsets go on after ``last_offset`` (or the last
+        record's, if later). With no records: a new epoch whose lines are all gone."""
         self._epoch = epoch
-        for name in [room] if room is not None else list(self._lines):
-            self._lines.pop(name, None)
-            self._last.pop(name, None)
-        if room is not None and last_offset:
-            self._last[room] = last_offset
+        lines = [r for r in records if r.offset > 0 and r.kind in CHAT_KINDS]
+        check_sequence(room, 0, lines)
+        del lines[: max(0, len(lines) - self.max_lines)]
+        self._lines[room] = lines
+        self._last[room] = max(last_offset, lines[-1].offset if lines else 0)
 
     def last_offset(self, room: str) -> int:
         """The last offset appended to ``room`` (0 if none)."""
