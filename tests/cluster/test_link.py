@@ -150,6 +150,37 @@ def test_reconnects_after_redis_restarts_empty(loop: Loop, redis_server: RedisSe
     assert link.connects == 2
 
 
+def test_every_command_gets_exactly_one_answer_across_a_restart(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    """Redis restarts with 2,000 INCRs in flight: each callback is called once, with the reply
+    or with LinkDown (never both, never twice, never lost), and the replies that came are in order.
+    """
+    link = loop.link(redis_server.url)
+    loop.until(lambda: link.up)
+    answers: dict[int, list[Reply]] = {i: [] for i in range(2000)}
+    for i in range(2000):
+        link.call(["INCR", "n"], answers[i].append)
+        if i == 1000:
+            link.flush()
+            loop.round(0)
+            redis_server.restart()
+    loop.until(lambda: all(answers.values()) and link.up)
+    assert all(len(a) == 1 for a in answers.values())
+    got = [a[0] for a in answers.values() if not isinstance(a[0], LinkDown)]
+    assert got == list(range(1, len(got) + 1)) and 0 < len(got) < 2000
+    assert loop.call(link, "INCR", "n") == 1  # the new (empty) Redis got nothing replayed
+
+
+def test_a_host_name_is_resolved_off_the_loop(loop: Loop, redis_server: RedisServer) -> None:
+    """``localhost`` is looked up in a thread; if it is ::1 first, 127.0.0.1 is tried next."""
+    link = loop.link(f"redis://localhost:{redis_server.port}/0")
+    assert loop.call(link, "PING") == b"PONG"
+    bad = loop.link("redis://no-such-host.invalid:6379/0", name="bad")
+    loop.until(lambda: states(bad) == ["down"])
+    assert bad.reason.startswith("cannot resolve no-such-host.invalid: ")
+
+
 def test_down_while_stopped_and_up_again_after(loop: Loop, redis_server: RedisServer) -> None:
     link = loop.link(redis_server.url)
     loop.until(lambda: link.up)

@@ -18,9 +18,10 @@ import os
 import selectors
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from mtlschat.backoff import Backoff
 from mtlschat.cluster.resp import Arg, ProtocolError, Reply, ReplyError, ReplyParser, encode
@@ -40,6 +41,7 @@ MAX_QUEUED_BYTES = 16 * 1024 * 1024  # unsent bytes: a Redis that stops reading 
 MAX_PENDING = 100_000  # commands awaiting replies
 BACKOFF_INITIAL = 0.1
 BACKOFF_CAP = 5.0
+RESOLVE_POLL = 0.02  # while a host name is being looked up, tick() wants to run this often
 
 
 class LinkDown(Exception):
@@ -62,6 +64,7 @@ class _Phase:
     """Where the connection is: the link is "up" only in ``READY``."""
 
     IDLE = "idle"  # no socket; the next attempt is at ``_retry_at`` (or never, after close)
+    RESOLVING = "resolving"  # the host name is being looked up (in a thread of its own)
     CONNECTING = "connecting"  # TCP connect in progress
     HANDSHAKE = "handshake"  # TLS handshake in progress
     HELLO = "hello"  # AUTH / SELECT / CLIENT SETNAME sent, their replies awaited
@@ -115,6 +118,8 @@ class RedisLink:
         self._closed = False
         self._retry_at = 0.0  # connect at the first tick
         self._phase_deadline = 0.0  # connect/handshake/hello must be done by then
+        self._lookup: _Lookup | None = None
+        self._addresses: _Addresses = []  # the host's other addresses, tried if this one fails
         self._parser = ReplyParser()
         self._out = bytearray()  # written when READY (the hello goes first on a new connection)
         self._sent: collections.deque[tuple[Callback, float]] = collections.deque()  # replies due
@@ -193,6 +198,8 @@ class RedisLink:
             return None
         if self._phase == _Phase.IDLE:
             return self._retry_at
+        if self._phase == _Phase.RESOLVING:
+            return min(self._phase_deadline, self._clock() + RESOLVE_POLL)
         if self._phase != _Phase.READY:
             return self._phase_deadline
         if self._sent:
@@ -206,6 +213,8 @@ class RedisLink:
         if self._phase == _Phase.IDLE:
             if now >= self._retry_at:
                 self._connect(now)
+        elif self._phase == _Phase.RESOLVING and self._lookup is not None and self._lookup.done:
+            self._open(self._lookup.result)
         elif self._phase != _Phase.READY:
             if now >= self._phase_deadline:
                 self._fail(f"no connection within {self.connect_timeout:g} s ({self._phase})")
@@ -234,16 +243,23 @@ class RedisLink:
     def _connect(self, now: float) -> None:
         self.connects += 1
         self._phase_deadline = now + self.connect_timeout
-        try:
-            # A host name is resolved here, blocking (an IP address is not looked up at all):
-            # give an IP address, or a name the local resolver answers at once (/etc/hosts).
-            infos = socket.getaddrinfo(
-                self.url.host, self.url.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except OSError as exc:
-            self._fail(f"cannot resolve {self.url.host}: {tls_reason(exc)}")
+        if self.url.is_ip:  # (getaddrinfo of an address does not ask any resolver)
+            self._open(_resolve(self.url.host, self.url.port))
+        else:  # a resolver can take seconds: never in the loop
+            self._phase = _Phase.RESOLVING
+            self._lookup = _Lookup(self.url.host, self.url.port)
+
+    def _open(self, resolved: _Addresses | OSError) -> None:
+        self._lookup = None
+        if isinstance(resolved, OSError):
+            self._fail(f"cannot resolve {self.url.host}: {tls_reason(resolved)}")
             return
-        family, kind, proto, _, address = infos[0]
+        self._addresses = list(resolved)
+        self._next_address()
+
+    def _next_address(self) -> None:
+        """Connect to the next address of the host (``localhost`` may be ::1, then 127.0.0.1)."""
+        family, kind, proto, _, address = self._addresses.pop(0)
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -252,15 +268,24 @@ class RedisLink:
         self._phase = _Phase.CONNECTING
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
-            self._fail(os.strerror(code))
+            self._connect_failed(code)
             return
         self._register(selectors.EVENT_WRITE)
+
+    def _connect_failed(self, code: int) -> None:
+        if not self._addresses:
+            self._fail(os.strerror(code))
+            return
+        self._unregister()
+        if self._sock is not None:
+            self._sock.close()
+        self._next_address()
 
     def _connected(self) -> None:
         assert self._sock is not None
         code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            self._fail(os.strerror(code))
+            self._connect_failed(code)
             return
         if self._tls is not None:
             self._unregister()  # the wrapped socket is a new object on the same descriptor
@@ -383,6 +408,7 @@ class RedisLink:
             self._sock.close()
             self._sock = None
         self._phase = _Phase.IDLE
+        self._lookup = None  # (a lookup still running is forgotten; its thread just ends)
         self._parser = ReplyParser()
         self._out = bytearray()
         self.reason = f"{reason} ({self.url})"
@@ -430,6 +456,41 @@ class RedisLink:
         if self._selector is not None and self._sock is not None and self._events:
             self._selector.unregister(self._sock)
         self._events = 0
+
+
+_Addresses = list[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]]
+
+
+def _resolve(host: str, port: int) -> _Addresses | OSError:
+    try:
+        found: _Addresses = list(
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        )
+    except OSError as exc:
+        return exc
+    return found
+
+
+class _Lookup:
+    """``getaddrinfo`` in a daemon thread of its own, polled by :meth:`RedisLink.tick`: the
+    system resolver blocks (for seconds when DNS is slow) and the loop must not.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.result: _Addresses | OSError = OSError("not resolved yet")
+        self._done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(host, port), name=f"resolve {host}", daemon=True
+        ).start()
+
+    def _run(self, host: str, port: int) -> None:
+        self.result = _resolve(host, port)
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """True once ``result`` holds the addresses or the error."""
+        return self._done.is_set()
 
 
 def _handshake_reason(exc: OSError) -> str:
