@@ -12,14 +12,19 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from mtlschat.ca import CertificateAuthority
 
@@ -174,6 +179,7 @@ def mtlschat_cli() -> CLIRunner:
 # A process left running at teardown gets SIGTERM and this long to exit before SIGKILL (the
 # server's own shutdown grace is 3 s; a kill -9 would also lose a coverage run's data for it).
 TEARDOWN_WAIT = 5.0
+REDIS_DEADLINE = 10.0  # redis-server starts in milliseconds; a loaded 2-core box is slower
 
 
 class ServerProcess:
@@ -307,3 +313,244 @@ def server_process_pool() -> Callable[..., contextlib.AbstractContextManager[Ser
     cannot be imported at run time).
     """
     return server_processes
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to a local port, whose network can fail like a real one:
+    :meth:`reset` resets every relayed connection mid-stream (no close_notify, no bye),
+    :meth:`cut` also refuses new ones until :meth:`heal`.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.down = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                with contextlib.suppress(OSError):
+                    down.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # nothing listens behind the relay: refuse, like the target would
+                with contextlib.suppress(OSError):
+                    down.close()
+                continue
+            self.pairs.append((down, up))
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _relay(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        """Reset every relayed connection (SO_LINGER 0 sends RST); new ones are relayed."""
+        for down, up in self.pairs:
+            for sock in (down, up):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    # shutdown wakes the relay thread blocked in recv; only then does close
+                    # really release the socket (and reset the connection)
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+        self.pairs.clear()
+
+    def cut(self) -> None:
+        """The network is down: reset every connection and refuse new ones."""
+        self.down.set()
+        self.reset()
+
+    def heal(self) -> None:
+        """The network is back: relay new connections again."""
+        self.down.clear()
+
+    def close(self) -> None:
+        """Teardown: reset everything and stop listening."""
+        self.reset()
+        self.listener.close()
+
+
+@pytest.fixture
+def tcp_relay() -> Iterator[Callable[[int], Relay]]:
+    """``tcp_relay(port)``: a :class:`Relay` on 127.0.0.1 to ``port``, closed at teardown."""
+    relays: list[Relay] = []
+
+    def start(port: int) -> Relay:
+        relays.append(Relay(port))
+        return relays[-1]
+
+    yield start
+    for relay in relays:
+        relay.close()
+
+
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1, in a directory of its own, with no persistence (so
+    :meth:`restart` brings it back EMPTY, like a Redis that lost its data). ``tls=(bundle, ca)``
+    serves TLS only (``rediss://``), ``password`` sets ``requirepass``.
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        exe: str,
+        root: Path,
+        *,
+        password: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.exe = exe
+        self.dir = root
+        self.password = password
+        self.tls = tls
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._paused = False
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` (``rediss://`` with TLS)."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _config(self) -> str:
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {self.dir}",
+            'save ""',
+            "appendonly no",
+            "daemonize no",
+            'logfile ""',
+        ]
+        if self.tls is None:
+            lines.append(f"port {self.port}")
+        else:
+            bundle, ca = self.tls
+            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {bundle}"]
+            lines += [f"tls-key-file {bundle}", f"tls-ca-cert-file {ca}", "tls-auth-clients no"]
+        if self.password is not None:
+            lines.append(f"requirepass {self.password}")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        """Start it and wait until it answers PING (its "ready" log line, then a real PING)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        conf = self.dir / "redis.conf"
+        conf.write_text(self._config())
+        conf.chmod(0o600)  # (it may hold the test's password)
+        self.proc = subprocess.Popen(
+            [self.exe, str(conf)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._pump, args=(self.proc, ready), daemon=True).start()
+        if not ready.wait(REDIS_DEADLINE) or self.proc.poll() is not None:
+            self.kill()
+            raise AssertionError("redis-server did not start:\n" + "\n".join(self.output))
+        assert self.client().ping()
+
+    def _pump(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.output.append(line.rstrip("\n"))
+            if "Ready to accept connections" in line:
+                ready.set()
+        ready.set()  # exited: start() sees it
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A redis-py client for the test to look at or prepare this Redis (tests only)."""
+        kwargs: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "password": self.password}
+        if self.tls is not None:
+            kwargs.update(ssl=True, ssl_ca_certs=str(self.tls[1]))
+        kwargs.update(socket_timeout=REDIS_DEADLINE, **options)
+        return redis.Redis(**kwargs)
+
+    def stop(self) -> None:
+        """SIGTERM and wait for it to exit (resumed first if paused)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(REDIS_DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def restart(self) -> None:
+        """Stop, then start on the same port: it comes back EMPTY (no persistence)."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops answering, its connections stay open (a stalled Redis)."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._paused and self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def kill(self) -> None:
+        """Teardown: SIGKILL and reap; nothing outlives the test."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+RedisSpawner = Callable[..., RedisServer]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def start_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSpawner]:
+    """``start_redis(password=None, tls=None)``: a started :class:`RedisServer` of the test's
+    own; all are killed at teardown. Skips without redis-server, except in CI (fails there).
+    """
+    exe = require_tool("redis-server")
+    servers: list[RedisServer] = []
+
+    def start(*, password: str | None = None, tls: tuple[Path, Path] | None = None) -> RedisServer:
+        server = RedisServer(exe, tmp_path_factory.mktemp("redis"), password=password, tls=tls)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.kill()
+
+
+@pytest.fixture
+def redis_server(start_redis: RedisSpawner) -> RedisServer:
+    """A real, empty ``redis-server`` on a free loopback port (see :class:`RedisServer`)."""
+    return start_redis()

@@ -96,3 +96,14 @@ def test_no_import_cycle_between_packages() -> None:
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle between packages: {' -> '.join(exc.args[1])}")
     assert order.index("chat") < order.index("net")
+
+
+def test_cluster_never_imports_net() -> None:
+    """The loop (net) drives the Redis link and the engine (cluster), never the reverse."""
+    offenders = sorted(
+        f"{path.relative_to(SRC.parent)} imports {name}"
+        for path in (SRC / "cluster").rglob("*.py")
+        for name in imports_of(path)
+        if package_of(name) in ("net", "client", "cli")
+    )
+    assert not offenders, "cluster is driven by the loop:\n" + "\n".join(offenders)

@@ -10,8 +10,6 @@ import contextlib
 import functools
 import os
 import queue
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -110,84 +108,6 @@ class Client:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-class Relay:
-    """A TCP relay to a server whose network can fail like a real one: :meth:`cut` resets every
-    relayed connection mid-stream (no close_notify, no bye), :meth:`fail` also refuses new ones
-    until :meth:`restore`.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.down = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.down.is_set():
-                with contextlib.suppress(OSError):
-                    down.close()
-                continue
-            up = socket.create_connection(("127.0.0.1", self.target))
-            self.pairs.append((down, up))
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def cut(self) -> None:
-        """Reset every relayed connection (SO_LINGER 0 sends RST)."""
-        for down, up in self.pairs:
-            for sock in (down, up):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    # shutdown wakes the relay thread blocked in recv; only then does close
-                    # really release the socket (and reset the connection)
-                    sock.shutdown(socket.SHUT_RDWR)
-                    sock.close()
-        self.pairs.clear()
-
-    def fail(self) -> None:
-        """The network is down: cut every connection and refuse new ones."""
-        self.down.set()
-        self.cut()
-
-    def restore(self) -> None:
-        """The network is back: relay new connections again."""
-        self.down.clear()
-
-    def close(self) -> None:
-        """Teardown: cut everything and stop listening."""
-        self.cut()
-        self.listener.close()
-
-
-@pytest.fixture
-def relay_to() -> Iterator[Callable[[int], Relay]]:
-    """``relay_to(server.port)``: a :class:`Relay` on 127.0.0.1, closed at teardown."""
-    relays: list[Relay] = []
-
-    def start(port: int) -> Relay:
-        relays.append(Relay(port))
-        return relays[-1]
-
-    yield start
-    for relay in relays:
-        relay.close()
 
 
 @pytest.fixture

@@ -95,17 +95,17 @@ def test_lines_typed_before_the_welcome_are_delivered(
 
 
 def test_client_reconnects_after_the_network_drops(
-    pki: TestPKI, spawn_server: Any, spawn_client: Any, relay_to: Any
+    pki: TestPKI, spawn_server: Any, spawn_client: Any, tcp_relay: Any
 ) -> None:
     server = spawn_server(pki.dir)
-    proxy = relay_to(server.port)
+    proxy = tcp_relay(server.port)
     bob = spawn_client("--cert", pki.user("bob"), f"localhost:{server.port}")
     bob.wait_out("* welcome bob")
     alice = spawn_client("--cert", pki.user("alice"), f"localhost:{proxy.port}")
     alice.wait_out("* welcome alice")
     bob.wait_out("* alice joined")
 
-    proxy.cut()
+    proxy.reset()
     alice.wait_err("connection closed without a goodbye; reconnecting in")
     alice.wait_err(f"reconnected to localhost:{proxy.port}")
     alice.send("still here")

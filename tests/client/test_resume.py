@@ -20,10 +20,10 @@ def chat_lines(out: list[str], sender: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_client_cut_off_for_10s_shows_every_missed_line_once_in_order(
-    fresh_pki: TestPKI, spawn_server: Any, spawn_client: Any, relay_to: Any, tmp_path: Path
+    fresh_pki: TestPKI, spawn_server: Any, spawn_client: Any, tcp_relay: Any, tmp_path: Path
 ) -> None:
     server = spawn_server(fresh_pki.dir, "--history", str(tmp_path / "h.db"))
-    relay = relay_to(server.port)
+    relay = tcp_relay(server.port)
     bob = spawn_client("--cert", fresh_pki.user("bob"), f"localhost:{server.port}")
     bob.wait_out("* welcome bob")
     alice = spawn_client("--cert", fresh_pki.user("alice"), f"localhost:{relay.port}")
@@ -31,7 +31,7 @@ def test_a_client_cut_off_for_10s_shows_every_missed_line_once_in_order(
     bob.send("before")
     alice.wait_out("<bob> before")
 
-    relay.fail()
+    relay.cut()
     alice.wait_err("reconnecting in")
     alice.send("typed while cut off")  # delivered once she is back
     start = time.monotonic()
@@ -41,7 +41,7 @@ def test_a_client_cut_off_for_10s_shows_every_missed_line_once_in_order(
         bob.send(f"missed {missed}")
         bob.send(f"/me waves {missed}")
         time.sleep(0.5)
-    relay.restore()
+    relay.heal()
     alice.wait_err(f"reconnected to localhost:{relay.port}")
     bob.wait_out("<alice> typed while cut off")
     bob.send("after")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from mtlschat.address import Address
 from mtlschat.ca.trust import expiring
@@ -61,6 +62,16 @@ EXPIRY_WARN_EVERY = 86400.0  # expiry warnings: at startup, then daily
 _LISTENER = object()  # selector keys' data for the two non-client sockets
 _WAKE = object()
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+class LoopParticipant(Protocol):
+    """Anything else with a socket in the loop's selector (``data=`` itself), e.g. a
+    :class:`mtlschat.cluster.link.RedisLink`: the loop calls ``on_ready(mask)`` when the selector
+    reports it ready; it must never block.
+    """
+
+    def on_ready(self, mask: int) -> None:
+        """Handle the readiness ``mask`` (selectors.EVENT_READ | EVENT_WRITE)."""
 
 
 def room_settings(config: ServerConfig) -> RoomSettings:
@@ -294,8 +305,11 @@ class ChatServer:
                 self._accept()
             elif data is _WAKE:
                 self._on_wake()
-            else:
+            elif type(data) is Connection:
                 self._on_ready(data, mask)
+            else:  # a LoopParticipant (a Redis link) handles its own socket
+                participant: LoopParticipant = data
+                participant.on_ready(mask)
         now = time.monotonic()
         while self._handshakes and self._handshakes[0].deadline <= now:
             conn = self._handshakes.popleft()
