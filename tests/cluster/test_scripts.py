@@ -152,3 +152,14 @@ def test_the_stream_is_trimmed_to_about_maxlen(r: redis.Redis) -> None:
         publish(r, "a", batch, [line("alice", str(i)) for i in range(100)], maxlen=500)
     assert 500 <= r.xlen(K.log) < 1000
     assert int(r.get(K.offset) or 0) == 3000
+
+
+def test_bye_announces_a_stopping_nodes_members_at_once(r: redis.Redis) -> None:
+    hello(r, "a", ["alice"])
+    before = r.xlen(K.log)
+    call = scripts.bye_call(K, node="a", maxlen=0, reason="server shutting down")
+    assert run(r, call) == [b"alice"]
+    assert [(e["k"], e["s"], e["x"]) for e in entries(r)[before:]] == [
+        ("leave", "alice", "server shutting down")
+    ]
+    assert r.zscore(K.nodes, "a") is None and not r.exists(K.members("a"))

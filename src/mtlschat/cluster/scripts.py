@@ -9,6 +9,7 @@ one EVALSHA (EVAL again on NOSCRIPT, after a Redis restart or SCRIPT FLUSH).
   the ``moderation`` / ``crl`` hashes from mod records.
 - :data:`HEARTBEAT`: a node's "still here"; tells it when it was reaped meanwhile.
 - :data:`REAP`: nodes silent for longer than the timeout: a leave per name, once (atomic).
+- :data:`BYE`: a node stopping: the same for itself, at once.
 - :data:`HELLO`: at (re)connect: the epoch (created if missing), the node's members written
   (join/leave records for what changed), and the state to start from: the stream's last id,
   the last offset, the presence snapshot, the moderation state and the newest CRL.
@@ -27,7 +28,7 @@ from mtlschat.cluster.keys import RoomKeys
 
 CHAT_KINDS = ("msg", "action", "dm")  # the kinds that take an offset (dense history)
 RECORD_ARGS = 7  # ARGV per record in PUBLISH: kind ts sender text to origin key
-NODE_TIMEOUT = 15.0  # seconds without a heartbeat before a node is reaped
+NODE_TIMEOUT = 10.0  # seconds without a heartbeat before a node is reaped (see engine.py)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,26 @@ return dead
 """,
 )
 
+# KEYS: nodes log seen; ARGV: prefix node maxlen reason -> names announced as left
+BYE = Script(
+    "bye",
+    _NOW
+    + _XADD
+    + """
+local prefix, node, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local members = prefix .. 'members:' .. node
+local names = redis.call('SMEMBERS', members)
+for _, name in ipairs(names) do
+  xadd(KEYS[2], maxlen, {'o', 0, 't', now, 'k', 'leave', 's', name, 'x', ARGV[4],
+                         'r', '', 'g', 0, 'n', node})
+end
+redis.call('DEL', members)
+redis.call('ZREM', KEYS[1], node)
+redis.call('HDEL', KEYS[3], node)
+return names
+""",
+)
+
 # KEYS: epoch offset log nodes moderation crl
 # ARGV: prefix node candidate-epoch maxlen ts, then the node's member names
 # -> {epoch, last stream id, last offset, {node, {names}, node, {names}, ...},
@@ -238,7 +259,7 @@ return {epoch, id, tonumber(redis.call('GET', KEYS[2]) or '0'), snapshot,
 """,
 )
 
-SCRIPTS = (PUBLISH, HEARTBEAT, REAP, HELLO)
+SCRIPTS = (PUBLISH, HEARTBEAT, REAP, BYE, HELLO)
 
 
 # ---- the calls: (script, keys, args), for EVALSHA and EVAL alike -----------------------------
@@ -275,6 +296,11 @@ def heartbeat_call(keys: RoomKeys, node: str) -> Call:
 def reap_call(keys: RoomKeys, *, maxlen: int, timeout: float = NODE_TIMEOUT) -> Call:
     """Reap the nodes silent for longer than ``timeout`` seconds."""
     return REAP, [keys.nodes, keys.log, keys.seen], [keys.prefix, timeout, maxlen]
+
+
+def bye_call(keys: RoomKeys, *, node: str, maxlen: int, reason: str) -> Call:
+    """A node stopping: its members announced as left at once (not 15 s later by a reap)."""
+    return BYE, [keys.nodes, keys.log, keys.seen], [keys.prefix, node, maxlen, reason]
 
 
 def hello_call(
