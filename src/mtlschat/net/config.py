@@ -126,6 +126,26 @@ class ServerConfig(RoomSettings):
         unit="name",
         shown_default="the host name",
     )
+    redis: str | None = setting(
+        None,
+        Nullable(Text(), off=()),
+        "One room over several nodes through this Redis (redis://HOST:PORT/DB; rediss:// for "
+        "TLS), which then holds the history.",
+        unit="url",
+        shown_default="off",
+    )
+    redis_ca: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "CA the Redis server's certificate must chain to (rediss://).",
+        shown_default="the system's CAs",
+    )
+    redis_password_file: Path | None = setting(
+        None,
+        Nullable(FilePath(), off=()),
+        "File holding the Redis password (else MTLSCHAT_REDIS_PASSWORD; never in the URL).",
+        shown_default="none",
+    )
     history: str | None = setting(
         None,
         Nullable(Text(), off=()),

@@ -1,0 +1,78 @@
+"""The Redis keys of one room, all under ``mtlschat:{ROOM}:`` (the braces are a Redis Cluster
+hash tag: every key of a room lands in one slot, so one script may touch them all).
+
+- ``epoch``: random hex, created with SET NX when missing; missing means Redis lost its data.
+- ``offset``: the last chat-line offset handed out (INCR; only chat lines take one).
+- ``log``: the stream of every published record, in the one global order (trimmed MAXLEN ~).
+- ``nodes``: zset node -> last heartbeat (Redis TIME seconds).
+- ``members:NODE``: the names with a session on NODE (kept by the publish script).
+- ``seen``: hash node -> last batch number applied (publish dedup across a lost connection).
+- ``rate``: hash name key -> "tokens stamp": the line bucket per name across all nodes.
+- ``moderation``: hash of the room's moderation state (``ban:NAME``, ``mute:NAME``, ``topic``).
+- ``crl``: hash ``number`` / ``pem``: the newest CRL any node loaded (see the engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtlschat.history.store import ROOM
+
+STREAM_FIELDS = (
+    "o",
+    "t",
+    "k",
+    "s",
+    "x",
+    "r",
+    "g",
+    "n",
+)  # offset ts kind sender text to origin node
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKeys:
+    """The key names of one room."""
+
+    room: str = ROOM
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the room starts with (``members:NODE`` is built from it)."""
+        return f"mtlschat:{{{self.room}}}:"
+
+    @property
+    def epoch(self) -> str:
+        return self.prefix + "epoch"
+
+    @property
+    def offset(self) -> str:
+        return self.prefix + "offset"
+
+    @property
+    def log(self) -> str:
+        return self.prefix + "log"
+
+    @property
+    def nodes(self) -> str:
+        return self.prefix + "nodes"
+
+    @property
+    def seen(self) -> str:
+        return self.prefix + "seen"
+
+    @property
+    def rate(self) -> str:
+        return self.prefix + "rate"
+
+    @property
+    def moderation(self) -> str:
+        return self.prefix + "moderation"
+
+    @property
+    def crl(self) -> str:
+        return self.prefix + "crl"
+
+    def members(self, node: str) -> str:
+        """The set of names with a session on ``node``."""
+        return self.prefix + "members:" + node
