@@ -68,5 +68,7 @@ def print_report(report: BenchReport, console: Console) -> None:
     for group in _groups(report.runs):
         console.print(group_table(group))
     for r in report.runs:
+        if len(r.connect.sources) > 1:
+            console.print(f"{r.target} {r.workload}: from {', '.join(r.connect.sources)}")
         for err in r.errors[:5]:
             console.print(f"[yellow]{r.target} {r.workload}:[/] {escape(err)}")

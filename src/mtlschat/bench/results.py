@@ -31,6 +31,8 @@ class ConnectStats:
     # The receivers' own CPU while connecting: client handshakes cost about what the server's
     # do, so on a small machine the load generator can be what limits handshakes/s.
     load_cpu_per_handshake_ms: float
+    workers: int = 0  # load processes the receivers were spread over
+    sources: list[str] = field(default_factory=list)  # local addresses they connected from
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ FIGURES: tuple[Figure, ...] = (
         lambda r: r.connect.handshakes_per_s,
         ratio=False,
     ),
+    Figure("connect.workers", "load processes", 0, lambda r: r.connect.workers, ratio=False),
     Figure(
         "server.cpu_per_delivery_us",
         "server CPU per delivery (us)",
@@ -188,6 +191,13 @@ FIGURES: tuple[Figure, ...] = (
         "server RSS per connection (KB)",
         1,
         _server(lambda s: s.rss_per_conn_kb),
+    ),
+    Figure(
+        "server.rss_connected_kb",
+        "server RSS connected (KB)",
+        0,
+        _server(lambda s: s.rss_connected_kb),
+        ratio=False,
     ),
 )
 RATIO_FIGURES = tuple(f for f in FIGURES if f.ratio)

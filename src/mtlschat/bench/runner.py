@@ -24,6 +24,7 @@ from mtlschat.bench.results import (
     RunResult,
     ServerUsage,
 )
+from mtlschat.bench.spread import choose_sources, worker_count
 from mtlschat.bench.worker import (
     BATCH,
     ConnectedReport,
@@ -36,6 +37,7 @@ from mtlschat.bench.worker import (
     run_sender,
 )
 from mtlschat.bench.workload import BenchError, Workload
+from mtlschat.fdlimit import raise_fd_limit
 
 __all__ = ["BenchError", "Reporter", "Workload", "percentile", "run_workload"]
 
@@ -180,7 +182,10 @@ class _ServerMeter:
 
 def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
     certs = [str(p) for p in pki.receivers[: wl.receivers]]
-    nworkers = min(wl.workers, wl.receivers)
+    # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
+    # (the workers inherit this process's limit, raised to the hard one).
+    nworkers = worker_count(wl.receivers, wl.workers, raise_fd_limit())
+    sources = choose_sources(wl.receivers, wl.sources, ep.host)
     return [
         procs.start(
             run_receivers,
@@ -191,6 +196,7 @@ def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -
                 per_sender=wl.per_sender,
                 concurrency=max(1, wl.concurrency // nworkers),
                 fast_verify=wl.verify == "fast",
+                sources=sources,
             ),
         )
         for w in range(nworkers)
@@ -225,6 +231,8 @@ def _connect_stats(reports: list[ConnectedReport], t0: int) -> ConnectStats:
         seconds=seconds,
         handshakes_per_s=ok / seconds,
         load_cpu_per_handshake_ms=sum(c.cpu_s for c in reports) * 1000 / max(1, ok),
+        workers=len(reports),
+        sources=sorted({a for c in reports for a in c.sources}),
     )
 
 

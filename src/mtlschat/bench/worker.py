@@ -37,6 +37,9 @@ _RECV = 256 * 1024
 # shrink) a bigger bytes object on every call.
 _RECORD = 16 * 1024
 _PROGRESS_EVERY = 0.2
+# Linux: bind() to an address without reserving a port; connect() picks one for the 4-tuple, so
+# one source address can use the whole ephemeral range towards each server.
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _MAX_ERRORS = 5
 
 
@@ -60,6 +63,7 @@ class ReceiverJob:
     per_sender: int  # messages each sender will send
     concurrency: int  # handshakes in flight at once
     fast_verify: bool
+    sources: tuple[str, ...] = ()  # local addresses to connect from, round robin; () = any
 
 
 BATCH = 256  # messages per sender write by default
@@ -124,6 +128,7 @@ class ConnectedReport:
     t_connected_us: int
     errors: list[str]
     cpu_s: float  # the worker's CPU time spent connecting
+    sources: list[str] = field(default_factory=list)  # local addresses the connections came from
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ class _ReceiverLoop:
         self.dropped = 0
         self.received = 0
         self.errors: list[str] = []
+        self.sources: set[str] = set()  # local addresses actually used (getsockname)
 
     def run(self, pipe: Connection) -> None:
         """Serve the sockets and the orchestrator's pipe until it says ``close``."""
@@ -249,6 +255,15 @@ class _ReceiverLoop:
             s = socket.socket(self.family, socket.SOCK_STREAM)
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sources := self.job.sources:
+                s.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                try:
+                    s.bind((sources[c.index % len(sources)], 0))
+                except OSError as e:
+                    c.sock = s
+                    self.in_flight += 1
+                    self.finish(c, f"bind: {e.strerror or e}")
+                    continue
             err = s.connect_ex(self.addr)
             c.sock = s
             self.in_flight += 1
@@ -285,6 +300,7 @@ class _ReceiverLoop:
                 self.finish(c, errno.errorcode.get(err, str(err)))
                 return 0
             c.tls = c.ctx.wrap_bio(c.inc, c.out, server_hostname=self.job.endpoint.server_name)
+            self.sources.add(sock.getsockname()[0])
         else:
             try:
                 raw = sock.recv(_RECV)
@@ -405,6 +421,7 @@ class _ReceiverLoop:
             t_connected_us=self.t_connected_us,
             errors=list(self.errors),
             cpu_s=time.process_time() - self.cpu_start,
+            sources=sorted(self.sources),
         )
 
     def result(self) -> ReceiverReport:

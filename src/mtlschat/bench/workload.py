@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from mtlschat.bench import WORKLOADS
 from mtlschat.bench.payload import DEFAULT_SIZE, HEADER_SIZE, MAX_SENDERS
 
+MAX_SOURCES = 250  # 127.0.0.2 .. 127.0.0.251
+
 
 class BenchError(RuntimeError):
     """The benchmark could not run (bad parameters, or the load processes failed)."""
@@ -28,6 +30,9 @@ class Workload:
     write_size: int = 0  # burst: bytes per sender write (whole lines); 0 = the sender's default
     verify: str = "fast"  # "fast" (strided checks, one sender) or "full" (parse every line)
     stall: float = 20.0  # give up after this many seconds without progress
+    # Loopback source addresses to spread receivers over (127.0.0.2, 127.0.0.3, ...): each
+    # (source, server) pair has one ephemeral port range. 0 = as many as the count needs.
+    sources: int = 0
 
     def check(self) -> None:
         """Raise :class:`BenchError` for parameters that cannot work."""
@@ -43,6 +48,8 @@ class Workload:
             raise BenchError("paced needs a positive --rate and --duration")
         if self.kind in ("burst", "hold") and self.messages < 1:
             raise BenchError("send at least one message")
+        if self.sources < 0 or self.sources > MAX_SOURCES:
+            raise BenchError(f"sources must be between 0 (automatic) and {MAX_SOURCES}")
         if self.verify not in ("fast", "full"):
             raise BenchError("verify must be 'fast' or 'full'")
 
