@@ -85,6 +85,24 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class StormStats:
+    """The ``storm`` workload: the server restarted under every member, all reconnecting."""
+
+    restart_s: float  # SIGTERM to the old server .. the new one listening
+    back_s: float  # the new one listening .. the last member back in
+    back: int  # members back in
+    attempts: int  # reconnect attempts (the real client's backoff after each failure)
+    failed_attempts: int  # refused, reset or evicted on the way
+    samples: list[int]  # per load process: latency samples taken while others reconnected
+    latency_ms: Latency  # lines to the probe (a member back in early), while the others reconnected
+    # the same for every receiver back in, measured by load processes that were busy with
+    # their own handshakes meanwhile: an upper bound
+    latency_load_ms: Latency
+    rss_per_conn_kb: float | None  # the restarted server's, once all are back
+    server_cpu_s: float | None  # the restarted server's CPU until all were back
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One workload against one server."""
 
@@ -96,6 +114,7 @@ class RunResult:
     server: ServerUsage | None
     delivery: Delivery | None  # None for the connect workload
     errors: list[str] = field(default_factory=list)
+    storm: StormStats | None = None
 
     @property
     def receivers(self) -> int:
@@ -118,6 +137,8 @@ class RunResult:
         }
         if self.delivery is not None:
             out.update(asdict(self.delivery))
+        if self.storm is not None:
+            out["storm"] = asdict(self.storm)
         out["errors"] = list(self.errors)
         return out
 
@@ -133,6 +154,7 @@ class RunResult:
             server=None if data.get("server") is None else _load(ServerUsage, data["server"]),
             delivery=_load(Delivery, data) if "deliveries" in data else None,
             errors=list(data.get("errors", [])),
+            storm=None if data.get("storm") is None else _load(StormStats, data["storm"]),
         )
 
 

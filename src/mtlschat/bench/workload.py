@@ -16,7 +16,12 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Workload:
-    """What to run. ``messages`` is per sender (burst, hold); paced sends ``rate * duration``."""
+    """What to run. ``messages`` is per sender (burst, hold); paced sends ``rate * duration``.
+
+    ``storm`` connects the receivers, restarts the server under them and paces
+    ``rate * duration`` lines from a sender that reconnects first, while every receiver comes
+    back with the real client's backoff.
+    """
 
     kind: str = "burst"
     receivers: int = 200
@@ -44,8 +49,8 @@ class Workload:
             raise BenchError(f"senders must be between 1 and {MAX_SENDERS - 1}")
         if self.size < HEADER_SIZE:
             raise BenchError(f"the message size must be at least {HEADER_SIZE} bytes")
-        if self.kind == "paced" and (self.rate <= 0 or self.duration <= 0):
-            raise BenchError("paced needs a positive --rate and --duration")
+        if self.kind in ("paced", "storm") and (self.rate <= 0 or self.duration <= 0):
+            raise BenchError(f"{self.kind} needs a positive --rate and --duration")
         if self.kind in ("burst", "hold") and self.messages < 1:
             raise BenchError("send at least one message")
         if self.sources < 0 or self.sources > MAX_SOURCES:
@@ -58,6 +63,6 @@ class Workload:
         """How many messages each sender sends."""
         if self.kind == "connect":
             return 0
-        if self.kind == "paced":
+        if self.kind in ("paced", "storm"):
             return max(1, round(self.rate * self.duration / self.senders))
         return self.messages

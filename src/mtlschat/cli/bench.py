@@ -202,6 +202,8 @@ def _plan(
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
     if target not in TARGETS:
         raise BenchError(f"--target must be one of {', '.join(TARGETS)}")
+    if not (spawn or compare) and any(w.kind == "storm" for w in workloads):
+        raise BenchError("-w storm restarts the server: use --spawn or --compare")
     if compare_history:
         targets = ["mtlschat", "mtlschat-history"]
     elif compare:
