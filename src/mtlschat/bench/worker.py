@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mtlschat.backoff import Backoff
 from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
-from mtlschat.client.backoff import Backoff
 from mtlschat.client.tls import client_context as mtlschat_client_context
 from mtlschat.fdlimit import raise_fd_limit
 
