@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from mtlschat.bench.pki import prepare_pki
 from mtlschat.bench.runner import Workload
 from mtlschat.bench.spawn import spawn_server
@@ -124,3 +126,54 @@ def test_no_server_is_a_one_line_error(mtlschat_cli: CLIRunner, tmp_path: Path) 
     assert out.returncode == 1
     assert "no receiver could connect" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_hold_spreads_idle_members_over_source_addresses_and_processes(
+    mtlschat_cli: CLIRunner, tmp_path: Path
+) -> None:
+    # The big runs (19,000 and 50,000 idle members, docs/performance.md) scaled down: the
+    # receivers come from 127.0.0.2 and 127.0.0.3, in two load processes, and all get the
+    # broadcast.
+    out = mtlschat_cli(
+        "bench", "--spawn", "-w", "hold", "-n", "300", "--sources", "2", "--workers", "2",
+        "--json", "--pki", tmp_path / "pki", timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)["runs"]
+    _check_delivery_run(run, 300, 1)
+    assert run["connect"]["sources"] == ["127.0.0.2", "127.0.0.3"]
+    assert run["connect"]["workers"] == 2
+    assert run["server"]["rss_per_conn_kb"] > 0
+
+
+@pytest.mark.slow
+def test_storm_restarts_the_server_and_everyone_comes_back(
+    mtlschat_cli: CLIRunner, tmp_path: Path
+) -> None:
+    # The join storm scaled down: the server restarts under 40 members, who all reconnect with
+    # the client's backoff while a sender (back first) paces lines that each must get from
+    # its return on, and a probe measures the latency of a member already back in.
+    out = mtlschat_cli(
+        "bench", "--spawn", "-w", "storm", "-n", "40", "--sources", "2", "--workers", "2",
+        "--rate", "5", "--duration", "20", "--json", "--pki", tmp_path / "pki", timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)["runs"]
+    assert run["connect"]["connections"] == 40
+    assert run["lost"] == 0 and run["gaps"] == 0 and run["out_of_order"] == 0, run["errors"]
+    assert 0 < run["deliveries"] <= run["expected"] <= 40 * 100
+    storm = run["storm"]
+    assert storm["back"] == 40
+    assert storm["attempts"] >= 40
+    assert storm["restart_s"] > 0 and storm["back_s"] >= 0
+    assert storm["latency_ms"]["samples"] > 0
+    assert storm["server_cpu_s"] is not None
+    assert storm["rss_per_conn_kb"] is not None
+    assert run["server"]["pid"] != 0
+
+
+def test_storm_needs_a_server_it_may_restart(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:
+    prepare_pki(tmp_path / "pki", 2, 1)
+    out = mtlschat_cli("bench", "127.0.0.1:1", "--pki", tmp_path / "pki", "-w", "storm")
+    assert out.returncode == 2
+    assert "--spawn" in out.stderr and out.stderr.count("\n") == 1

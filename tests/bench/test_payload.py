@@ -117,3 +117,21 @@ def test_damage_is_caught_one_line_per_read(kind: str) -> None:
         c.feed(x, 0)
     assert c.received == 399
     assert c.gaps + c.disorder >= 1
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_resuming_receiver_picks_the_stream_up_where_it_joins(fast: bool) -> None:
+    # storm: a member back after the restart gets the sender's stream from line 40 on; from
+    # there every line must still arrive, in order.
+    chk = StreamChecker(1, fast, array("q"), resume=True)
+    assert chk.expected_lines(100) == 100 and not chk.done(100)  # nothing seen: all missing
+    chk.feed(WELCOME + b"".join(line(i) for i in range(40, 70)), 5_000)
+    chk.feed(b"".join(line(i) for i in range(70, 100)), 5_000)
+    assert chk.received == 60 and chk.gaps == 0 and chk.disorder == 0
+    assert chk.expected_lines(100) == 60 and chk.done(100)
+    gap = StreamChecker(1, fast, array("q"), resume=True)
+    gap.feed(line(40) + line(41) + line(43), 5_000)  # 42 lost after joining
+    assert gap.gaps == 1 and gap.expected_lines(44) - gap.received == 1
+    whole = StreamChecker(1, fast, array("q"))  # not resuming: the stream starts at 0
+    whole.feed(line(40), 5_000)
+    assert whole.gaps == 40 and whole.expected_lines(41) == 41

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -12,7 +13,9 @@ from mtlschat.bench.results import (
     FIGURES,
     RATIO_FIGURES,
     BenchReport,
+    Latency,
     RunResult,
+    StormStats,
     figure,
     ratios,
     runs_from_report,
@@ -46,6 +49,22 @@ def test_a_run_round_trips_through_the_report_layout(run_result: MakeRun) -> Non
     assert first["params"]["receivers"] == 5
     assert "deliveries" not in second and second["connect"]["connections"] == 5
     assert runs_from_report(data) == [burst, connect]
+
+
+def test_a_storm_round_trips_and_is_printed(run_result: MakeRun) -> None:
+    lat = Latency(p50=3.0, p99=9.0, max=12.0, samples=40)
+    storm = StormStats(
+        restart_s=2.5, back_s=7.25, back=5, attempts=9, failed_attempts=4, samples=[3, -1],
+        latency_ms=lat, latency_load_ms=lat, rss_per_conn_kb=30.0, server_cpu_s=1.5,
+    )  # fmt: skip
+    run = replace(run_result("mtlschat", "storm"), storm=storm)
+    data = json.loads(json.dumps(_report(run).to_json()))
+    assert data["runs"][0]["storm"]["back_s"] == 7.25
+    assert runs_from_report(data) == [run]
+    console = Console(record=True, width=120)
+    print_report(_report(run), console)
+    text = console.export_text()
+    assert "server restarted under 5" in text and "7.25" in text and "9 / 4" in text
 
 
 def test_a_report_from_a_newer_version_still_reads(run_result: MakeRun) -> None:

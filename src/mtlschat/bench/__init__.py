@@ -4,7 +4,7 @@ The names the ``mtlschat bench`` command line offers live here, so that building
 not import the load generator.
 """
 
-WORKLOADS = ("burst", "paced", "connect", "hold")
+WORKLOADS = ("burst", "paced", "connect", "hold", "storm")
 # Servers ``--spawn`` / ``--compare`` can start ("mtlschat" runs with ``--history off``,
 # "mtlschat-history" with a new history file each time).
 TARGETS = ("mtlschat", "reference", "mtlschat-history")

@@ -92,6 +92,7 @@ class StreamChecker:
         "disorder",
         "expected",
         "fast",
+        "first",
         "gaps",
         "last_us",
         "latencies",
@@ -103,8 +104,13 @@ class StreamChecker:
         "tail",
     )
 
-    def __init__(self, senders: int, fast: bool, latencies: array[int]) -> None:
-        self.expected = [0] * senders
+    def __init__(
+        self, senders: int, fast: bool, latencies: array[int], *, resume: bool = False
+    ) -> None:
+        # ``resume``: the receiver (re)joined a stream under way, so each sender's first line
+        # seen sets where its sequence starts (-1: not seen yet); from there on it is checked.
+        self.expected = [-1 if resume else 0] * senders
+        self.first = list(self.expected)
         self.fast = fast and senders == 1
         self.latencies = latencies
         self.tail = b""
@@ -208,6 +214,8 @@ class StreamChecker:
             return 0
         sender, seq, sent = msg
         exp = expected[sender]
+        if exp < 0:  # resuming: the first line of this sender
+            exp = self.first[sender] = seq
         if seq < exp:
             self.disorder += 1  # a duplicate or a late line: never counted twice
             return 0
@@ -218,6 +226,10 @@ class StreamChecker:
             self.line_len = len(line) + 1
             self.digit_off = line.rfind(_MARK) + 2 + 13  # the seq's last digit
         return 1
+
+    def expected_lines(self, per_sender: int) -> int:
+        """Lines this receiver should get: all, or (resuming) all from the first one it saw."""
+        return sum(per_sender - max(0, first) for first in self.first)
 
     def done(self, per_sender: int) -> bool:
         """True once every sender's last message (``per_sender - 1``) has been seen."""

@@ -34,7 +34,7 @@ def _title(run: RunResult) -> str:
     title = f"{run.workload}: {p.receivers} receivers"
     if run.workload in ("burst", "hold"):
         title += f" x {p.messages:,} messages of {p.size} B"
-    elif run.workload == "paced":
+    elif run.workload in ("paced", "storm"):
         title += f", {p.rate:g} msgs/s for {p.duration:g} s"
     return title
 
@@ -63,10 +63,43 @@ def group_table(runs: list[RunResult]) -> Table:
     return t
 
 
+def storm_table(run: RunResult) -> Table | None:
+    """The restart of a ``storm`` run: how long until every member was back, and how the
+    members already back were served meanwhile."""
+    st = run.storm
+    if st is None:
+        return None
+    t = Table(title=f"{run.target} storm: server restarted under {st.back:,}", title_justify="left")
+    t.add_column("")
+    t.add_column(run.target, justify="right")
+    rows = [
+        ("restart: SIGTERM to listening again (s)", _fmt(st.restart_s, 2)),
+        ("all members back after (s)", _fmt(st.back_s, 2)),
+        ("members back", f"{st.back:,}"),
+        ("reconnect attempts / failed", f"{st.attempts:,} / {st.failed_attempts:,}"),
+        ("probe's latency meanwhile p50 / p99 / max (ms)",
+         f"{st.latency_ms.p50:,.1f} / {st.latency_ms.p99:,.1f} / {st.latency_ms.max:,.1f}"),
+        ("latency samples meanwhile", f"{st.latency_ms.samples:,}"),
+        ("the same, seen by all back in (load processes busy)",
+         f"{st.latency_load_ms.p50:,.1f} / {st.latency_load_ms.p99:,.1f} / "
+         f"{st.latency_load_ms.max:,.1f}"),
+        ("restarted server RSS per connection (KB)", _fmt(st.rss_per_conn_kb, 1)),
+        ("restarted server CPU until all back (s)", _fmt(st.server_cpu_s, 2)),
+    ]  # fmt: skip
+    for label, value in rows:
+        t.add_row(label, value)
+    return t
+
+
 def print_report(report: BenchReport, console: Console) -> None:
     """One table per workload, and the first errors each run's load processes saw."""
     for group in _groups(report.runs):
         console.print(group_table(group))
+        for run in group:
+            if (table := storm_table(run)) is not None:
+                console.print(table)
     for r in report.runs:
+        if len(r.connect.sources) > 1:
+            console.print(f"{r.target} {r.workload}: from {', '.join(r.connect.sources)}")
         for err in r.errors[:5]:
             console.print(f"[yellow]{r.target} {r.workload}:[/] {escape(err)}")

@@ -31,6 +31,8 @@ class ConnectStats:
     # The receivers' own CPU while connecting: client handshakes cost about what the server's
     # do, so on a small machine the load generator can be what limits handshakes/s.
     load_cpu_per_handshake_ms: float
+    workers: int = 0  # load processes the receivers were spread over
+    sources: list[str] = field(default_factory=list)  # local addresses they connected from
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,24 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class StormStats:
+    """The ``storm`` workload: the server restarted under every member, all reconnecting."""
+
+    restart_s: float  # SIGTERM to the old server .. the new one listening
+    back_s: float  # the new one listening .. the last member back in
+    back: int  # members back in
+    attempts: int  # reconnect attempts (the real client's backoff after each failure)
+    failed_attempts: int  # refused, reset or evicted on the way
+    samples: list[int]  # per load process: latency samples taken while others reconnected
+    latency_ms: Latency  # lines to the probe (a member back in early), while the others reconnected
+    # the same for every receiver back in, measured by load processes that were busy with
+    # their own handshakes meanwhile: an upper bound
+    latency_load_ms: Latency
+    rss_per_conn_kb: float | None  # the restarted server's, once all are back
+    server_cpu_s: float | None  # the restarted server's CPU until all were back
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One workload against one server."""
 
@@ -94,6 +114,7 @@ class RunResult:
     server: ServerUsage | None
     delivery: Delivery | None  # None for the connect workload
     errors: list[str] = field(default_factory=list)
+    storm: StormStats | None = None
 
     @property
     def receivers(self) -> int:
@@ -116,6 +137,8 @@ class RunResult:
         }
         if self.delivery is not None:
             out.update(asdict(self.delivery))
+        if self.storm is not None:
+            out["storm"] = asdict(self.storm)
         out["errors"] = list(self.errors)
         return out
 
@@ -131,6 +154,7 @@ class RunResult:
             server=None if data.get("server") is None else _load(ServerUsage, data["server"]),
             delivery=_load(Delivery, data) if "deliveries" in data else None,
             errors=list(data.get("errors", [])),
+            storm=None if data.get("storm") is None else _load(StormStats, data["storm"]),
         )
 
 
@@ -171,6 +195,7 @@ FIGURES: tuple[Figure, ...] = (
         lambda r: r.connect.handshakes_per_s,
         ratio=False,
     ),
+    Figure("connect.workers", "load processes", 0, lambda r: r.connect.workers, ratio=False),
     Figure(
         "server.cpu_per_delivery_us",
         "server CPU per delivery (us)",
@@ -188,6 +213,13 @@ FIGURES: tuple[Figure, ...] = (
         "server RSS per connection (KB)",
         1,
         _server(lambda s: s.rss_per_conn_kb),
+    ),
+    Figure(
+        "server.rss_connected_kb",
+        "server RSS connected (KB)",
+        0,
+        _server(lambda s: s.rss_connected_kb),
+        ratio=False,
     ),
 )
 RATIO_FIGURES = tuple(f for f in FIGURES if f.ratio)

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -23,7 +23,9 @@ from mtlschat.bench.results import (
     LoadCPU,
     RunResult,
     ServerUsage,
+    StormStats,
 )
+from mtlschat.bench.spread import choose_sources, worker_count
 from mtlschat.bench.worker import (
     BATCH,
     ConnectedReport,
@@ -32,10 +34,12 @@ from mtlschat.bench.worker import (
     ReceiverReport,
     SenderJob,
     SenderReport,
+    StormReport,
     run_receivers,
     run_sender,
 )
 from mtlschat.bench.workload import BenchError, Workload
+from mtlschat.fdlimit import raise_fd_limit
 
 __all__ = ["BenchError", "Reporter", "Workload", "percentile", "run_workload"]
 
@@ -118,15 +122,22 @@ def run_workload(
     reporter: Reporter | None = None,
     *,
     target: str = "external",
+    restart: Callable[[], int] | None = None,
 ) -> RunResult:
-    """Run ``wl`` against the server ``target`` at ``endpoint``; what it measured."""
+    """Run ``wl`` against the server ``target`` at ``endpoint``; what it measured.
+
+    ``restart`` (the ``storm`` workload) stops the server and starts it again on the same
+    address, returning once it listens, with its new pid.
+    """
     wl.check()
     rep = reporter or _Silent()
-    if len(pki.receivers) < wl.receivers or len(pki.senders) < wl.senders:
+    if len(pki.receivers) < wl.receivers or len(pki.senders) < wl.senders + _probes(wl):
         raise BenchError("the bench PKI has fewer certificates than the workload needs")
+    if wl.kind == "storm" and restart is None:
+        raise BenchError("storm restarts the server: run it with --spawn")
     procs = _Procs()
     try:
-        return _run(wl, endpoint, pki, _ServerMeter(server_pid), rep, procs, target)
+        return _run(wl, endpoint, pki, _ServerMeter(server_pid), rep, procs, target, restart)
     finally:
         procs.close()
 
@@ -158,6 +169,24 @@ class _ServerMeter:
             cpu_per_handshake_ms=(cpu - self._cpu) * 1000 / max(1, connections),
         )
 
+    def restarted(self, pid: int) -> None:
+        """The server runs again as ``pid`` (storm): measure that one from now on (its CPU
+        clock starts at zero; its memory is judged against the first one's idle RSS)."""
+        if self.pid is not None:
+            self.pid = pid
+            self._cpu = 0.0
+            self.usage = replace(self.usage, pid=pid) if self.usage else None
+
+    def rss_per_conn_kb(self, connections: int) -> float | None:
+        """RSS per connection now, over the idle baseline (storm: of the restarted server)."""
+        if self.pid is None:
+            return None
+        return (rss_bytes(self.pid) - self._rss) / 1024 / max(1, connections)
+
+    def cpu_now(self) -> float | None:
+        """CPU seconds the server has used (storm: since it was restarted)."""
+        return None if self.pid is None else cpu_seconds(self.pid)
+
     def sending(self) -> None:
         """The senders have joined (their join notices are not part of the measurement)."""
         if self.pid is not None:
@@ -180,7 +209,10 @@ class _ServerMeter:
 
 def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
     certs = [str(p) for p in pki.receivers[: wl.receivers]]
-    nworkers = min(wl.workers, wl.receivers)
+    # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
+    # (the workers inherit this process's limit, raised to the hard one).
+    nworkers = worker_count(wl.receivers, wl.workers, raise_fd_limit())
+    sources = choose_sources(wl.receivers, wl.sources, ep.host)
     return [
         procs.start(
             run_receivers,
@@ -191,10 +223,16 @@ def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -
                 per_sender=wl.per_sender,
                 concurrency=max(1, wl.concurrency // nworkers),
                 fast_verify=wl.verify == "fast",
+                sources=sources,
             ),
         )
         for w in range(nworkers)
     ]
+
+
+def _probes(wl: Workload) -> int:
+    """Members besides the receivers and senders: a storm's probe."""
+    return 1 if wl.kind == "storm" else 0
 
 
 def _start_senders(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
@@ -207,8 +245,9 @@ def _start_senders(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> 
                 index=i,
                 messages=wl.per_sender,
                 size=wl.size,
-                rate=wl.rate / wl.senders if wl.kind == "paced" else 0.0,
+                rate=wl.rate / wl.senders if wl.kind in ("paced", "storm") else 0.0,
                 batch=max(1, wl.write_size // (wl.size + 1)) if wl.write_size else BATCH,
+                retry_for=wl.stall if wl.kind == "storm" else 0.0,
             ),
         )
         for i in range(wl.senders)
@@ -225,15 +264,18 @@ def _connect_stats(reports: list[ConnectedReport], t0: int) -> ConnectStats:
         seconds=seconds,
         handshakes_per_s=ok / seconds,
         load_cpu_per_handshake_ms=sum(c.cpu_s for c in reports) * 1000 / max(1, ok),
+        workers=len(reports),
+        sources=sorted({a for c in reports for a in c.sources}),
     )
 
 
-def _delivery(expected: int, parts: list[ReceiverReport], sent: list[SenderReport]) -> Delivery:
+def _delivery(parts: list[ReceiverReport], sent: list[SenderReport]) -> Delivery:
     lat: array[int] = array("q")
     for part in parts:
         lat.frombytes(part.latencies)
     lat_ms = sorted(v / 1000 for v in lat)
     received = sum(p.received for p in parts)
+    expected = sum(p.expected for p in parts)
     t_first = min(s.t_first_us for s in sent)
     t_last = max(p.last_us for p in parts)
     elapsed = max(1e-6, (t_last - t_first) / 1e6)
@@ -268,6 +310,7 @@ def _run(
     rep: Reporter,
     procs: _Procs,
     target: str,
+    restart: Callable[[], int] | None = None,
 ) -> RunResult:
     workers = _start_receivers(wl, ep, pki, procs)
     # Every worker builds its TLS contexts first; the clock starts when all are ready.
@@ -300,23 +343,105 @@ def _run(
         return run
 
     senders = _start_senders(wl, ep, pki, procs)
-    for conn in senders:
-        _recv(conn, "ready", 60)
-    meter.sending()
-    expected = connect.connections * wl.senders * wl.per_sender
-    rep.stage(f"{wl.kind}: delivering {expected:,} messages", expected)
-    for conn in senders:
-        conn.send(("go",))
+    storm: StormStats | None = None
+    if restart is not None and wl.kind == "storm":
+        probe = procs.start(
+            run_receivers,
+            ReceiverJob(
+                endpoint=ep, certs=[str(pki.senders[wl.senders])], senders=wl.senders,
+                per_sender=wl.per_sender, concurrency=1, fast_verify=False, storm=True,
+            ),
+        )  # fmt: skip
+        storm = _storm(wl, workers, senders, probe, meter, rep, restart)
+    else:
+        for conn in senders:
+            _recv(conn, "ready", 60)
+        meter.sending()
+        expected = connect.connections * wl.senders * wl.per_sender
+        rep.stage(f"{wl.kind}: delivering {expected:,} messages", expected)
+        for conn in senders:
+            conn.send(("go",))
     _gather(workers, "done", rep, wl.stall)
     meter.done()
     sent: list[SenderReport] = [_recv(conn, "sent", 60)[1] for conn in senders]
     for conn in workers:
         conn.send(("report",))
     parts: list[ReceiverReport] = [_recv(conn, "result", 60)[1] for conn in workers]
-    delivery = _delivery(expected, parts, sent)
-    meter.delivered(delivery.deliveries)
+    delivery = _delivery(parts, sent)
+    if storm is None:  # (a storm's server CPU is mostly handshakes: reported apart)
+        meter.delivered(delivery.deliveries)
     errors += [e for p in parts for e in p.errors] + [s.error for s in sent if s.error]
-    return replace(run, server=meter.usage, delivery=delivery, errors=errors)
+    if storm is not None:
+        storm = replace(storm, latency_load_ms=_storm_latency(parts, storm.samples))
+    return replace(run, server=meter.usage, delivery=delivery, errors=errors, storm=storm)
+
+
+def _storm(
+    wl: Workload,
+    workers: list[Connection],
+    senders: list[Connection],
+    probe: Connection,
+    meter: _ServerMeter,
+    rep: Reporter,
+    restart: Callable[[], int],
+) -> StormStats:
+    """Restart the server under every receiver. The sender and a probe (a member in a process
+    of its own, so its latency is the server's, not that of load processes busy with their
+    handshakes) reconnect at once; the sender paces lines while the others come back."""
+    for conn in senders:
+        _recv(conn, "started", 60)
+    _recv(probe, "prepared", 60)
+    for conn in workers:
+        conn.send(("storm",))
+    for conn in workers:
+        _recv(conn, "storming", 60)
+    t_stop = now_us()
+    meter.restarted(restart())
+    t_listen = now_us()
+    for conn in workers:
+        conn.send(("restarted",))
+    probe.send(("start",))
+    for conn in senders:
+        conn.send(("connect",))
+    for conn in senders:  # (no waiting for an idle server: the storm is what is measured)
+        _recv(conn, "ready", wl.stall + 60)
+    for conn in senders:
+        conn.send(("go",))
+    rep.stage(f"storm: {wl.receivers} members reconnecting", wl.receivers)
+    back: list[StormReport | None] = _gather(workers, "back", rep, wl.stall)
+    got = [b for b in back if b is not None]
+    t_back = max((b.t_back_us for b in got), default=t_listen)
+    members = sum(b.back for b in got)
+    probe.send(("report",))  # what the probe saw while the others reconnected
+    seen: ReceiverReport = _recv(probe, "result", 60)[1]
+    rep.stage(f"storm: delivering to {wl.receivers}", wl.receivers)
+    return StormStats(
+        restart_s=(t_listen - t_stop) / 1e6,
+        back_s=max(0.0, (t_back - t_listen) / 1e6),
+        back=members,
+        attempts=sum(b.attempts for b in got),
+        failed_attempts=sum(b.failed_attempts for b in got),
+        samples=[b.samples_during if b is not None else -1 for b in back],
+        latency_ms=_storm_latency([seen], [-1]),
+        latency_load_ms=Latency(0.0, 0.0, 0.0, 0),
+        rss_per_conn_kb=meter.rss_per_conn_kb(members),
+        server_cpu_s=meter.cpu_now(),
+    )
+
+
+def _storm_latency(parts: list[ReceiverReport], samples: list[int]) -> Latency:
+    """Latency of the lines that reached members already back while others still reconnected
+    (the first ``samples[i]`` of each part's; -1: all of them)."""
+    lat: array[int] = array("q")
+    for part, n in zip(parts, samples, strict=True):
+        mine: array[int] = array("q")
+        mine.frombytes(part.latencies)
+        lat.extend(mine if n < 0 else mine[:n])
+    ms = sorted(v / 1000 for v in lat)
+    return Latency(
+        p50=percentile(ms, 0.50), p99=percentile(ms, 0.99), max=ms[-1] if ms else 0.0,
+        samples=len(ms),
+    )  # fmt: skip
 
 
 def _gather(
@@ -339,7 +464,7 @@ def _gather(
             except EOFError:
                 raise BenchError("a load process died (see its traceback above)") from None
             if msg[0] == "progress":
-                value = msg[1] if want == "connected" else msg[2]
+                value = msg[1] if want in ("connected", "back") else msg[2]
                 if value != progress[i]:
                     progress[i] = value
                     last_change = time.monotonic()

@@ -28,8 +28,11 @@ def reference_script() -> Path:
     return Path(__file__).resolve().parents[3] / "bench" / "reference_server.py"
 
 
-def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) -> list[str]:
-    """The command line that runs ``target`` on an ephemeral port with the bench PKI."""
+def server_command(
+    target: str, pki: BenchPKI, host: str, max_connections: int, port: int = 0
+) -> list[str]:
+    """The command line that runs ``target`` on ``port`` (0: an ephemeral one) with the bench
+    PKI."""
     if target in ("mtlschat", "mtlschat-history"):
         history = "off"
         if target == "mtlschat-history":  # a new file per run: every run starts from empty
@@ -39,7 +42,7 @@ def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) 
             history = name
         return [
             sys.executable, "-m", "mtlschat", "server",
-            "--pki", str(pki.dir), "--host", host, "--port", "0", "--rate", "0",
+            "--pki", str(pki.dir), "--host", host, "--port", str(port), "--rate", "0",
             "--max-connections", str(max_connections), "--history", history,
             # The load generator is one address with hundreds of handshakes in flight.
             "--max-handshakes-per-address", str(max_connections),
@@ -49,7 +52,7 @@ def server_command(target: str, pki: BenchPKI, host: str, max_connections: int) 
         if not script.exists():
             raise SpawnError(f"the reference server is not at {script} (run from a source tree)")
         return [
-            sys.executable, str(script), "--host", host, "--port", "0",
+            sys.executable, str(script), "--host", host, "--port", str(port),
             "--ca", str(pki.ca_cert), "--cert", str(pki.server_bundle),
         ]  # fmt: skip
     raise SpawnError(f"unknown server {target!r}: choose one of {', '.join(TARGETS)}")
@@ -83,10 +86,10 @@ class SpawnedServer:
 
 def spawn_server(
     target: str, pki: BenchPKI, host: str = "127.0.0.1", max_connections: int = 10_000,
-    timeout: float = 30.0,
+    timeout: float = 30.0, port: int = 0,
 ) -> SpawnedServer:  # fmt: skip
     """Start ``target`` and wait (up to ``timeout``) for its ``listening on HOST:PORT`` line."""
-    cmd = server_command(target, pki, host, max_connections)
+    cmd = server_command(target, pki, host, max_connections, port)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stderr is not None

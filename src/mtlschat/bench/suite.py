@@ -59,7 +59,7 @@ def run_plan(
     """Run every workload against every target, in order; return the whole report."""
     raise_fd_limit()
     receivers = max(w.receivers for w in plan.workloads)
-    senders = max(w.senders for w in plan.workloads)
+    senders = max(w.senders + (w.kind == "storm") for w in plan.workloads)  # + a storm's probe
     runs: list[RunResult] = []
     with _pki_dir(plan.pki_dir) as pki_dir:
         reporter.stage("issuing certificates", receivers + senders)
@@ -95,12 +95,21 @@ def _one(plan: Plan, target: str, wl: Workload, pki: BenchPKI, reporter: Reporte
         ep = Endpoint(host, port, str(pki.ca_cert), plan.server_name or default_server_name(host))
         return run_workload(wl, ep, pki, plan.server_pid, reporter, target=target)
     reporter.stage(f"starting the {target} server", 1)
-    server = spawn_server(target, pki, max_connections=wl.receivers + wl.senders + 64)
+    capacity = wl.receivers + wl.senders + 64
+    servers = [spawn_server(target, pki, max_connections=capacity)]
+    first = servers[0]
+
+    def restart() -> int:
+        # storm: SIGTERM (the members are told bye), then a new server on the same address.
+        servers[-1].stop()
+        servers.append(spawn_server(target, pki, first.host, capacity, port=first.port))
+        return servers[-1].pid
+
     try:
-        ep = Endpoint(server.host, server.port, str(pki.ca_cert), "localhost")
-        return run_workload(wl, ep, pki, server.pid, reporter, target=target)
+        ep = Endpoint(first.host, first.port, str(pki.ca_cert), "localhost")
+        return run_workload(wl, ep, pki, first.pid, reporter, target=target, restart=restart)
     finally:
-        server.stop()
+        servers[-1].stop()
 
 
 HOLD_MESSAGES = 1  # hold: one broadcast that every idle connection must receive

@@ -6,8 +6,13 @@ client certificate). It reads in large chunks and verifies streams with
 ``multiprocessing`` pipe with small tuples:
 
 * worker -> main: ``("prepared",)`` (TLS contexts built), ``("connected", stats)``,
-  ``("progress", connected, received)``, ``("done", last_us)``, ``("result", stats)``
+  ``("progress", up, received)``, ``("done", last_us)``, ``("result", stats)``
 * main -> worker: ``("start",)`` (connect now), ``("report",)``, ``("close",)``
+
+The ``storm`` workload adds: main -> worker ``("storm",)`` (from now on a receiver the server
+drops reconnects as the real client does, after its backoff with jitter; the worker answers
+``("storming",)``), then ``("restarted",)`` once the new server listens; worker -> main
+``("back", StormReport)`` when every receiver is in again.
 
 A sender is a process with one blocking TLS socket: it connects, says ``("ready",)``, waits for
 ``("go",)``, sends its share of messages (a burst as fast as the server takes them, or paced), then
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import selectors
 import socket
 import ssl
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mtlschat.backoff import Backoff
 from mtlschat.bench.payload import StreamChecker, encode_batch, now_us
 from mtlschat.client.tls import client_context as mtlschat_client_context
 from mtlschat.fdlimit import raise_fd_limit
@@ -37,6 +44,9 @@ _RECV = 256 * 1024
 # shrink) a bigger bytes object on every call.
 _RECORD = 16 * 1024
 _PROGRESS_EVERY = 0.2
+# Linux: bind() to an address without reserving a port; connect() picks one for the 4-tuple, so
+# one source address can use the whole ephemeral range towards each server.
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _MAX_ERRORS = 5
 
 
@@ -60,6 +70,10 @@ class ReceiverJob:
     per_sender: int  # messages each sender will send
     concurrency: int  # handshakes in flight at once
     fast_verify: bool
+    sources: tuple[str, ...] = ()  # local addresses to connect from, round robin; () = any
+    # A storm's probe: connects after the restart, retrying with the client's backoff, and
+    # picks the stream up wherever it is; says ``("back", ...)`` when in, never "connected".
+    storm: bool = False
 
 
 BATCH = 256  # messages per sender write by default
@@ -76,6 +90,9 @@ class SenderJob:
     size: int
     rate: float  # messages/s for this sender; 0 = as fast as the server accepts
     batch: int = BATCH  # messages per write (one sendall; up to 16 KiB per TLS record)
+    # storm: wait for ``("connect",)`` before connecting, and keep trying (with the client's
+    # backoff) for this long while the restarted server is busy with everyone else.
+    retry_for: float = 0.0
 
 
 def client_context(ep: Endpoint, cert: str) -> ssl.SSLContext:
@@ -100,6 +117,17 @@ class _Conn:
     up: bool = False
     closed: bool = False
     checker: StreamChecker | None = None
+    backoff: Backoff | None = None  # storm: the real client's reconnect delays
+
+    def reset(self) -> None:
+        """Forget the connection (storm: before reconnecting); keep the context."""
+        self.sock = None
+        self.tls = None
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.unsent = b""
+        self.up = False
+        self.closed = False
 
     def flush(self) -> None:
         """Send what TLS produced (handshake messages, alerts); keep what the socket refused."""
@@ -124,6 +152,19 @@ class ConnectedReport:
     t_connected_us: int
     errors: list[str]
     cpu_s: float  # the worker's CPU time spent connecting
+    sources: list[str] = field(default_factory=list)  # local addresses the connections came from
+
+
+@dataclass(frozen=True)
+class StormReport:
+    """A worker's ``("back", ...)``: every receiver is in again after the restart."""
+
+    back: int  # receivers connected again
+    attempts: int  # reconnect attempts (a refused or evicted one is retried after a backoff)
+    failed_attempts: int
+    t_back_us: int  # when the last one was back
+    samples_during: int  # latency samples taken before that (lines to members already back)
+    errors: list[str]
 
 
 @dataclass(frozen=True)
@@ -140,6 +181,7 @@ class ReceiverReport:
     other_lines: int
     reads: int
     last_us: int
+    expected: int  # messages the receivers should have got (storm: from when each was back)
     errors: list[str]
     latencies: bytes  # array("q") of microseconds, as bytes (cheap to pickle)
     cpu_s: float
@@ -162,7 +204,7 @@ def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
     latencies: array[int] = array("q")
     conns = [_Conn(i, client_context(job.endpoint, c)) for i, c in enumerate(job.certs)]
     for c in conns:
-        c.checker = StreamChecker(job.senders, job.fast_verify, latencies)
+        c.checker = StreamChecker(job.senders, job.fast_verify, latencies, resume=job.storm)
     pipe.send(("prepared",))
     if pipe.recv()[0] != "start":
         return
@@ -198,10 +240,19 @@ class _ReceiverLoop:
         self.dropped = 0
         self.received = 0
         self.errors: list[str] = []
+        self.sources: set[str] = set()  # local addresses actually used (getsockname)
+        # storm: receivers the server dropped reconnect after their backoff
+        self.storm = self.restarted = job.storm
+        self.down = len(conns) if job.storm else 0  # receivers not connected (storm)
+        self.retry: list[tuple[float, int]] = []  # (due, index): a heap of reconnects
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.t_back_us = 0
 
     def run(self, pipe: Connection) -> None:
         """Serve the sockets and the orchestrator's pipe until it says ``close``."""
         reported_connected = False
+        reported_back = False
         all_delivered = self.total == 0
         last_progress = 0.0
         self.start_next()
@@ -210,16 +261,24 @@ class _ReceiverLoop:
             if not reported_connected and self.pending == 0:
                 reported_connected = True
                 pipe.send(("connected", self.connected_report()))
+            if self.restarted and not reported_back and self.down == 0 and self.all_up():
+                reported_back = True
+                pipe.send(("back", self.storm_report()))
             if not all_delivered and reported_connected and self.all_delivered():
                 all_delivered = True
                 pipe.send(("done", self.last_us()))
             now = time.monotonic()
             if now - last_progress >= _PROGRESS_EVERY:
                 last_progress = now
-                pipe.send(("progress", self.connected, self.received))
+                pipe.send(("progress", self.connected - self.down, self.received))
             if pipe.poll():
                 cmd = pipe.recv()[0]
-                if cmd == "report":
+                if cmd == "storm":
+                    self.storm = True
+                    pipe.send(("storming",))
+                elif cmd == "restarted":
+                    self.restarted = True
+                elif cmd == "report":
                     pipe.send(("result", self.result()))
                 elif cmd == "close":
                     return
@@ -234,7 +293,11 @@ class _ReceiverLoop:
                 self.received += self.read(c, t_us)
             elif not c.closed:
                 self.received += self.handshake(c, t_us)
-        if self.todo and self.in_flight < self.job.concurrency:
+        if self.retry:
+            now = time.monotonic()
+            while self.retry and self.retry[0][0] <= now:
+                self.todo.append(self.conns[heapq.heappop(self.retry)[1]])
+        if self.todo and (self.storm or self.in_flight < self.job.concurrency):
             self.start_next()
 
     def error(self, msg: str) -> None:
@@ -244,11 +307,23 @@ class _ReceiverLoop:
 
     def start_next(self) -> None:
         """Open connections until ``concurrency`` handshakes are under way."""
-        while self.todo and self.in_flight < self.job.concurrency:
+        # A storm has no cap: every member's client reconnects on its own timer.
+        while self.todo and (self.storm or self.in_flight < self.job.concurrency):
             c = self.todo.popleft()
+            if self.storm:
+                self.attempts += 1
             s = socket.socket(self.family, socket.SOCK_STREAM)
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sources := self.job.sources:
+                s.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                try:
+                    s.bind((sources[c.index % len(sources)], 0))
+                except OSError as e:
+                    c.sock = s
+                    self.in_flight += 1
+                    self.finish(c, f"bind: {e.strerror or e}")
+                    continue
             err = s.connect_ex(self.addr)
             c.sock = s
             self.in_flight += 1
@@ -264,6 +339,9 @@ class _ReceiverLoop:
                 self.sel.unregister(c.sock.fileno())
             c.sock.close()
         c.closed = True
+        if self.storm and failed is not None:
+            self.reconnect_later(c)
+            return
         if failed is not None:
             if c.up:
                 self.dropped += 1
@@ -285,6 +363,7 @@ class _ReceiverLoop:
                 self.finish(c, errno.errorcode.get(err, str(err)))
                 return 0
             c.tls = c.ctx.wrap_bio(c.inc, c.out, server_hostname=self.job.endpoint.server_name)
+            self.sources.add(sock.getsockname()[0])
         else:
             try:
                 raw = sock.recv(_RECV)
@@ -319,9 +398,15 @@ class _ReceiverLoop:
             return 0
         c.up = True
         self.in_flight -= 1
-        self.pending -= 1
-        self.connected += 1
-        self.t_connected_us = now_us()
+        if self.storm:
+            self.down -= 1
+            self.t_back_us = now_us()
+            if c.backoff is not None:
+                c.backoff.reset()
+        else:
+            self.pending -= 1
+            self.connected += 1
+            self.t_connected_us = now_us()
         return self.decrypt(c, t_us, None) if c.inc.pending else 0
 
     def read(self, c: _Conn, t_us: int) -> int:
@@ -381,6 +466,35 @@ class _ReceiverLoop:
             self.finish(c, gone)
         return n
 
+    def reconnect_later(self, c: _Conn) -> None:
+        """Storm: ``c`` lost its connection (or failed to get one): try again after the real
+        client's backoff, with a fresh checker that picks the stream up wherever it is then."""
+        if c.up:
+            self.down += 1
+        else:
+            self.in_flight -= 1
+            self.failed_attempts += 1
+        c.reset()
+        c.checker = StreamChecker(self.job.senders, False, self.latencies, resume=True)
+        if c.backoff is None:
+            c.backoff = Backoff()
+        heapq.heappush(self.retry, (time.monotonic() + c.backoff.next(), c.index))
+
+    def all_up(self) -> bool:
+        """Every receiver is connected (storm: all are back)."""
+        return all(c.up and not c.closed for c in self.conns)
+
+    def storm_report(self) -> StormReport:
+        """What ``("back", ...)`` carries."""
+        return StormReport(
+            back=sum(c.up for c in self.conns),
+            attempts=self.attempts,
+            failed_attempts=self.failed_attempts,
+            t_back_us=self.t_back_us,
+            samples_during=len(self.latencies),
+            errors=list(self.errors),
+        )
+
     def live_checkers(self) -> list[StreamChecker]:
         """The checkers of the receivers still connected."""
         return [c.checker for c in self.conns if c.up and not c.closed and c.checker]
@@ -388,8 +502,14 @@ class _ReceiverLoop:
     def all_delivered(self) -> bool:
         """Every live receiver has every message (a dropped one must not stall the run)."""
         live = self.connected - self.dropped
+        if self.storm:  # (some came back late: they expect less than the whole stream)
+            return self.restarted and self.all_up() and self.live_checkers_done()
         if self.received < self.total * live:
             return False
+        return self.live_checkers_done()
+
+    def live_checkers_done(self) -> bool:
+        """Every live receiver has seen each sender's last message."""
         return all(ch.done(self.job.per_sender) for ch in self.live_checkers())
 
     def last_us(self) -> int:
@@ -405,23 +525,26 @@ class _ReceiverLoop:
             t_connected_us=self.t_connected_us,
             errors=list(self.errors),
             cpu_s=time.process_time() - self.cpu_start,
+            sources=sorted(self.sources),
         )
 
     def result(self) -> ReceiverReport:
         """What ``("result", ...)`` carries."""
         checkers = [c.checker for c in self.conns if c.up and c.checker is not None]
         received = sum(ch.received for ch in checkers)
+        expected = sum(ch.expected_lines(self.job.per_sender) for ch in checkers)
         return ReceiverReport(
             connected=self.connected,
             failed=self.failed,
             dropped=self.dropped,
             received=received,
-            lost=self.total * len(checkers) - received,
+            lost=expected - received,
             gaps=sum(ch.gaps for ch in checkers),
             out_of_order=sum(ch.disorder for ch in checkers),
             other_lines=sum(ch.other for ch in checkers),
             reads=sum(ch.reads for ch in checkers),
             last_us=max((ch.last_us for ch in checkers), default=0),
+            expected=expected,
             errors=list(self.errors),
             latencies=self.latencies.tobytes(),
             cpu_s=time.process_time(),
@@ -443,13 +566,23 @@ def run_sender(job: SenderJob, pipe: Connection) -> None:
     """Process entry point for one sender."""
     ep = job.endpoint
     ctx = client_context(ep, job.cert)
-    try:
-        raw = socket.create_connection((ep.host, ep.port), timeout=30)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paced lines leave at once
-        tls = ctx.wrap_socket(raw, server_hostname=ep.server_name)
-    except (OSError, ssl.SSLError) as e:
-        pipe.send(("failed", str(e)))
-        return
+    if job.retry_for:
+        pipe.send(("started",))
+        if pipe.recv()[0] != "connect":
+            return
+    backoff = Backoff()
+    give_up = time.monotonic() + job.retry_for
+    while True:
+        try:
+            raw = socket.create_connection((ep.host, ep.port), timeout=30)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paced lines go at once
+            tls = ctx.wrap_socket(raw, server_hostname=ep.server_name)
+            break
+        except (OSError, ssl.SSLError) as e:
+            if time.monotonic() >= give_up:
+                pipe.send(("failed", str(e)))
+                return
+            time.sleep(backoff.next())  # (a storm: the server is busy with everyone else)
     tls.settimeout(None)
     pipe.send(("ready",))
     if pipe.recv()[0] != "go":

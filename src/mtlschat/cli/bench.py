@@ -52,9 +52,17 @@ def bench(
     duration: float = typer.Option(10.0, "--duration", help="paced: seconds."),
     senders: int = typer.Option(1, "--senders", help="Sending connections."),
     workers: int = typer.Option(
-        os.cpu_count() or 1, "--workers", help="Receiver worker processes."
+        os.cpu_count() or 1,
+        "--workers",
+        help="Receiver worker processes (more when the fd limit needs them).",
     ),
     concurrency: int = typer.Option(256, "--concurrency", help="Handshakes in flight at once."),
+    sources: int = typer.Option(
+        0,
+        "--sources",
+        help="Connect from this many loopback addresses (127.0.0.2, ...), one ephemeral port "
+        "range each; 0 = as many as -n needs.",
+    ),
     write_size: int = typer.Option(
         0,
         "--write-size",
@@ -125,6 +133,7 @@ def bench(
             write_size=write_size,
             verify=verify,
             stall=stall,
+            sources=sources,
         )
         plan = _plan(
             address,
@@ -193,6 +202,8 @@ def _plan(
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
     if target not in TARGETS:
         raise BenchError(f"--target must be one of {', '.join(TARGETS)}")
+    if not (spawn or compare) and any(w.kind == "storm" for w in workloads):
+        raise BenchError("-w storm restarts the server: use --spawn or --compare")
     if compare_history:
         targets = ["mtlschat", "mtlschat-history"]
     elif compare:
