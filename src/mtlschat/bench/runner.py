@@ -123,8 +123,14 @@ def run_workload(
     *,
     target: str = "external",
     restart: Callable[[], int] | None = None,
+    receivers_at: Sequence[Endpoint] = (),
+    more_pids: Sequence[int] = (),
 ) -> RunResult:
     """Run ``wl`` against the server ``target`` at ``endpoint``; what it measured.
+
+    One room on several nodes (``--redis``): ``receivers_at`` spreads the receiver workers over
+    these endpoints (round robin; senders use ``endpoint``), and the server's CPU and memory are
+    summed with ``more_pids`` (the other nodes and the redis-server).
 
     ``restart`` (the ``storm`` workload) stops the server and starts it again on the same
     address, returning once it listens, with its new pid.
@@ -137,31 +143,44 @@ def run_workload(
         raise BenchError("storm restarts the server: run it with --spawn")
     procs = _Procs()
     try:
-        return _run(wl, endpoint, pki, _ServerMeter(server_pid), rep, procs, target, restart)
+        meter = _ServerMeter(server_pid, more_pids)
+        at = tuple(receivers_at) or (endpoint,)
+        return _run(wl, endpoint, pki, meter, rep, procs, target, restart, at)
     finally:
         procs.close()
 
 
 class _ServerMeter:
-    """The server's CPU and RSS at each step of a run, when it runs on this machine."""
+    """The server's CPU and RSS at each step of a run, when it runs on this machine (summed with
+    ``more`` processes: the other nodes of a room on Redis, and the redis-server)."""
 
-    def __init__(self, pid: int | None) -> None:
+    def __init__(self, pid: int | None, more: Sequence[int] = ()) -> None:
         self.pid = pid
+        self.more = list(more)
         self.usage: ServerUsage | None = None
         self._cpu = 0.0
         self._rss = 0
 
+    def _settle(self, pid: int) -> float:
+        return settle_cpu(pid) + sum(settle_cpu(p) for p in self.more)
+
+    def _rss_of(self, pid: int) -> int:
+        return rss_bytes(pid) + sum(rss_bytes(p) for p in self.more)
+
+    def _cpu_of(self, pid: int) -> float:
+        return cpu_seconds(pid) + sum(cpu_seconds(p) for p in self.more)
+
     def idle(self) -> None:
         """Before connecting: the baseline."""
         if self.pid is not None:
-            self._cpu, self._rss = settle_cpu(self.pid), rss_bytes(self.pid)
+            self._cpu, self._rss = self._settle(self.pid), self._rss_of(self.pid)
             self.usage = ServerUsage(pid=self.pid, rss_idle_kb=self._rss / 1024)
 
     def connected(self, connections: int) -> None:
         """Every receiver is in: memory and CPU per connection."""
         if self.pid is None or self.usage is None:
             return
-        cpu, rss = settle_cpu(self.pid), rss_bytes(self.pid)
+        cpu, rss = self._settle(self.pid), self._rss_of(self.pid)
         self.usage = replace(
             self.usage,
             rss_connected_kb=rss / 1024,
@@ -181,21 +200,21 @@ class _ServerMeter:
         """RSS per connection now, over the idle baseline (storm: of the restarted server)."""
         if self.pid is None:
             return None
-        return (rss_bytes(self.pid) - self._rss) / 1024 / max(1, connections)
+        return (self._rss_of(self.pid) - self._rss) / 1024 / max(1, connections)
 
     def cpu_now(self) -> float | None:
         """CPU seconds the server has used (storm: since it was restarted)."""
-        return None if self.pid is None else cpu_seconds(self.pid)
+        return None if self.pid is None else self._cpu_of(self.pid)
 
     def sending(self) -> None:
         """The senders have joined (their join notices are not part of the measurement)."""
         if self.pid is not None:
-            self._cpu = settle_cpu(self.pid)
+            self._cpu = self._settle(self.pid)
 
     def done(self) -> None:
         """Every message arrived (or the run stalled): stop the CPU clock."""
         if self.pid is not None:
-            self._cpu = cpu_seconds(self.pid) - self._cpu
+            self._cpu = self._cpu_of(self.pid) - self._cpu
 
     def delivered(self, deliveries: int) -> None:
         """CPU per delivery, from the CPU time between :meth:`sending` and :meth:`done`."""
@@ -207,17 +226,21 @@ class _ServerMeter:
         )
 
 
-def _start_receivers(wl: Workload, ep: Endpoint, pki: BenchPKI, procs: _Procs) -> list[Connection]:
+def _start_receivers(
+    wl: Workload, eps: Sequence[Endpoint], pki: BenchPKI, procs: _Procs
+) -> list[Connection]:
     certs = [str(p) for p in pki.receivers[: wl.receivers]]
     # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
-    # (the workers inherit this process's limit, raised to the hard one).
-    nworkers = worker_count(wl.receivers, wl.workers, raise_fd_limit())
-    sources = choose_sources(wl.receivers, wl.sources, ep.host)
+    # (the workers inherit this process's limit, raised to the hard one); with several nodes,
+    # at least one worker per node.
+    nworkers = max(worker_count(wl.receivers, wl.workers, raise_fd_limit()), len(eps))
+    nworkers = min(nworkers, wl.receivers)
+    sources = choose_sources(wl.receivers, wl.sources, eps[0].host)
     return [
         procs.start(
             run_receivers,
             ReceiverJob(
-                endpoint=ep,
+                endpoint=eps[w % len(eps)],
                 certs=certs[w::nworkers],
                 senders=0 if wl.kind == "connect" else wl.senders,
                 per_sender=wl.per_sender,
@@ -311,8 +334,9 @@ def _run(
     procs: _Procs,
     target: str,
     restart: Callable[[], int] | None = None,
+    receivers_at: Sequence[Endpoint] = (),
 ) -> RunResult:
-    workers = _start_receivers(wl, ep, pki, procs)
+    workers = _start_receivers(wl, receivers_at or (ep,), pki, procs)
     # Every worker builds its TLS contexts first; the clock starts when all are ready.
     rep.stage("preparing clients", len(workers))
     for i, conn in enumerate(workers):

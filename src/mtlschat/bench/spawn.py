@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +87,11 @@ class SpawnedServer:
 
 def spawn_server(
     target: str, pki: BenchPKI, host: str = "127.0.0.1", max_connections: int = 10_000,
-    timeout: float = 30.0, port: int = 0,
+    timeout: float = 30.0, port: int = 0, extra: Sequence[str] = (),
 ) -> SpawnedServer:  # fmt: skip
-    """Start ``target`` and wait (up to ``timeout``) for its ``listening on HOST:PORT`` line."""
-    cmd = server_command(target, pki, host, max_connections, port)
+    """Start ``target`` and wait (up to ``timeout``) for its ``listening on HOST:PORT`` line;
+    ``extra`` flags are added to its command line (e.g. ``--redis URL``)."""
+    cmd = server_command(target, pki, host, max_connections, port) + list(extra)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stderr is not None

@@ -143,6 +143,7 @@ class ServerCollector(Collector):
         yield reloads
         yield from self._trust(gauge)
         yield from self._history(gauge, counter)
+        yield from self._redis(gauge, counter)
 
     def _trust(self, gauge: Callable[[str, str, float], GaugeMetricFamily]) -> Iterable[Metric]:
         trust = self.server.trust
@@ -188,6 +189,33 @@ class ServerCollector(Collector):
         except (OSError, ValueError):
             return
         yield gauge("history_store_bytes", "Size of the history file.", size)
+
+    def _redis(
+        self,
+        gauge: Callable[[str, str, float], GaugeMetricFamily],
+        counter: Callable[[str, str, float], CounterMetricFamily],
+    ) -> Iterable[Metric]:
+        engine = self.server.engine
+        if engine is None:
+            return
+        c = engine.counters
+        yield gauge(
+            "redis_up",
+            "1 while the room delivers through Redis; 0 while it is degraded (lines refused).",
+            1 if engine.ready and self.server.room.degraded is None else 0,
+        )
+        yield counter("redis_batches", "Publish scripts sent to Redis (one per round).", c.batches)
+        yield counter("redis_published_records", "Records published to Redis.", c.published)
+        yield counter("redis_delivered_records", "Records read from the room's log.", c.delivered)
+        yield counter(
+            "redis_refused_records",
+            "Records refused (shared rate limit, Redis away, history reset): senders were told.",
+            c.refused,
+        )
+        yield counter("redis_resent_batches", "Batches re-sent after a lost reply.", c.resent)
+        yield counter(
+            "redis_epoch_changes", "Times Redis was found to have lost its data.", c.epochs
+        )
 
 
 class MetricsServer:

@@ -30,6 +30,7 @@ from mtlschat.ca.trust import expiring
 from mtlschat.chat.moderation import Moderation
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.chat.wire import Info
+from mtlschat.cluster.engine import node_id
 from mtlschat.fdlimit import raise_fd_limit
 from mtlschat.history.journal import Journal
 from mtlschat.history.sqlite import SQLiteStore
@@ -38,6 +39,7 @@ from mtlschat.moderation_store import ModerationError, SQLiteModerationStore
 from mtlschat.net.config import ConfigError, ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.refusals import RefusalLog
+from mtlschat.net.relay import install_crl, mirror_history, open_engine
 from mtlschat.net.stats import LoopStats
 from mtlschat.net.tls import ServerTrust, TLSSetupError, load_trust, peer_identity
 from mtlschat.tlserror import tls_reason
@@ -146,16 +148,21 @@ class ChatServer:
         self._next_expiry_warning = 0.0  # wall clock
         self._stale_logged = False  # the stale-CRL error was logged for this trust
         self.stats = LoopStats()
-        self.history = open_history(config)
         self._reread = reread  # the live settings (operators, motd) as the config file has them now
-        self._moderation_store = open_moderation(config)
+        relayed = config.redis is not None  # one room over several nodes: see net/relay.py
+        self.history = mirror_history(config) if relayed else open_history(config)
+        # Relayed, moderation lives in Redis (the engine loads it); alone, in PKI/moderation.db.
+        self._moderation_store = None if relayed else open_moderation(config)
         self.room = Room(
             room_settings(config),
             clock=time.monotonic,
             wall=clock,
             history=self.history,
             moderation=Moderation(self._moderation_store, ROOM),
+            relay=relayed,
+            node=node_id(config.node) if relayed else "",
         )
+        self.engine = open_engine(config, self.room, self._install_crl) if relayed else None
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self.address: tuple[str, int] = (config.host, config.port)
@@ -164,6 +171,10 @@ class ChatServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        if self.engine is not None:
+            for link in self.engine.links:
+                link.attach(self._sel)
+            self._offer_crl()
         self._conns: dict[int, Connection] = {}  # by fd: every accepted connection
         self._by_session: dict[int, Connection] = {}  # by Session.id: the open ones
         self._handshakes: collections.deque[Connection] = collections.deque()  # deadline order
@@ -247,7 +258,9 @@ class ChatServer:
         )
         if self.config.crl_path is None:
             log.warning("no CRL: revocation is not enforced (give --crl, or run `mtlschat ca crl`)")
-        if self.history is not None:
+        if self.engine is not None:
+            log.info("redis: %s, this node is %s", self.engine.cmd.url, self.engine.node)
+        elif self.history is not None:
             log.info(
                 "history: %s (epoch %s, last offset %d%s)",
                 self.history.store.location,
@@ -270,6 +283,8 @@ class ChatServer:
                     if now >= self._next_watch:
                         self._next_watch = now + WATCH_INTERVAL
                         self._watch()
+                if self.engine is not None:
+                    self.engine.after_round()
                 self._flush()
             self._shutdown()
         finally:
@@ -294,6 +309,8 @@ class ChatServer:
             deadline = min(deadline, summary)
         if self._accept_paused_until:
             deadline = min(deadline, self._accept_paused_until)
+        if self.engine is not None and (due := self.engine.deadline()) is not None:
+            deadline = min(deadline, due)
         return max(0.0, deadline - time.monotonic())
 
     def _round(self, timeout: float) -> None:
@@ -725,7 +742,26 @@ class ChatServer:
         self._stale_logged = False
         self._next_expiry_warning = 0.0
         self._log_trust()
+        self._offer_crl()
         return True
+
+    def _offer_crl(self) -> None:
+        """Relayed: the CRL in force goes to Redis if it is newer than the other nodes' one."""
+        crl = self._trust.crl
+        if self.engine is not None and crl is not None:
+            with contextlib.suppress(OSError):
+                self.engine.offer_crl(crl.number, crl.path.read_bytes())
+
+    def _install_crl(self, number: int, pem: bytes) -> None:
+        """Relayed: another node published a newer CRL: check it against our CA, install it
+        over ours and reload (which drops the members it revokes)."""
+        crl = self._trust.crl
+        if crl is not None and crl.number is not None and number <= crl.number:
+            return
+        target = self.config.crl_path or self.config.pki / "crl.pem"
+        if install_crl(pem, target, self._trust.ca_certs, crl):
+            log.info("redis: installed CRL number %d published by another node", number)
+            self.reload()
 
     def _reload_live_settings(self) -> None:
         """Operators and motd, re-read from the configuration file (flags and env stay)."""
@@ -815,6 +851,8 @@ class ChatServer:
         for conn in list(self._conns.values()):
             if conn.state in (State.HANDSHAKE, State.DRAINING):
                 self._release(conn)
+        if self.engine is not None:
+            self.engine.goodbye("server shutting down")
         self.room.shutdown("server shutting down")
         self._flush()
         deadline = time.monotonic() + self.shutdown_grace
@@ -837,6 +875,8 @@ class ChatServer:
             for signum, handler in self._old_handlers.items():
                 signal.signal(signum, handler)  # type: ignore[arg-type]
             self._old_handlers.clear()
+        if self.engine is not None:
+            self.engine.close()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -1,0 +1,558 @@
+"""The node engine: binds a relayed :class:`~mtlschat.chat.room.Room` to Redis, in the loop.
+
+Two links to the same Redis, both participants of the server's selectors loop (the loop never
+waits for Redis):
+
+- ``cmd``: every write, each one script (:mod:`mtlschat.cluster.scripts`): once per round the
+  room's outbox goes out as ONE publish (a numbered batch); heartbeat and reap every 5 s; hello
+  at every (re)connect.
+- ``feed``: ``XREAD BLOCK`` on the room's log from the last id seen; what comes back is handed to
+  :meth:`Room.deliver` in the log's order (the one order every node sees).
+
+Faults, and what members see:
+
+- Redis down, or a reply late by more than ``stall_after`` seconds: the room is degraded (told
+  once; new lines refused with a visible error). Batches whose reply was lost are sent again,
+  with the same batch number, once the link is back: the publish script skips a batch it already
+  applied, so nothing is doubled and nothing a member was not told about is lost.
+- Redis restarted empty (its epoch gone): hello creates a new epoch; the room is told its history
+  was reset; lost batches are refused (visible), and the mirror is filled from the new log.
+- This node reaped by the others (silent for 10 s): its heartbeat says so, and hello announces its
+  members again.
+- CRL: a node that has a newer CRL (higher CRL number) than Redis publishes it as a ``mod`` record
+  ``{"op": "crl", ...}``; the script keeps the newest in Redis, and every node hands a newer one
+  to ``on_crl`` (the server verifies it against its own CA before installing it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mtlschat.ca.names import name_key
+from mtlschat.chat.commands import apply_moderation
+from mtlschat.chat.moderation import Moderation
+from mtlschat.chat.room import Outgoing, Room
+from mtlschat.chat.wire import NOT_DELIVERED, RATE_LIMITED
+from mtlschat.cluster import scripts, stream
+from mtlschat.cluster.keys import RoomKeys
+from mtlschat.cluster.link import LinkDown, RedisLink
+from mtlschat.cluster.resp import Reply, ReplyError
+from mtlschat.cluster.url import RedisURL
+from mtlschat.history.store import CHAT_KINDS, JOIN, LEAVE, MOD, Record
+
+log = logging.getLogger("mtlschat.cluster")
+
+# A node killed just after a heartbeat is reaped, its members announced as left, within
+# NODE_TIMEOUT + REAP_EVERY = 12 s (the issue asks for 15): four heartbeats may be missed first.
+HEARTBEAT_EVERY = 2.5
+REAP_EVERY = 2.0
+STALL_AFTER = 3.0  # seconds a reply may be late before the room is degraded
+HELLO_RETRY = 1.0
+MAX_LOST = 10_000  # records kept to re-send after a lost connection; beyond it they are refused
+
+CrlHandler = Callable[[int, bytes], None]
+
+
+def node_id(prefix: str | None = None) -> str:
+    """A node id unique per process: ``HOST-PID-RANDOM`` (``--node`` replaces the host)."""
+    return f"{prefix or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """What the engine did (for metrics and tests)."""
+
+    batches: int = 0  # publish scripts sent (resends included)
+    published: int = 0  # records sent
+    delivered: int = 0  # records read from the log and handed to the room
+    refused: int = 0  # records refused (rate limit across nodes, Redis down, epoch reset)
+    resent: int = 0  # batches sent again after a lost connection
+    epochs: int = 0  # epoch changes seen (Redis lost its data)
+
+
+class Engine:
+    """One node of a room on Redis. Drive it from the loop: :meth:`attach` the links, call
+    :meth:`after_round` every round before ``room.flush()``, and wake by :meth:`deadline`."""
+
+    def __init__(
+        self,
+        room: Room,
+        url: RedisURL,
+        *,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        maxlen: int = 0,
+        mirror_lines: int = 100_000,
+        on_crl: CrlHandler | None = None,
+        keys: RoomKeys | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        stall_after: float = STALL_AFTER,
+    ) -> None:
+        """``room`` is a relayed room (its ``node`` set); ``url``, ``password`` and ``tls``
+        say how to reach Redis. ``maxlen``: the log's ``MAXLEN ~`` (0: no trim);
+        ``mirror_lines``: chat lines loaded into the history mirror at connect."""
+        self.room = room
+        self.node = room.node
+        link = functools.partial(RedisLink, url, password=password, tls=tls, clock=clock)
+        self.cmd = link(name=f"{self.node}/cmd", on_state=self._cmd_state)
+        self.feed = link(name=f"{self.node}/feed", on_state=self._feed_state)
+        self.keys = keys or RoomKeys()
+        self.maxlen = maxlen
+        self.mirror_lines = mirror_lines
+        self.on_crl = on_crl
+        self.clock = clock
+        self.wall = wall
+        self.stall_after = stall_after
+        self.counters = EngineCounters()
+        self.epoch: str | None = None
+        self._hello_sent = False  # on the current cmd connection
+        self._hello_retry = 0.0
+        self.ready = False  # hello answered (and the mirror loaded) on this connection
+        self._waiting: list[Outgoing] = []  # taken while hello is in flight: sent after it
+        self._batch = 0
+        self._inflight: dict[int, list[Outgoing]] = {}  # batch -> items, reply due
+        self._lost: dict[int, list[Outgoing]] = {}  # batch -> items whose reply was lost
+        self._extra: list[Outgoing] = []  # the engine's own records (crl)
+        self._mirror: stream.MirrorLoad | None = None
+        self._mirror_base = ("", 0, "0-0")  # epoch, last offset, stream id the load is up to
+        self.last_id: str | None = None  # the feed's position in the log (None: not feeding)
+        self._reading = False  # an XREAD is outstanding
+        self._feed_gen = 0  # bumped when the position jumps: older reads are ignored
+        self._next_heartbeat = 0.0
+        self._next_reap = 0.0
+        self._degraded: str | None = None
+        self._down_reason = "connecting to redis"
+        self.crl_number = -1  # the newest CRL number Redis is known to have
+        self._crl_offer: tuple[int, bytes] | None = None
+        self._closing = False
+        self._connected_once = False
+        room.set_degraded(self._down_reason)
+        self._degraded = self._down_reason
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    @property
+    def links(self) -> tuple[RedisLink, RedisLink]:
+        """The two links (for the loop's selector and for metrics)."""
+        return self.cmd, self.feed
+
+    def deadline(self) -> float | None:
+        """When :meth:`after_round` next has something to do on its own (clock time)."""
+        times = [t for t in (self.cmd.deadline(), self.feed.deadline()) if t is not None]
+        if self.ready:
+            times += [self._next_heartbeat, self._next_reap]
+        if self.cmd.pending:
+            times.append(self.clock() + 0.5)  # watch for a stall
+        return min(times) if times else None
+
+    def goodbye(self, reason: str = "node stopped") -> None:
+        """The node is stopping: its members are announced as left now, on every node (best
+        effort: one write; if it does not make it, the others reap this node within 12 s).
+        Nothing is published after it."""
+        self._closing = True
+        if self.ready:
+            call = scripts.bye_call(self.keys, node=self.node, maxlen=self.maxlen, reason=reason)
+            self._call(call, _ignore)
+            self.cmd.flush()
+
+    def close(self) -> None:
+        """Close both links (outstanding replies are dropped)."""
+        self._closing = True
+        self.cmd.close()
+        self.feed.close()
+
+    def offer_crl(self, number: int | None, pem: bytes) -> None:
+        """This node loaded a CRL: publish it if it is newer than the one Redis has."""
+        if number is None:
+            return
+        if self._crl_offer is None or number > self._crl_offer[0]:
+            self._crl_offer = (number, pem)
+        if self.ready:
+            self._maybe_publish_crl()
+
+    # -- the round ---------------------------------------------------------------------------
+
+    def after_round(self, now: float | None = None) -> None:
+        """Once per loop round, before ``room.flush()``: reconnect if due, publish the round's
+        records in one batch, heartbeat and reap on time, and keep the degraded state true."""
+        now = self.clock() if now is None else now
+        if self._closing:
+            self.room.take_outbox()  # (leaves: said by goodbye)
+            return
+        self.cmd.tick(now)
+        self.feed.tick(now)
+        items = self.room.take_outbox()
+        if self._extra:
+            items = self._extra + items
+            self._extra = []
+        if items:
+            if self.ready:
+                self._publish(items)
+            elif self.cmd.up and self._hello_sent:
+                self._waiting += items
+            else:
+                self._refuse_now(items, self._down_reason)
+        if self.cmd.up and not self._hello_sent and now >= self._hello_retry:
+            self._hello()
+        if self.ready:
+            if now >= self._next_heartbeat:
+                self._next_heartbeat = now + HEARTBEAT_EVERY
+                self._call(scripts.heartbeat_call(self.keys, self.node), self._heartbeat_reply)
+            if now >= self._next_reap:
+                self._next_reap = now + REAP_EVERY
+                self._call(scripts.reap_call(self.keys, maxlen=self.maxlen), self._reap_reply)
+            if not self._reading and self.feed.up and self.last_id is not None:
+                self._read()
+        self._judge(now)
+        self.cmd.flush()
+        self.feed.flush()
+
+    def _judge(self, now: float) -> None:
+        """Degraded while not ready, or while a reply is late."""
+        reason: str | None = None
+        if not self.ready:
+            reason = self._down_reason
+        else:
+            late = max(self.cmd.stalled(now), self.feed.stalled(now) - stream.FEED_BLOCK_MS / 1e3)
+            if late > self.stall_after:
+                reason = f"redis has not answered for {late:.0f} s"
+        if reason is None and self._degraded is not None and self._connected_once:
+            log.warning("redis: the room is delivering again")
+        elif reason is not None and self._degraded is None:
+            log.warning(
+                "redis: the room is degraded (%s): lines are refused until it heals", reason
+            )
+        if (reason is None) != (self._degraded is None):
+            self.room.set_degraded(reason)
+        self._degraded = reason
+
+    def _refuse_now(self, items: Sequence[Outgoing], why: str) -> None:
+        # Presence is not lost: hello writes this node's members afresh at reconnect.
+        lines = [o for o in items if o.record.kind not in (JOIN, LEAVE)]
+        if lines:
+            self.counters.refused += len(lines)
+            self.room.refuse(lines, NOT_DELIVERED, f"not delivered: {why}")
+
+    def _call(self, call: scripts.Call, callback: Callable[[Reply], None]) -> None:
+        self.cmd.call(scripts.evalsha(call), functools.partial(self._noscript, call, callback))
+
+    def _noscript(
+        self, call: scripts.Call, callback: Callable[[Reply], None], reply: Reply
+    ) -> None:
+        # Scripts are loaded at connect; a SCRIPT FLUSH since makes EVALSHA fail: send the source.
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            self.cmd.call(scripts.eval_(call), callback)
+        else:
+            callback(reply)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _publish(self, items: list[Outgoing]) -> None:
+        self._batch += 1
+        self._send_batch(self._batch, items)
+
+    def _send_batch(self, batch: int, items: list[Outgoing]) -> None:
+        assert self.epoch is not None
+        st = self.room.settings
+        call = scripts.publish_call(
+            self.keys,
+            epoch=self.epoch,
+            node=self.node,
+            batch=batch,
+            maxlen=self.maxlen,
+            rate=st.rate,
+            burst=st.burst,
+            records=[_args(o.record) for o in items],
+        )
+        self._inflight[batch] = items
+        self.counters.batches += 1
+        self.counters.published += len(items)
+        self._call(call, functools.partial(self._published, batch))
+
+    def _published(self, batch: int, reply: Reply) -> None:
+        items = self._inflight.pop(batch, None)
+        if items is None:
+            return
+        if isinstance(reply, LinkDown):
+            self._lost[batch] = items  # sent again, same number, after hello
+            if sum(len(v) for v in self._lost.values()) > MAX_LOST:
+                oldest = min(self._lost)
+                self._refuse_now(self._lost.pop(oldest), "redis was away too long")
+            return
+        if isinstance(reply, ReplyError) or not isinstance(reply, list) or not reply:
+            log.error("redis: publish failed: %s", reply)
+            self._refuse_now(items, "redis refused it")
+            return
+        status = reply[0]
+        if status == b"ok":
+            refused = reply[1] if len(reply) > 1 and isinstance(reply[1], list) else []
+            if refused:
+                over = [items[i] for i in refused if isinstance(i, int) and 0 <= i < len(items)]
+                self.counters.refused += len(over)
+                self.room.refuse(
+                    over, RATE_LIMITED, "rate limited (across all your sessions): line not sent"
+                )
+        elif status == b"epoch":
+            self._refuse_now(items, "the room's history was reset")
+            self._rehello()
+
+    # -- hello -------------------------------------------------------------------------------
+
+    def _hello(self) -> None:
+        self._hello_sent = True
+        for script in scripts.SCRIPTS:
+            self.cmd.call(["SCRIPT", "LOAD", script.source], _ignore)
+        call = scripts.hello_call(
+            self.keys,
+            node=self.node,
+            epoch=secrets.token_hex(8),
+            maxlen=self.maxlen,
+            ts=self.wall(),
+            names=self.room.local_names(),
+        )
+        self._call(call, self._hello_reply)
+
+    def _rehello(self) -> None:
+        """Say hello again on this connection (the epoch changed, or this node was reaped)."""
+        if self.ready:
+            self.ready = False
+            self._down_reason = "reconnecting to redis"
+            self._hello_sent = False
+
+    def _hello_reply(self, reply: Reply) -> None:
+        if isinstance(reply, LinkDown):
+            return
+        if not isinstance(reply, list) or len(reply) < 7:
+            log.error("redis: hello failed: %s", reply)
+            self._hello_sent = False
+            self._hello_retry = self.clock() + HELLO_RETRY
+            return
+        epoch, last_id = stream.text_of(reply[0]), stream.text_of(reply[1])
+        last_offset = int(reply[2]) if isinstance(reply[2], int) else 0
+        self._load_moderation(reply[4])
+        if self.epoch is None:  # first connect: the mirror is filled, the feed starts after it
+            # (self.epoch is set once the mirror is loaded: a connection lost meanwhile starts
+            # this over)
+            self.room.load_presence(_snapshot(reply[3]))
+            self.last_id = None
+            self._reading = False
+            self._mirror = stream.MirrorLoad(self.keys, last_id, self.mirror_lines)
+            self._mirror_base = (epoch, last_offset, last_id)
+            self._load_page()
+        elif epoch != self.epoch:
+            # Redis lost its data. The new log may already hold lines other nodes said since:
+            # members here get them too, so the feed reads the new log from its start (and the
+            # room puts its lines into the emptied mirror as they come).
+            self.counters.epochs += 1
+            log.warning("redis: new epoch %s (was %s): the history was reset", epoch, self.epoch)
+            lost = [o for items in self._lost.values() for o in items]
+            self._lost.clear()
+            self._refuse_now(lost, "the room's history was reset")
+            self.epoch = epoch
+            self.room.reset_epoch(epoch, 0)
+            self.room.load_presence(_snapshot(reply[3]))
+            self.last_id = "0-0"
+            self._reading = False
+            self._feed_gen += 1  # a read still out on the old log is not delivered
+            self._ready()
+        else:
+            self._ready()
+        crl_number = stream.text_of(reply[5])
+        if crl_number:
+            self.crl_number = int(crl_number)
+            if isinstance(reply[6], bytes) and self.on_crl is not None:
+                self.on_crl(self.crl_number, reply[6])
+
+    def _load_page(self) -> None:
+        mirror = self._mirror
+        assert mirror is not None
+        command = mirror.command()
+        if command is None:
+            self._mirror_loaded()
+        else:
+            self.cmd.call(command, self._page_reply)
+
+    def _page_reply(self, reply: Reply) -> None:
+        if isinstance(reply, LinkDown) or self._mirror is None:
+            return
+        try:
+            self._mirror.take(reply)
+        except ValueError as exc:
+            log.error("redis: cannot read the log: %s", exc)
+            self._mirror.done = True
+        self._load_page()
+
+    def _mirror_loaded(self) -> None:
+        assert self._mirror is not None
+        records = self._mirror.records
+        self._mirror = None
+        epoch, last_offset, last_id = self._mirror_base
+        self.room.load_history(epoch, records, last_offset)
+        self.epoch = epoch
+        self.last_id = last_id
+        log.info(
+            "redis: epoch %s, last offset %d, %d lines of history loaded",
+            epoch,
+            last_offset,
+            len(records),
+        )
+        self._ready()
+
+    def _ready(self) -> None:
+        self.ready = True
+        if self._degraded is not None and not self._connected_once:
+            self.room.set_degraded(None)  # (silently: the first connect is not a recovery)
+            self._degraded = None
+        self._connected_once = True
+        now = self.clock()
+        self._next_heartbeat = now + HEARTBEAT_EVERY
+        self._next_reap = now
+        for batch in sorted(self._lost):  # same numbers: the script skips what it applied
+            self.counters.resent += 1
+            self._send_batch(batch, self._lost.pop(batch))
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            self._publish(waiting)
+        self._maybe_publish_crl()
+        if not self._reading and self.feed.up and self.last_id is not None:
+            self._read()
+
+    def _load_moderation(self, raw: Reply) -> None:
+        """The moderation state kept in Redis replaces what this node had."""
+        room = self.room
+        room.moderation = Moderation()
+        fields = raw if isinstance(raw, list) else []
+        for i in range(1, len(fields), 2):
+            try:
+                op = json.loads(stream.text_of(fields[i]))
+                if isinstance(op, dict):
+                    apply_moderation(room, op)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("redis: moderation entry skipped: %s", exc)
+
+    def _maybe_publish_crl(self) -> None:
+        offer = self._crl_offer
+        if offer is not None and offer[0] > self.crl_number:
+            number, pem = offer
+            text = json.dumps({"op": "crl", "number": number, "pem": pem.decode("ascii")})
+            record = Record(0, self.wall(), MOD, "", text, "", 0, self.node)
+            self._extra.append(Outgoing(record, None))
+            self.crl_number = number  # (what Redis will have: the script keeps the highest)
+
+    # -- heartbeat, reap ---------------------------------------------------------------------
+
+    def _heartbeat_reply(self, reply: Reply) -> None:
+        if reply == 0:
+            log.warning("redis: this node was reaped (cut off too long): announcing it again")
+            self._rehello()
+
+    def _reap_reply(self, reply: Reply) -> None:
+        if isinstance(reply, list) and reply:
+            log.warning(
+                "redis: nodes silent for %g s reaped: %s",
+                scripts.NODE_TIMEOUT,
+                ", ".join(stream.text_of(n) for n in reply),
+            )
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        assert self.last_id is not None
+        self._reading = True
+        reply = functools.partial(self._feed_reply, self._feed_gen)
+        self.feed.call(stream.xread(self.keys, self.last_id), reply)
+
+    def _feed_reply(self, gen: int, reply: Reply) -> None:
+        if gen != self._feed_gen:
+            return
+        self._reading = False
+        if isinstance(reply, LinkDown):
+            return
+        if isinstance(reply, ReplyError):
+            log.error("redis: reading the log failed: %s", reply)
+            return
+        if self.last_id is None:
+            return  # an epoch change began meanwhile: the mirror load sets the position
+        try:
+            entries = stream.xread_entries(reply)
+        except ValueError as exc:
+            log.error("redis: cannot read the log: %s", exc)
+            return
+        if entries:
+            self.last_id = entries[-1][0]
+            records = [r for _, r in entries]
+            self.counters.delivered += len(records)
+            for r in records:
+                if r.kind == MOD and r.text.startswith('{"op": "crl"'):
+                    self._crl_record(r)
+            self.room.deliver(records)
+        if self.ready and self.feed.up:
+            self._read()
+            self.feed.flush()
+
+    def _crl_record(self, r: Record) -> None:
+        try:
+            op = json.loads(r.text)
+            number, pem = int(op["number"]), str(op["pem"]).encode("ascii")
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("redis: crl record from %s skipped: %s", r.node, exc)
+            return
+        if number > self.crl_number:
+            self.crl_number = number
+        if r.node != self.node and self.on_crl is not None:
+            self.on_crl(number, pem)
+
+    # -- link states -------------------------------------------------------------------------
+
+    def _cmd_state(self, state: str, reason: str) -> None:
+        if state == "up":
+            return  # hello goes out at the next round
+        self._down_reason = f"redis unreachable ({reason})"
+        self.ready = False
+        self._hello_sent = False
+        self._mirror = None
+        for batch in sorted(self._inflight):  # (the link fails them too; this is belt and braces)
+            self._lost[batch] = self._inflight.pop(batch)
+        waiting, self._waiting = self._waiting, []
+        self._refuse_now(waiting, self._down_reason)
+
+    def _feed_state(self, state: str, reason: str) -> None:
+        if state != "up":
+            self._reading = False
+
+
+def _args(r: Record) -> tuple[str, float, str, str, str, int, str]:
+    key = ""
+    if r.kind in CHAT_KINDS:
+        key = name_key(r.sender)
+    elif r.kind == MOD:
+        try:
+            op = json.loads(r.text)
+            key = name_key(str(op.get("name", ""))) if isinstance(op, dict) else ""
+        except ValueError:
+            key = ""
+    return (r.kind, r.ts, r.sender, r.text, r.to, r.origin, key)
+
+
+def _snapshot(raw: Reply) -> dict[str, set[str]]:
+    fields = raw if isinstance(raw, list) else []
+    out: dict[str, set[str]] = {}
+    for i in range(0, len(fields) - 1, 2):
+        names = fields[i + 1] if isinstance(fields[i + 1], list) else []
+        out[stream.text_of(fields[i])] = {stream.text_of(n) for n in names}
+    return out
+
+
+def _ignore(reply: Reply) -> None:
+    if isinstance(reply, ReplyError):
+        log.error("redis: %s", reply)

@@ -1,0 +1,116 @@
+"""The node engine in-process, over a real redis-server: lost replies, epochs, the shared log."""
+
+from __future__ import annotations
+
+import json
+import selectors
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from mtlschat.chat.room import Mode, Room, Session
+from mtlschat.chat.settings import RoomSettings
+from mtlschat.cluster.engine import Engine
+from mtlschat.cluster.keys import RoomKeys
+from mtlschat.cluster.url import RedisURL
+from mtlschat.history.journal import Journal
+from mtlschat.history.memory import MemoryStore
+
+K = RoomKeys()
+
+
+class Node:
+    """A relayed room and its engine, driven by this test's own selector loop."""
+
+    def __init__(self, url: str, name: str) -> None:
+        store = MemoryStore("", max_lines=1000)
+        self.room = Room(RoomSettings(rate=0), history=Journal(store), relay=True, node=name)
+        self.engine = Engine(self.room, RedisURL.parse(url))
+        self.sel = selectors.DefaultSelector()
+        for link in self.engine.links:
+            link.attach(self.sel)
+        self.out: dict[int, list[dict[str, Any]]] = {}
+
+    def round(self, timeout: float = 0.01) -> None:
+        for key, mask in self.sel.select(timeout):
+            key.data.on_ready(mask)
+        self.engine.after_round()
+        for s in self.room.flush():
+            for line in s.take_output().splitlines():
+                self.out.setdefault(s.id, []).append(json.loads(line))
+
+    def join(self, name: str) -> Session:
+        return self.room.open(name, Mode.JSON)
+
+    def said(self, s: Session, kind: str = "msg") -> list[str]:
+        return [m["text"] for m in self.out.get(s.id, []) if m["type"] == kind]
+
+    def close(self) -> None:
+        self.engine.close()
+        self.sel.close()
+
+
+def pump(nodes: list[Node], until: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        for node in nodes:
+            node.round()
+
+
+@pytest.fixture
+def nodes(redis_server: Any) -> Iterator[Callable[[str], Node]]:
+    made: list[Node] = []
+
+    def make(name: str) -> Node:
+        node = Node(redis_server.url, name)
+        made.append(node)
+        pump([node], lambda: node.engine.ready)
+        return node
+
+    yield make
+    for node in made:
+        node.close()
+
+
+def log_texts(r: redis.Redis) -> list[str]:
+    return [f[b"x"].decode() for _, f in r.xrange(K.log) if f[b"k"] == b"msg"]
+
+
+def test_a_batch_whose_reply_was_lost_is_sent_again_and_applied_once(
+    nodes: Callable[[str], Node], redis_server: Any
+) -> None:
+    a, b = nodes("a"), nodes("b")
+    alice, bob = a.join("alice"), b.join("bob")
+    r = redis_server.client()
+    a.room.feed(alice, b"one\n")
+    a.round(0)  # the batch goes out
+    deadline = time.monotonic() + 10
+    while log_texts(r) != ["one"]:  # Redis applied it...
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    a.engine.cmd._fail("test: the connection dropped before the reply was read")
+    a.room.feed(alice, b"two\n")  # refused visibly while down
+    pump([a, b], lambda: a.engine.ready and b.said(bob) == ["one"])
+    a.room.feed(alice, b"three\n")
+    pump([a, b], lambda: b.said(bob) == ["one", "three"])
+    assert log_texts(r) == ["one", "three"]  # sent again, applied once
+    assert a.engine.counters.resent == 1
+    assert [m["code"] for m in a.out[alice.id] if m["type"] == "error"] == ["not_delivered"]
+
+
+def test_the_history_mirror_is_filled_from_the_log_at_connect(
+    nodes: Callable[[str], Node],
+) -> None:
+    a = nodes("a")
+    alice = a.join("alice")
+    for i in range(5):
+        a.room.feed(alice, f"line {i}\n".encode())
+    a.round(0)
+    pump([a], lambda: a.room.history is not None and a.room.history.last_offset == 5)
+    c = nodes("c")
+    assert c.room.history is not None
+    assert [r.text for r in c.room.history.last(10, "carol")] == [f"line {i}" for i in range(5)]
