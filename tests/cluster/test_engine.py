@@ -25,10 +25,10 @@ K = RoomKeys()
 class Node:
     """A relayed room and its engine, driven by this test's own selector loop."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, **options: Any) -> None:
         store = MemoryStore("", max_lines=1000)
         self.room = Room(RoomSettings(rate=0), history=Journal(store), relay=True, node=name)
-        self.engine = Engine(self.room, RedisURL.parse(url))
+        self.engine = Engine(self.room, RedisURL.parse(url), **options)
         self.sel = selectors.DefaultSelector()
         for link in self.engine.links:
             link.attach(self.sel)
@@ -62,11 +62,11 @@ def pump(nodes: list[Node], until: Callable[[], bool], timeout: float = 10.0) ->
 
 
 @pytest.fixture
-def nodes(redis_server: Any) -> Iterator[Callable[[str], Node]]:
+def nodes(redis_server: Any) -> Iterator[Callable[..., Node]]:
     made: list[Node] = []
 
-    def make(name: str) -> Node:
-        node = Node(redis_server.url, name)
+    def make(name: str, **options: Any) -> Node:
+        node = Node(redis_server.url, name, **options)
         made.append(node)
         pump([node], lambda: node.engine.ready)
         return node
@@ -114,3 +114,16 @@ def test_the_history_mirror_is_filled_from_the_log_at_connect(
     c = nodes("c")
     assert c.room.history is not None
     assert [r.text for r in c.room.history.last(10, "carol")] == [f"line {i}" for i in range(5)]
+
+
+def test_the_log_is_trimmed_by_age(nodes: Callable[..., Node], redis_server: Any) -> None:
+    r = redis_server.client()
+    a = nodes("a")
+    alice = a.join("alice")
+    a.room.feed(alice, b"old\n")
+    pump([a], lambda: log_texts(r) == ["old"])
+    time.sleep(0.3)  # (stream ids are Redis's milliseconds: "old" is now 0.3 s old)
+    r.xadd(K.log, {"k": "msg", "x": "new"})
+    b = nodes("b", max_age=0.2, trim_every=0.05)  # a node that keeps 0.2 s of history
+    pump([a, b], lambda: log_texts(r) == ["new"])
+    assert r.xlen(K.log) == 1

@@ -74,6 +74,13 @@ def xread(keys: RoomKeys, after: str) -> list[str | int]:
     return ["XREAD", "COUNT", FEED_COUNT, "BLOCK", FEED_BLOCK_MS, "STREAMS", keys.log, after]
 
 
+def xtrim_by_age(keys: RoomKeys, before: float) -> list[str | int]:
+    """Trim the log of entries added before ``before`` (Unix seconds; stream ids are
+    milliseconds of Redis's clock). Exact, not ``~`` (which only drops whole nodes of 100
+    entries): it runs once a minute and removes a minute's entries at most, once trimmed."""
+    return ["XTRIM", keys.log, "MINID", f"{max(0, int(before * 1000))}-0"]
+
+
 def xread_entries(reply: object) -> list[tuple[str, Record]]:
     """The entries of an XREAD reply (None, a timeout: none)."""
     if reply is None:

@@ -61,6 +61,7 @@ def open_engine(config: ServerConfig, room: Room, on_crl: CrlHandler) -> Engine:
         password=password,
         tls=tls,
         maxlen=config.history_lines,
+        max_age=config.history_days * 86400.0,
         mirror_lines=mirror,
         on_crl=on_crl,
     )
