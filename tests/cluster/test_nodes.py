@@ -221,6 +221,11 @@ def test_bad_redis_settings_are_one_line_errors(
         str(missing),
     )
     assert r.returncode != 0 and str(missing) in r.stderr and "Traceback" not in r.stderr
+    r = mtlschat_cli(
+        "server", "--pki", str(fresh_pki.dir), "--redis", "rediss://127.0.0.1:1/0",
+        "--redis-ca", str(missing), "--check",
+    )  # fmt: skip
+    assert r.returncode != 0 and "Redis CA file not found" in r.stderr
 
 
 def test_a_crl_loaded_on_one_node_revokes_everywhere(

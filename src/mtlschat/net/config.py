@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mtlschat.address import DEFAULT_PORT
 from mtlschat.chat.settings import RoomSettings
+from mtlschat.cluster.url import RedisURL, RedisURLError
 from mtlschat.setting import (
     Choice,
     ConfigError,
@@ -202,7 +203,8 @@ class ServerConfig(RoomSettings):
         return Path(self.history).expanduser()
 
     def check_files(self) -> None:
-        """Raise :class:`ConfigError` if a PKI file the server needs is missing."""
+        """Raise :class:`ConfigError` if a PKI file the server needs is missing (or the Redis
+        URL is bad, or a Redis file it names is missing)."""
         needed = (
             ("CA certificate", self.ca_path, "create a PKI with `mtlschat ca init`, or see --pki"),
             ("server certificate", self.cert_path, "`mtlschat ca issue --server HOST...`"),
@@ -219,6 +221,14 @@ class ServerConfig(RoomSettings):
                 f"CRL not found: {self.pki / 'crl.pem'}, although {self.pki} holds the CA's "
                 "record: revoked members would get in (`mtlschat ca crl` writes it again)"
             )
+        if self.redis is not None:
+            try:
+                RedisURL.parse(self.redis)
+            except RedisURLError as exc:
+                raise ConfigError(str(exc)) from None
+            for what, file in (("Redis CA", self.redis_ca), ("password", self.redis_password_file)):
+                if file is not None and not file.is_file():
+                    raise ConfigError(f"{what} file not found: {file}")
 
 
 def read_settings_file(path: Path) -> dict[str, object]:
