@@ -140,6 +140,7 @@ def test_redis_faults_are_seen_and_heal(
     alice, bob = join(a, fresh_pki, "alice"), join(b, fresh_pki, "bob")
     alice.wait_for("join", name="bob")
     # Redis stalls (SIGSTOP): local handshakes, /who and pings are not delayed by it.
+    fresh_pki.user("carol")  # (issued now: the timing below is the node's alone)
     redis_server.pause()
     try:
         alice.send("said as it stalled")
@@ -149,7 +150,7 @@ def test_redis_faults_are_seen_and_heal(
         carol.wait_for("who")
         carol.send("/help")
         carol.wait_for("info")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0  # (Redis answers nothing for 5 s and more)
         info = alice.wait_for("info", timeout=10)  # after ~3 s: degraded, and said so
         assert "cannot deliver" in info["text"]
         alice.send("refused while stalled")
