@@ -340,3 +340,20 @@ def test_load_history_fills_the_mirror_and_deliveries_follow_it() -> None:
     c.settle()
     got = [e["text"] for e in n0.take(alice) if e.get("history")]
     assert got == ["line 7", "line 8", "line 9"]
+
+
+def test_a_client_resumes_on_another_node_with_exactly_what_it_missed(c: Cluster) -> None:
+    n0, n1, n2 = c.nodes
+    bob_n0, alice, _carol = joined(c, (0, "bob"), (1, "alice"), (2, "carol"))
+    n0.send(bob_n0, "mine")  # the client showed this itself: not replayed
+    c.settle()
+    n0.room.end(bob_n0, "connection lost", gone=True)  # n0 dies with bob on it
+    n1.send(alice, "while you were away", "/msg bob psst", "/msg carol not yours")
+    c.settle()
+    bob = n2.open("bob")
+    n2.send(bob, f"/resume {EPOCH} 0 {bob_n0.origin}")
+    c.settle()
+    got = n2.take(bob)
+    replayed = [(e["type"], e["text"]) for e in got if e.get("history") == "resume"]
+    assert replayed == [("msg", "while you were away"), ("dm", "psst")]
+    assert [e["offset"] for e in got if e["type"] == "resumed"] == [c.log.offset]
