@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mtlschat.chat import commands
 from mtlschat.chat.room import Mode, Room, RoomSettings, Session
 from mtlschat.history.store import JOIN, LEAVE, MSG, Record
 
@@ -361,3 +362,16 @@ def test_a_client_resumes_on_another_node_with_exactly_what_it_missed(c: Cluster
     replayed = [(e["type"], e["text"]) for e in got if e.get("history") == "resume"]
     assert replayed == [("msg", "while you were away"), ("dm", "psst")]
     assert [e["offset"] for e in got if e["type"] == "resumed"] == [c.log.offset]
+
+
+def test_operator_actions_from_outside_the_room_go_through_the_log(c: Cluster) -> None:
+    n0, _n1, _ = c.nodes
+    (bob,) = joined(c, (1, "bob"))
+    commands.kick(n0.room, "admin(shell)", "bob", "bye")  # as `mtlschat admin` does
+    assert bob.closing is None  # nothing happens before the log gives it its place
+    c.settle()
+    assert bob.closing == "kicked by admin(shell): bye"
+    n0.room.set_degraded("redis down")
+    with pytest.raises(commands.ModerationRefused, match="redis down"):
+        commands.ban(n0.room, "admin(shell)", "bob", None)
+    assert n0.room.take_outbox() == []
