@@ -7,6 +7,12 @@ message reaching one peer). TLS and socket costs are not included: this is the r
 Times are this process's CPU time (best of --repeat runs), split into ``feed`` (per-message work)
 and ``flush`` + ``take_output`` (per-peer-per-round work).
 
+The ``relay`` rows run the same load over 2 relayed rooms ("nodes", issue 13) in this process,
+joined by a list standing in for the Redis stream: every round each node's outbox is given
+offsets and delivered to every node. Their CPU is summed over both nodes (``feed`` = feed +
+take_outbox + the offsets), so a row compares with its single-room row as the cost of relay mode
+per delivery, Redis and its I/O left out.
+
     .venv/bin/python bench/room_micro.py [--sessions 200] [--messages 10000] [--repeat 3]
 """
 
@@ -19,6 +25,7 @@ import timeit
 from dataclasses import dataclass
 
 from mtlschat.chat.room import Mode, Room, RoomSettings
+from mtlschat.history.store import CHAT_KINDS, Record
 
 
 @dataclass
@@ -32,34 +39,62 @@ class Result:
     rounds: int
 
 
-def run(sessions: int, messages: int, per_round: int, json_share: float, label: str) -> Result:
+def run(
+    sessions: int, messages: int, per_round: int, json_share: float, label: str, nodes: int = 0
+) -> Result:
+    """One scenario; ``nodes`` > 0: that many relayed rooms, sessions spread over them."""
     # Rate limiting stays on (the bucket check is on the happy path) but never bites.
-    room = Room(RoomSettings(rate=1e9, burst=10**9))
+    settings = RoomSettings(rate=1e9, burst=10**9)
+    rooms = [Room(settings, relay=True, node=f"n{i}") for i in range(nodes)] or [Room(settings)]
     n_json = round(sessions * json_share)
     members = [
-        room.open(f"user{i}", Mode.JSON if i < n_json else Mode.TEXT) for i in range(sessions)
+        rooms[i % len(rooms)].open(f"user{i}", Mode.JSON if i < n_json else Mode.TEXT)
+        for i in range(sessions)
     ]
-    for s in room.flush():  # welcomes and joins are not part of the measurement
-        s.take_output()
+    log: list[Record] = []
+    offset = 0
+
+    def relay() -> None:  # the engine and Redis: offsets in one order, delivered everywhere
+        nonlocal offset
+        log.clear()
+        for room in rooms:
+            for item in room.take_outbox():
+                r = item.record
+                if r.kind in CHAT_KINDS:
+                    offset += 1
+                    r = r._replace(offset=offset)
+                log.append(r)
+
+    def end_round() -> None:
+        for room in rooms:
+            if nodes:
+                room.deliver(log)
+            for s in room.flush():
+                s.take_output()
+
+    relay()
+    end_round()  # welcomes and joins are not part of the measurement
     lines = [f"message number {i} with some ordinary chat text\n".encode() for i in range(64)]
-    before = room.counters.deliveries
+    before = sum(room.counters.deliveries for room in rooms)
     # CPU time of this process, not wall time: the machine may be shared with other work.
-    feed, flush, clock = room.feed, room.flush, time.process_time
+    clock = time.process_time
     t0 = clock()
     feeding = 0.0
     sent = rounds = 0
     while sent < messages:
         t1 = clock()
         for _ in range(min(per_round, messages - sent)):
-            feed(members[sent % sessions], lines[sent % 64])
+            s = members[sent % sessions]
+            rooms[sent % len(rooms)].feed(s, lines[sent % 64])
             sent += 1
+        if nodes:
+            relay()
         feeding += clock() - t1
-        for s in flush():
-            s.take_output()
+        end_round()
         rounds += 1
     seconds = clock() - t0
-    assert room.counters.messages == messages
-    deliveries = room.counters.deliveries - before
+    assert sum(room.counters.messages for room in rooms) == messages
+    deliveries = sum(room.counters.deliveries for room in rooms) - before
     return Result(label, per_round, seconds, feeding, messages, deliveries, rounds)
 
 
@@ -77,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         ("json, 100 msgs/round", 100, 1.0),
         ("text, 10 msgs/round", 10, 0.0),
         ("mixed 50/50, 10 msgs/round", 10, 0.5),
+        ("relay 2 nodes, json, 10/round", 10, 1.0, 2),
+        ("relay 2 nodes, json, 100/round", 100, 1.0, 2),
     ]
     print(
         f"room micro-benchmark: {args.sessions} sessions, {args.messages} messages, "
@@ -89,10 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{'scenario':28} {'us/message':>10} {'us/delivery':>11} {'feed us/msg':>11} "
         f"{'flush+take us/peer/round':>24}"
     )
-    for label, per_round, json_share in scenarios:
+    for label, per_round, json_share, *nodes in scenarios:
         best = min(
             (
-                run(args.sessions, args.messages, per_round, json_share, label)
+                run(args.sessions, args.messages, per_round, json_share, label, *nodes)
                 for _ in range(args.repeat)
             ),
             key=lambda r: r.seconds,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mtlschat.chat import commands
 from mtlschat.chat.room import Mode, Room, RoomSettings, Session
 from mtlschat.history.store import JOIN, LEAVE, MSG, Record
 
@@ -251,6 +252,8 @@ def test_an_epoch_reset_is_told_and_new_sessions_get_the_new_epoch(c: Cluster) -
     n0.send(alice, "old")
     c.settle()
     n0.room.reset_epoch("e2", 0)
+    # Redis lost who is where too: n0 says again who it has (no one sees a new join).
+    assert [(o.record.kind, o.record.sender) for o in n0.room.take_outbox()] == [(JOIN, "alice")]
     n0.flush()
     assert [e["text"] for e in n0.take(alice) if e["type"] == "info"] == [
         "history was reset: earlier lines are gone (new epoch)"
@@ -287,6 +290,8 @@ def test_presence_snapshot_and_republish() -> None:
     (_alice,) = joined(c, (0, "alice"))
     n1.room.load_presence({"n0": {"alice"}, "n9": {"zed"}})
     assert n1.room.online() == ["alice", "zed"]
+    n0.room.load_presence({"n9": {"zed"}})  # a snapshot without n0's own members: they stay
+    assert n0.room.online() == ["alice", "zed"]
     assert n0.room.local_names() == ["alice"]
     n0.room.republish_presence()
     assert [(o.record.kind, o.record.sender) for o in n0.room.take_outbox()] == [(JOIN, "alice")]
@@ -340,3 +345,33 @@ def test_load_history_fills_the_mirror_and_deliveries_follow_it() -> None:
     c.settle()
     got = [e["text"] for e in n0.take(alice) if e.get("history")]
     assert got == ["line 7", "line 8", "line 9"]
+
+
+def test_a_client_resumes_on_another_node_with_exactly_what_it_missed(c: Cluster) -> None:
+    n0, n1, n2 = c.nodes
+    bob_n0, alice, _carol = joined(c, (0, "bob"), (1, "alice"), (2, "carol"))
+    n0.send(bob_n0, "mine")  # the client showed this itself: not replayed
+    c.settle()
+    n0.room.end(bob_n0, "connection lost", gone=True)  # n0 dies with bob on it
+    n1.send(alice, "while you were away", "/msg bob psst", "/msg carol not yours")
+    c.settle()
+    bob = n2.open("bob")
+    n2.send(bob, f"/resume {EPOCH} 0 {bob_n0.origin}")
+    c.settle()
+    got = n2.take(bob)
+    replayed = [(e["type"], e["text"]) for e in got if e.get("history") == "resume"]
+    assert replayed == [("msg", "while you were away"), ("dm", "psst")]
+    assert [e["offset"] for e in got if e["type"] == "resumed"] == [c.log.offset]
+
+
+def test_operator_actions_from_outside_the_room_go_through_the_log(c: Cluster) -> None:
+    n0, _n1, _ = c.nodes
+    (bob,) = joined(c, (1, "bob"))
+    commands.kick(n0.room, "admin(shell)", "bob", "bye")  # as `mtlschat admin` does
+    assert bob.closing is None  # nothing happens before the log gives it its place
+    c.settle()
+    assert bob.closing == "kicked by admin(shell): bye"
+    n0.room.set_degraded("redis down")
+    with pytest.raises(commands.ModerationRefused, match="redis down"):
+        commands.ban(n0.room, "admin(shell)", "bob", None)
+    assert n0.room.take_outbox() == []

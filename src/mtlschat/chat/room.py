@@ -786,8 +786,11 @@ class Room:
 
     def load_presence(self, names_by_node: dict[str, set[str]]) -> None:
         """Relay mode: global presence from a snapshot (node -> names), e.g. at (re)connect.
-        Replaces what was known, silently."""
-        self._presence.load(names_by_node)
+        Replaces what was known, silently; this node's own members stay online (it knows
+        them better than any snapshot: their joins may not have reached Redis yet)."""
+        mine = set(names_by_node.get(self.node, ()))
+        mine.update(self.local_names())
+        self._presence.load({**names_by_node, self.node: mine})
 
     def local_names(self) -> list[str]:
         """The names with at least one session on this node."""
@@ -801,10 +804,12 @@ class Room:
 
     def reset_epoch(self, epoch: str, last_offset: int = 0) -> None:
         """Relay mode: the shared history was reset (a new ``epoch``; offsets go on after
-        ``last_offset``). The mirror forgets its lines, members are told, and new sessions'
-        welcome carries the new epoch (a client resuming the old one is told it is gone)."""
+        ``last_offset``). The mirror forgets its lines, members are told, new sessions'
+        welcome carries the new epoch (a client resuming the old one is told it is gone), and
+        a join is queued for every local name (Redis lost who is where, too)."""
         self.load_history(epoch, (), last_offset)
         self.broadcast(Info("history was reset: earlier lines are gone (new epoch)"))
+        self.republish_presence()
 
     def load_history(self, epoch: str, records: Sequence[Record], last_offset: int) -> None:
         """Relay mode: fill the history mirror with the shared log's tail (``records``, oldest
