@@ -44,6 +44,24 @@ def test_created_on_first_open_and_offsets_and_epoch_survive_a_reopen(tmp_path: 
     again.close()
 
 
+def test_rounds_of_any_size_are_stored_field_for_field(tmp_path: Path) -> None:
+    # A round goes in by statements of 64 lines, then 8, then one by one: every size comes back.
+    store = SQLiteStore.open(tmp_path / "h.db")
+    sent: list[Record] = []
+    for size in (1, 7, 8, 9, 63, 64, 65, 72, 130, 200):
+        first = len(sent) + 1
+        rnd = [
+            Record(i, 1e9 + i / 7, DM if i % 5 == 0 else MSG, f"u{i % 3}", f"text {i}", f"v{i}"
+                   if i % 5 == 0 else "", i * 1_000_003)
+            for i in range(first, first + size)
+        ]  # fmt: skip
+        store.append(ROOM, rnd)
+        sent += rnd
+    assert store.last_offset(ROOM) == len(sent)
+    assert list(store.export(ROOM)) == sent
+    store.close()
+
+
 def test_a_new_file_has_a_new_epoch(tmp_path: Path) -> None:
     a = SQLiteStore.open(tmp_path / "a.db")
     b = SQLiteStore.open(tmp_path / "b.db")
@@ -95,6 +113,40 @@ def test_search_matches_all_words_as_prefixes_and_survives_odd_input(tmp_path: P
     for odd in ('"', "AND OR NOT", "*", "(", "NEAR(", "a:b", ""):
         store.search(ROOM, odd, 10, "x")  # FTS5 syntax never reaches the engine raw
     store.close()
+
+
+def test_a_schema_2_file_is_read_and_upgraded_with_its_search_index_rebuilt(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    store = SQLiteStore.open(path, max_lines=150)
+    store.append(ROOM, lines(1, 200))
+    assert len(store.search(ROOM, "line", 1000, "x")) == 200
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)  # as schema 2 made it
+    db.executescript(
+        "BEGIN; DROP TABLE lines_fts; CREATE VIRTUAL TABLE lines_fts USING fts5(body,"
+        " content='lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2',"
+        " detail=none); INSERT INTO lines_fts(lines_fts) VALUES ('rebuild');"
+        " PRAGMA user_version = 2; COMMIT;"
+    )
+    db.close()
+    reader = SQLiteStore.open_reader(path)  # export reads it as it is
+    assert len(list(reader.export(ROOM))) == 200
+    reader.close()
+
+    store = SQLiteStore.open(path, max_lines=150)
+    assert len(store.search(ROOM, "line", 1000, "x")) == 200  # indexed again before searching
+    while store.trim(time.time(), 1000):  # retention tells the new index what it deletes
+        pass
+    assert [r.offset for r in store.search(ROOM, "line", 1000, "x")] == list(range(51, 201))
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema")}
+    assert "lines_fts" in tables and "lines_fts_docsize" not in tables  # columnsize=0
+    db.execute("INSERT INTO lines_fts(lines_fts) VALUES ('integrity-check')")  # raises if not
+    db.close()
 
 
 def test_retention_by_count_and_age_trims_in_bounded_steps(tmp_path: Path) -> None:

@@ -114,9 +114,12 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_anyone_saw(
         assert seen, name
         assert set(seen) <= set(rows), f"{name} saw lines the history does not have"
 
+    # The server stores a round before sending it, and bob may have read far behind the store
+    # (under load, thousands of lines): one resume must be allowed to send them all.
     again = spawn_server(
-        fresh_pki.dir, "--rate", "0", "--history", str(path), port=server.port, log=server.log_path
-    )
+        fresh_pki.dir, "--rate", "0", "--history", str(path), "--history-max", "5000",
+        port=server.port, log=server.log_path,
+    )  # fmt: skip
     bob = connect_as(again.port, fresh_pki, "bob")
     w = welcome(bob)
     assert {w["resume"]["epoch"]} == epoch  # same store, same epoch
@@ -233,9 +236,12 @@ def test_deleting_the_history_gives_a_new_epoch(
     assert server.stop() == 0
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
+    # The server stores a round before sending it, and bob may have read far behind the store
+    # (under load, thousands of lines): one resume must be allowed to send them all.
     again = spawn_server(
-        fresh_pki.dir, "--rate", "0", "--history", str(path), port=server.port, log=server.log_path
-    )
+        fresh_pki.dir, "--rate", "0", "--history", str(path), "--history-max", "5000",
+        port=server.port, log=server.log_path,
+    )  # fmt: skip
     alice = connect_as(again.port, fresh_pki, "alice")
     new = welcome(alice)["resume"]
     assert new["epoch"] != old["epoch"] and new["offset"] == 0
