@@ -134,6 +134,7 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
 
     try:
         cfg = ServerConfig(**settings)
+        cfg.check_workers()
         cfg.check_files()
         if check:
             typer.echo(settings_report(cfg, ctx.meta.get(_SOURCES, {})))
@@ -141,7 +142,12 @@ def server(ctx: typer.Context, config: Path | None, check: bool, **settings: Any
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(log_formatter(cfg.log_format))
         logging.basicConfig(level=cfg.log_level, handlers=[handler])
-        run_server(cfg, _live_settings(ctx))
+        if cfg.workers > 1:
+            from mtlschat.net.workers import run_workers
+
+            run_workers(cfg, _live_settings(ctx))
+        else:
+            run_server(cfg, _live_settings(ctx))
     except (ConfigError, TLSSetupError, StartupError) as exc:
         fail(str(exc))
 

@@ -147,6 +147,14 @@ class ServerConfig(RoomSettings):
         "File holding the Redis password (else MTLSCHAT_REDIS_PASSWORD; never in the URL).",
         shown_default="none",
     )
+    workers: int = setting(
+        1,
+        Integer(min=1, max=256),
+        "Server processes sharing the port (SO_REUSEPORT), each a node NODE-wK with metrics on "
+        "the metrics port + K, supervised by this one (restarted when one dies); more than 1 "
+        "needs --redis.",
+        unit="n",
+    )
     history: str | None = setting(
         None,
         Nullable(Text(), off=()),
@@ -201,6 +209,11 @@ class ServerConfig(RoomSettings):
         if self.history.lower() == "off":
             return None
         return Path(self.history).expanduser()
+
+    def check_workers(self) -> None:
+        """Raise :class:`ConfigError` for ``--workers`` above 1 without a room they can share."""
+        if self.workers > 1 and getattr(self, "redis", None) is None:
+            raise ConfigError("--workers needs --redis: separate processes would be separate rooms")
 
     def check_files(self) -> None:
         """Raise :class:`ConfigError` if a PKI file the server needs is missing (or the Redis

@@ -65,6 +65,7 @@ EXPIRY_WARN_EVERY = 86400.0  # expiry warnings: at startup, then daily
 _LISTENER = object()  # selector keys' data for the two non-client sockets
 _WAKE = object()
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class LoopParticipant(Protocol):
@@ -129,14 +130,18 @@ class ChatServer:
         close_linger: float = CLOSE_LINGER,
         shutdown_grace: float = SHUTDOWN_GRACE,
         reread: Callable[[], dict[str, object]] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """Load the TLS context (raises :class:`~mtlschat.net.tls.TLSSetupError`) and the room.
 
         ``clock`` is the wall clock: certificate and CRL dates, and the times people are shown.
         Every timer (the room's included) runs on the monotonic clock. ``close_linger`` and
-        ``shutdown_grace`` (seconds) are fixed for users; tests shorten them.
+        ``shutdown_grace`` (seconds) are fixed for users; tests shorten them. ``reuse_port``
+        binds with ``SO_REUSEPORT``, sharing the port with the other workers
+        (:mod:`mtlschat.net.workers`).
         """
         self.config = config
+        self.reuse_port = reuse_port
         self.close_linger = close_linger
         self.shutdown_grace = shutdown_grace
         self._clock = clock
@@ -201,7 +206,9 @@ class ChatServer:
         host, port = self.config.host, self.config.port
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+            sock = socket.create_server(
+                (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=self.reuse_port
+            )
         except OSError as exc:
             raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         # Accepted sockets inherit it: a fixed, small kernel send buffer per peer instead of
@@ -232,9 +239,11 @@ class ChatServer:
     def install_signal_handlers(self) -> None:
         """Route SIGINT/SIGTERM (shutdown) and SIGHUP (reload) into the loop. Main thread only."""
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in _HANDLED_SIGNALS:
             # The C-level handler writes the signal number to the wakeup fd; the loop acts on it.
             self._old_handlers[signum] = signal.signal(signum, lambda _signum, _frame: None)
+        # A worker is started with them blocked (so one sent while it starts is not fatal).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
 
     def request(self, signum: int) -> None:
         """Ask the loop, from any thread, to act as on a signal (SIGTERM stops, SIGHUP reloads)."""
@@ -905,19 +914,25 @@ def _format_peer(addr: object) -> str:
     return str(addr)
 
 
-def run_server(config: ServerConfig, reread: Callable[[], dict[str, object]] | None = None) -> None:
+def run_server(
+    config: ServerConfig,
+    reread: Callable[[], dict[str, object]] | None = None,
+    *,
+    reuse_port: bool = False,
+) -> None:
     """Run ``mtlschat server`` in this (main) thread until SIGINT/SIGTERM.
 
     With ``--metrics`` the exporter runs on a thread of its own; with ``--pidfile`` the PID is
-    written once the port is bound and removed on the way out.
+    written once the port is bound and removed on the way out. ``reuse_port``: see
+    :class:`ChatServer`.
     """
-    server = ChatServer(config, reread=reread)
+    server = ChatServer(config, reread=reread, reuse_port=reuse_port)
     server.bind()
     with contextlib.ExitStack() as stack:
         if config.metrics is not None:
             stack.enter_context(_metrics(server, config.metrics, config.node))
         if config.pidfile is not None:
-            stack.enter_context(_pidfile(config.pidfile))
+            stack.enter_context(write_pidfile(config.pidfile))
         server.install_signal_handlers()
         server.serve()
 
@@ -942,7 +957,7 @@ def _metrics(server: ChatServer, where: str, node: str | None) -> Iterator[None]
 
 
 @contextlib.contextmanager
-def _pidfile(path: Path) -> Iterator[None]:
+def write_pidfile(path: Path) -> Iterator[None]:
     """Write our PID to ``path`` (atomically) for service managers; remove it when done."""
     pid = f"{os.getpid()}\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

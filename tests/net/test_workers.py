@@ -1,0 +1,172 @@
+"""``mtlschat server --workers N``: real supervisor and worker processes on one port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from mtlschat.net.config import ServerConfig
+from mtlschat.net.workers import restart_delay, shifted_metrics, worker_config
+
+from .conftest import DEADLINE, ChatClient, client_context
+
+if TYPE_CHECKING:
+    from conftest import CLIRunner, ServerProcess, TestPKI
+
+# Runs the real CLI with only the "--workers needs --redis" check off (see the module).
+WITHOUT_REDIS = (sys.executable, str(Path(__file__).with_name("workers_without_redis.py")))
+
+
+def _worker_pids(server: ServerProcess, count: int) -> dict[str, int]:
+    """Wait until ``count`` workers run; their pids by node id, as the supervisor logged."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        started = dict(re.findall(r"worker (\S+) started \(pid (\d+)\)", server.log()))
+        alive = {node: int(pid) for node, pid in started.items()}
+        listening = set(re.findall(r"\[(\S+-w\d+)\] listening on", server.log()))
+        if len(alive) >= count and len(listening) >= count:
+            return alive
+        if time.monotonic() > deadline or server.proc.poll() is not None:
+            raise AssertionError(f"{count} workers did not start:\n{server.log()}")
+        time.sleep(0.05)
+
+
+def _served_by(server: ServerProcess, client: ChatClient) -> str:
+    """The node id of the worker that logged this client's connection."""
+    pattern = rf"\[(\S+)\] connect alice from 127\.0\.0\.1:{client.sock.getsockname()[1]} "
+    server.wait_log(pattern)
+    return str(re.findall(pattern, server.log())[-1])  # (the latest: a port can come again)
+
+
+def _wait_for(condition: Callable[[], bool], server: ServerProcess) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not all(_gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {pids}"
+        time.sleep(0.05)
+
+
+def _join(server: ServerProcess, pki: TestPKI) -> ChatClient:
+    client = ChatClient(server.port, client_context(pki.user("alice"), pki.ca_cert))
+    client.wait_for("welcome", name="alice")
+    return client
+
+
+def test_workers_share_the_port_and_are_restarted(
+    tmp_path: Path, pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+) -> None:
+    pidfile = tmp_path / "server.pid"
+    server = spawn_server(
+        pki.dir, "--workers", "2", "--node", "n1", "--pidfile", str(pidfile), prefix=WITHOUT_REDIS
+    )
+    pids = _worker_pids(server, 2)
+    assert set(pids) == {"n1-w0", "n1-w1"}
+    assert int(pidfile.read_text()) == server.proc.pid
+
+    # The kernel spreads connections over both workers' sockets (by a hash of the addresses).
+    clients, nodes = [], set()
+    while len(nodes) < 2:
+        assert len(clients) < 40, f"all connections went to {nodes}"
+        clients.append(_join(server, pki))
+        nodes.add(_served_by(server, clients[-1]))
+
+    # kill -9 one: the supervisor starts another in its slot; the port keeps serving meanwhile.
+    os.kill(pids["n1-w0"], signal.SIGKILL)
+    clients = [c for c in clients if _served_by(server, c) != "n1-w0"]  # (cut off)
+    server.wait_log(r"worker n1-w0 \(pid \d+\) died after .*: killed by SIGKILL; restarting")
+    clients.append(_join(server, pki))  # (the surviving worker)
+    line = server.wait_log(rf"worker n1-w0 started \(pid (?!{pids['n1-w0']}\))")
+    new_pid = int(re.findall(r"pid (\d+)", line)[0])
+    _wait_for(lambda: server.log().count("[n1-w0] listening on") == 2, server)
+    assert _gone(pids["n1-w0"]) and not _gone(new_pid)
+    # Both serve again: connections reach the restarted worker too.
+    served: set[str] = set()
+    while "n1-w0" not in served:
+        assert len(clients) < 80, "the restarted worker gets no connections"
+        clients.append(_join(server, pki))
+        served.add(_served_by(server, clients[-1]))
+
+    # SIGTERM to the supervisor: passed on, every worker says bye, all gone, pidfile removed.
+    os.kill(server.proc.pid, signal.SIGTERM)
+    for client in clients:
+        client.wait_for("bye")
+    assert server.proc.wait(DEADLINE) == 0
+    _wait_gone([pids["n1-w1"], new_pid])
+    assert "all workers stopped (SIGTERM)" in server.log()
+    assert not pidfile.exists()
+    assert "Traceback" not in server.log()
+
+
+def test_sighup_reaches_every_worker(
+    pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+) -> None:
+    server = spawn_server(pki.dir, "--workers", "2", "--node", "n2", prefix=WITHOUT_REDIS)
+    _worker_pids(server, 2)
+    os.kill(server.proc.pid, signal.SIGHUP)
+    for node in ("n2-w0", "n2-w1"):
+        server.wait_log(rf"\[{node}\] reloaded server certificate and CRL")
+    assert server.proc.poll() is None
+
+
+def test_a_worker_that_cannot_start_stops_them_all(
+    pki: TestPKI, clean_environment: Callable[[Mapping[str, str] | None], dict[str, str]]
+) -> None:
+    # A certificate without its key: the CLI's checks pass, each worker's TLS set-up fails.
+    cmd = [*WITHOUT_REDIS, sys.executable, "-m", "mtlschat", "server", "--pki", str(pki.dir)]
+    cmd += ["--port", "0", "--history", "off", "--workers", "2", "--cert", str(pki.ca_cert)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=clean_environment(None))
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"ERROR \[\S+-w\d\] cannot load server certificate/key", r.stderr)
+    assert r.stderr.splitlines()[-1].startswith("mtlschat: error: worker ")
+    assert "could not start" in r.stderr and "Traceback" not in r.stderr
+    assert "restarting" not in r.stderr
+
+
+def test_workers_need_redis(pki: TestPKI, mtlschat_cli: CLIRunner) -> None:
+    r = mtlschat_cli("server", "--pki", pki.dir, "--port", "0", "--workers", "2")
+    assert r.returncode == 1
+    assert r.stderr == (
+        "mtlschat: error: --workers needs --redis: separate processes would be separate rooms\n"
+    )
+
+
+def test_worker_settings() -> None:
+    cfg = ServerConfig(node="box", metrics="9100", workers=3, pidfile=Path("x.pid"))
+    second = worker_config(cfg, 2, 7443)
+    assert (second.node, second.metrics, second.pidfile, second.workers) == (
+        "box-w2",
+        "127.0.0.1:9102",
+        None,
+        1,
+    )
+    assert shifted_metrics("0.0.0.0:0", 5) == "0.0.0.0:0"
+    assert shifted_metrics("[::1]:9100", 1) == "[::1]:9101"
+    with pytest.raises(ValueError, match="would need port 65536"):
+        shifted_metrics("65535", 1)
+
+
+def test_a_crash_loop_backs_off() -> None:
+    assert [restart_delay(n) for n in (1, 2, 3, 7, 8, 50)] == [0.5, 1, 2, 30, 30, 30]
