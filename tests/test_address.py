@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtlschat.address import DEFAULT_PORT, Address, parse_address
+from mtlschat.address import DEFAULT_PORT, Address, parse_address, parse_addresses
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,21 @@ def test_parse_address_refuses_with_one_line(text: str, why: str) -> None:
 def test_address_prints_ipv6_in_brackets_and_parses_back(address: Address, text: str) -> None:
     assert str(address) == text
     assert parse_address(str(address)) == address
+
+
+@pytest.mark.parametrize(
+    ("texts", "addresses"),
+    [
+        ([], [Address("localhost", DEFAULT_PORT)]),
+        (["a:1", "b:2"], [Address("a", 1), Address("b", 2)]),
+        (["a:1,b:2", " [::1]:3 "], [Address("a", 1), Address("b", 2), Address("::1", 3)]),
+        (["a:1 b"], [Address("a", 1), Address("b", DEFAULT_PORT)]),
+    ],
+)
+def test_parse_addresses(texts: list[str], addresses: list[Address]) -> None:
+    assert parse_addresses(texts) == addresses
+
+
+def test_parse_addresses_names_the_bad_one() -> None:
+    with pytest.raises(ValueError, match="bad port in 'b:0'"):
+        parse_addresses(["a:1", "b:0"])

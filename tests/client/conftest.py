@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -108,6 +109,30 @@ class Client:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextlib.contextmanager
+def loopback_server(
+    handle: Callable[[socket.socket], None], host: str = "127.0.0.1"
+) -> Iterator[int]:
+    """A listener on ``host`` that gives every connection to ``handle`` (errors ignored), one
+    at a time in a thread, until the block ends; yields its port."""
+    listener = socket.create_server((host, 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                handle(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import contextlib
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mtlschat.client.errors import ExitCode
+
+from .conftest import loopback_server
 
 if TYPE_CHECKING:
     from conftest import TestPKI
@@ -187,28 +188,6 @@ def test_server_full(run_client: Run, room: Any, spawn_server: Any, spawn_client
     bob.close_stdin()
     assert bob.wait_exit() == ExitCode.OK
     full.stop()
-
-
-@contextlib.contextmanager
-def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A listener on 127.0.0.1 that gives every connection to ``handle`` (errors ignored), one
-    at a time in a thread, until the block ends; yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):
-                handle(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 @pytest.fixture

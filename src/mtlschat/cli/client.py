@@ -14,8 +14,11 @@ DEBUG_ENV = "MTLSCHAT_DEBUG"
 
 
 def client(
-    address: str | None = typer.Argument(
-        None, metavar="HOST[:PORT]", help="The server. [default: localhost:7443]"
+    address: list[str] | None = typer.Argument(
+        None,
+        metavar="HOST[:PORT]...",
+        help="The server; several: the nodes of one room, tried in turn (on reconnect too). "
+        "[default: MTLSCHAT_SERVER, else the client config file, else localhost:7443]",
     ),
     cert: Path | None = typer.Option(
         None,
@@ -48,6 +51,7 @@ def client(
     Examples:
       mtlschat client --cert alice.pem
       mtlschat client --cert alice.pem chat.example.org:8443
+      mtlschat client --cert alice.pem node1.example.org node2.example.org
       echo "deploy finished" | mtlschat client --cert ci-bot.pem chat.example.org
     """
     # Imported here: the client (prompt_toolkit, TLS set-up) is only paid for by this command.

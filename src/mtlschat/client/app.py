@@ -7,19 +7,25 @@ import getpass
 import os
 import ssl
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from mtlschat.address import Address, parse_address
-from mtlschat.client.config import ClientConfig, choose_cert, load_config, remember
+from mtlschat.address import Address
+from mtlschat.client.config import (
+    ClientConfig,
+    choose_cert,
+    choose_servers,
+    load_config,
+    remember,
+)
 from mtlschat.client.connection import Link
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.pipe import run_pipe
 from mtlschat.client.protocol import ChatState
 from mtlschat.client.tls import (
     PASSPHRASE_ENV,
-    certificate_names,
     check_dates,
     client_context,
     load_identity,
@@ -53,22 +59,9 @@ def _context(cert: Path, ca: Path | None, interactive: bool) -> tuple[ssl.SSLCon
     return client_context(cert, passphrase, ca), warning
 
 
-async def _with_names(err: ClientError, target: Address, context: ssl.SSLContext) -> ClientError:
-    """A host-name mismatch, completed with the names the certificate is valid for."""
-    names = await certificate_names(target, context)
-    if not names:
-        return err
-    valid = ", ".join(names)
-    return ClientError(
-        err.code,
-        f"{err.message}; it is valid for {valid}: connect to one of those names",
-        err.detail,
-    )
-
-
 def run_client(
     cert: Path | None,
-    address: str | None,
+    address: str | Sequence[str] | None,
     *,
     ca: Path | None = None,
     pipe: bool | None = None,
@@ -76,60 +69,52 @@ def run_client(
 ) -> None:
     """Join the room; return after a clean exit, raise :class:`ClientError` on failure.
 
-    ``cert`` and ``address`` default to ``MTLSCHAT_CERT`` and the config file
+    ``address``: one or more ``HOST[:PORT]`` (the nodes of one room). ``cert`` and
+    ``address`` default to ``MTLSCHAT_CERT``/``MTLSCHAT_SERVER`` and the config file
     (:mod:`.config`), which remembers them after the first successful run.
     """
     config = load_config()
     cert = choose_cert(cert, config)
-    address = address or config.server
-    try:
-        target = parse_address(address)
-    except ValueError as exc:
-        raise ClientError(ExitCode.USAGE, str(exc)) from None
+    given = [address] if isinstance(address, str) else list(address or ())
+    servers = choose_servers(given, config)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if pipe is None:
         pipe = not sys.stdin.isatty()
     context, warning = _context(cert, ca, sys.stdin.isatty())
 
     async def main() -> None:
-        try:
-            if pipe or not interactive:
-                if warning:
-                    print(f"mtlschat: warning: {warning}", file=sys.stderr)
-                await run_pipe(
-                    target,
-                    context,
-                    sys.stdin.fileno(),
-                    sys.stdout,
-                    sys.stderr,
-                    timestamps=timestamps,
-                )
-                return
-            state = ChatState()
-            ui = ChatUI(
-                state, paste_confirm=config.paste_confirm, bell=config.bell, title=config.title
-            )
-            link = Link(
-                target, context, ui.show_event, ui.show_status, state=state, on_sent=ui.show_sent
-            )
+        if pipe or not interactive:
             if warning:
-                ui.note(warning, error=True)
-            with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
-                await run_ui(ui, link)
-        except ClientError as err:
-            if err.code is ExitCode.HOSTNAME_MISMATCH:
-                raise await _with_names(err, target, context) from None
-            raise
+                print(f"mtlschat: warning: {warning}", file=sys.stderr)
+            await run_pipe(
+                servers,
+                context,
+                sys.stdin.fileno(),
+                sys.stdout,
+                sys.stderr,
+                timestamps=timestamps,
+            )
+            return
+        state = ChatState()
+        ui = ChatUI(state, paste_confirm=config.paste_confirm, bell=config.bell, title=config.title)
+        link = Link(
+            servers, context, ui.show_event, ui.show_status, state=state, on_sent=ui.show_sent
+        )
+        if warning:
+            ui.note(warning, error=True)
+        with patch_stdout(raw=True):  # a stray print (a warning) must not clobber the prompt
+            await run_ui(ui, link)
 
     asyncio.run(main())
     if interactive and not pipe:  # a person at a terminal, not a script
-        _remember(config, cert, str(target))
+        _remember(config, cert, servers)
 
 
-def _remember(config: ClientConfig, cert: Path, server: str) -> None:
+def _remember(config: ClientConfig, cert: Path, servers: list[Address]) -> None:
     """After a first successful run in the terminal UI: keep the bundle and server as defaults,
     and say so. (Scripts in pipe mode never write the user's config.)"""
-    if remember(config, cert, server):
+    if remember(config, cert, servers):
+        server = " ".join(map(str, servers))
         print(
             f"mtlschat: {cert} and {server} are now the defaults (in {config.path}): "
             "next time 'mtlschat client' alone will do",

@@ -4,7 +4,8 @@
 by ``MTLSCHAT_CLIENT_CONFIG``::
 
     cert = "/home/alice/alice.pem"   # default for --cert (MTLSCHAT_CERT overrides it)
-    server = "chat.example.org"      # default HOST[:PORT]
+    server = "chat.example.org"      # default HOST[:PORT] (MTLSCHAT_SERVER overrides it);
+                                     # a list for the nodes of one room: ["a:7443", "b:7443"]
     paste_confirm = 5                # ask before sending a paste of more lines (0: never ask)
     bell = true                      # ring on a private message or a mention
     title = true                     # unread count and who called you in the terminal title
@@ -18,15 +19,18 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtlschat.address import Address, parse_addresses
 from mtlschat.ca.errors import CAError
 from mtlschat.ca.fileio import atomic_write
 from mtlschat.client.errors import ClientError, ExitCode
 
 CONFIG_ENV = "MTLSCHAT_CLIENT_CONFIG"
 CERT_ENV = "MTLSCHAT_CERT"
+SERVER_ENV = "MTLSCHAT_SERVER"  # one or more HOST[:PORT], separated by commas or spaces
 
 
 def config_path() -> Path:
@@ -44,7 +48,7 @@ class ClientConfig:
 
     path: Path
     cert: Path | None = None
-    server: str | None = None
+    server: tuple[str, ...] = ()  # HOST[:PORT] each; empty: not named
     paste_confirm: int = 5
     bell: bool = True
     title: bool = True
@@ -71,15 +75,18 @@ def load_config(path: Path | None = None) -> ClientConfig:
         if key not in known:
             raise _bad(path, f"unknown setting {key!r} (known: {', '.join(known)})")
         kind = known[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        if key == "server" and isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise _bad(path, "server must be a string or a list of strings")
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise _bad(path, f"{key} must be a {kind.__name__}")
     if data.get("paste_confirm", 0) < 0:
         raise _bad(path, "paste_confirm must be 0 (never ask) or more")
-    cert = data.get("cert")
+    cert, server = data.get("cert"), data.get("server") or ()
     return ClientConfig(
         path,
         cert=Path(cert).expanduser() if cert else None,
-        server=data.get("server") or None,
+        server=(server,) if isinstance(server, str) else tuple(server),
         paste_confirm=data.get("paste_confirm", 5),
         bell=data.get("bell", True),
         title=data.get("title", True),
@@ -102,22 +109,39 @@ def choose_cert(given: Path | None, config: ClientConfig) -> Path:
     )
 
 
-def remember(config: ClientConfig, cert: Path, server: str) -> bool:
-    """Write ``cert`` and ``server`` as the defaults if the file names neither; True if written.
+def choose_servers(given: Sequence[str], config: ClientConfig) -> list[Address]:
+    """The servers given on the command line, else ``MTLSCHAT_SERVER``, else the config file's,
+    else ``localhost:7443``; a one-line error for a malformed one."""
+    named = os.environ.get(SERVER_ENV, "")
+    texts = given or ([named] if named.strip() else config.server)
+    try:
+        return parse_addresses(texts)
+    except ValueError as exc:
+        raise ClientError(ExitCode.USAGE, str(exc)) from None
+
+
+def remember(config: ClientConfig, cert: Path, servers: Sequence[Address]) -> bool:
+    """Write ``cert`` and ``servers`` as the defaults if the file names neither; True if written.
 
     The file is rewritten atomically with what it held plus the two lines.
     """
-    if config.cert is not None or config.server is not None:
+    if config.cert is not None or config.server:
         return False
     try:
         old = config.path.read_text() if config.path.exists() else ""
         config.path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             f"cert = {json.dumps(str(cert.expanduser().resolve()))}",
-            f"server = {json.dumps(server)}",
+            f"server = {_toml_servers(servers)}",
         ]
         text = (old.rstrip("\n") + "\n" if old.strip() else "") + "\n".join(lines) + "\n"
         atomic_write(config.path, text.encode("utf-8"), mode=0o600)
     except (OSError, CAError):
         return False  # a read-only home: the user can still pass --cert every time
     return True
+
+
+def _toml_servers(servers: Sequence[Address]) -> str:
+    """One server as a TOML string, several as an array of strings."""
+    texts = [json.dumps(str(server)) for server in servers]  # a JSON string is a TOML string
+    return texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"

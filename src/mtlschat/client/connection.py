@@ -1,5 +1,9 @@
 """The client's connection: TLS over asyncio streams, reconnecting with backoff.
 
+Given several servers (the nodes of one room), or a name with several addresses, a connect
+tries each address in turn until one welcomes us; a reconnect starts with the server after the
+one that was lost, and resumes there as on the same server.
+
 :class:`Link` owns the socket. Front ends (pipe mode, the terminal UI) give it callbacks for
 server events and connection status, hand it lines with :meth:`Link.send`, and await
 :meth:`Link.run`, which returns after a clean ``/quit`` and raises :class:`ClientError` for a
@@ -14,14 +18,14 @@ import errno
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mtlschat.address import Address
 from mtlschat.backoff import Backoff
 from mtlschat.client.errors import ClientError, ExitCode
 from mtlschat.client.outgoing import RATE_LIMITED, Pacer, RoomLimits, split_line
 from mtlschat.client.protocol import ChatState, Event, is_quit, parse_line
-from mtlschat.client.tls import handshake_error
+from mtlschat.client.tls import certificate_names, handshake_error
 
 # Failures worth retrying once we have been in the room: the server restarting, the network.
 _TRANSIENT = frozenset({ExitCode.UNREACHABLE, ExitCode.REFUSED, ExitCode.PROTOCOL})
@@ -62,12 +66,25 @@ def _detect_dead_peers(sock: socket.socket | None) -> None:
 StatusCallback = Callable[[str, bool], None]  # (text, is_error)
 
 
+async def _with_names(err: ClientError, target: Address, context: ssl.SSLContext) -> ClientError:
+    """A host-name mismatch, completed with the names the certificate is valid for."""
+    names = await certificate_names(target, context)
+    if not names:
+        return err
+    valid = ", ".join(names)
+    return ClientError(
+        err.code,
+        f"{err.message}; it is valid for {valid}: connect to one of those names",
+        err.detail,
+    )
+
+
 class Link:
     """One logical connection to the room, surviving server restarts and network drops."""
 
     def __init__(
         self,
-        address: Address,
+        servers: Address | Sequence[Address],
         context: ssl.SSLContext,
         on_event: Callable[[Event], None],
         on_status: StatusCallback,
@@ -77,7 +94,9 @@ class Link:
         timeout: float = 15.0,
         on_sent: Callable[[str], None] | None = None,
     ) -> None:
-        self.address = address
+        self.servers = [servers] if isinstance(servers, Address) else list(servers)
+        self.address = self.servers[0]  # the server we are on (or were last on)
+        self._first = 0  # index of the server the next connect tries first
         self.state = state or ChatState()
         self._ctx = context
         self._on_event = on_event
@@ -166,6 +185,8 @@ class Link:
             why = await self._session(reader, writer)
             if self._quit_sent:
                 return
+            # That server may be gone: try the others first (all serve the same room).
+            self._first = (self.servers.index(self.address) + 1) % len(self.servers)
             delay = self._backoff.next()
             self._on_status(f"{why}; reconnecting in {delay:.1f}s", True)
             await self._pause(delay)
@@ -186,28 +207,69 @@ class Link:
             self._kick.clear()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Event]:
-        """TCP + TLS + the server's first line; raise :class:`ClientError` with what failed."""
-        where = str(self.address)
+        """Connect to the first server (and address of its name) that welcomes us.
+
+        A failure worth retrying elsewhere (unreachable, refused, no welcome) moves on to the
+        next address; any other (a certificate problem) is raised at once. If all fail, the
+        :class:`ClientError` raised says why for each (once per distinct reason).
+        """
+        failures: list[ClientError] = []
+        count = len(self.servers)
+        for server in (self.servers[(self._first + i) % count] for i in range(count)):
+            try:
+                hosts = await self._resolve(server)
+            except ClientError as err:
+                failures.append(err)
+                continue
+            for host in hosts:
+                self.address = server
+                try:
+                    return await self._open_one(server, host)
+                except ClientError as err:
+                    if err.code not in _TRANSIENT:
+                        raise
+                    failures.append(err)
+        reasons = list(dict.fromkeys(err.message for err in failures))
+        first = failures[0]
+        raise ClientError(first.code, "; ".join(reasons), first.detail)
+
+    async def _resolve(self, server: Address) -> list[str]:
+        """The addresses ``server``'s host name stands for (each is tried in turn)."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                server.host, server.port, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror as exc:
+            raise ClientError(
+                ExitCode.UNREACHABLE, f"cannot resolve {server.host}: {exc.strerror}"
+            ) from None
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    async def _open_one(
+        self, server: Address, host: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Event]:
+        """TCP to ``host`` (one address of ``server``) + TLS + the server's first line; raise
+        :class:`ClientError` with what failed."""
+        where = str(server)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    self.address.host,
-                    self.address.port,
+                    host,
+                    server.port,
                     ssl=self._ctx,
-                    server_hostname=self.address.host,
+                    server_hostname=server.host,
                     ssl_handshake_timeout=self._timeout,
                     limit=MAX_LINE,
                 ),
                 self._timeout,
             )
         except ssl.SSLError as exc:
-            raise handshake_error(exc, where) from None
+            err = handshake_error(exc, where)
+            if err.code is ExitCode.HOSTNAME_MISMATCH:
+                err = await _with_names(err, server, self._ctx)
+            raise err from None
         except TimeoutError:
             raise ClientError(ExitCode.UNREACHABLE, f"cannot reach {where}: timed out") from None
-        except socket.gaierror as exc:
-            raise ClientError(
-                ExitCode.UNREACHABLE, f"cannot resolve {self.address.host}: {exc.strerror}"
-            ) from None
         except ConnectionResetError:
             raise ClientError(
                 ExitCode.REFUSED, f"{where} closed the connection during the TLS handshake"

@@ -14,7 +14,7 @@ import functools
 import os
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from mtlschat.address import Address
@@ -26,7 +26,7 @@ from mtlschat.client.render import render_plain
 
 
 async def run_pipe(
-    address: Address,
+    servers: Sequence[Address],
     context: ssl.SSLContext,
     stdin_fd: int,
     stdout: TextIO,
@@ -34,7 +34,8 @@ async def run_pipe(
     *,
     timestamps: bool = False,
 ) -> None:
-    """Run the pipe front end until stdin ends (raise ClientError on a fatal failure)."""
+    """Run the pipe front end until stdin ends (raise ClientError on a fatal failure);
+    ``servers``: the nodes of the room (see :class:`~.connection.Link`)."""
     loop = asyncio.get_running_loop()
     refused: dict[str, int] = {}  # error code -> lines the server refused with it
     sent = 0
@@ -55,7 +56,7 @@ async def run_pipe(
         nonlocal sent
         sent += 1
 
-    link = Link(address, context, on_event, on_status, on_sent=on_sent)
+    link = Link(servers, context, on_event, on_status, on_sent=on_sent)
 
     def call(fn: Callable[[], None]) -> bool:
         try:
