@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mtlschat.net.config import ServerConfig
-from mtlschat.net.workers import restart_delay, shifted_metrics, worker_config
+from mtlschat.net.workers import shifted_metrics, worker_config
 
 from .conftest import DEADLINE, ChatClient, client_context
 
@@ -45,6 +45,25 @@ def _served_by(server: ServerProcess, client: ChatClient) -> str:
     pattern = rf"\[(\S+)\] connect alice from 127\.0\.0\.1:{client.sock.getsockname()[1]} "
     server.wait_log(pattern)
     return str(re.findall(pattern, server.log())[-1])  # (the latest: a port can come again)
+
+
+def _kill_and_wait_restart(server: ServerProcess, node: str, pid: int) -> tuple[float, int]:
+    """kill -9 worker ``node``: the delay before its restart (logged), and its new pid."""
+    started = rf"worker {node} started \(pid (\d+)\)"
+    listening = f"[{node}] listening on"
+    before = (len(re.findall(started, server.log())), server.log().count(listening))
+    os.kill(pid, signal.SIGKILL)
+    line = server.wait_log(rf"worker {node} \(pid {pid}\) died after .*: killed by SIGKILL")
+    delay = float(re.findall(r"restarting it in ([\d.]+)s", line)[0])
+
+    def restarted() -> bool:
+        log = server.log()
+        return len(re.findall(started, log)) > before[0] and log.count(listening) > before[1]
+
+    _wait_for(restarted, server)
+    new_pid = int(re.findall(started, server.log())[-1])
+    assert _gone(pid) and not _gone(new_pid)
+    return delay, new_pid
 
 
 def _wait_for(condition: Callable[[], bool], server: ServerProcess) -> None:
@@ -94,20 +113,18 @@ def test_workers_share_the_port_and_are_restarted(
         nodes.add(_served_by(server, clients[-1]))
 
     # kill -9 one: the supervisor starts another in its slot; the port keeps serving meanwhile.
-    os.kill(pids["n1-w0"], signal.SIGKILL)
+    first_delay, new_pid = _kill_and_wait_restart(server, "n1-w0", pids["n1-w0"])
     clients = [c for c in clients if _served_by(server, c) != "n1-w0"]  # (cut off)
-    server.wait_log(r"worker n1-w0 \(pid \d+\) died after .*: killed by SIGKILL; restarting")
-    clients.append(_join(server, pki))  # (the surviving worker)
-    line = server.wait_log(rf"worker n1-w0 started \(pid (?!{pids['n1-w0']}\))")
-    new_pid = int(re.findall(r"pid (\d+)", line)[0])
-    _wait_for(lambda: server.log().count("[n1-w0] listening on") == 2, server)
-    assert _gone(pids["n1-w0"]) and not _gone(new_pid)
     # Both serve again: connections reach the restarted worker too.
     served: set[str] = set()
     while "n1-w0" not in served:
         assert len(clients) < 80, "the restarted worker gets no connections"
         clients.append(_join(server, pki))
         served.add(_served_by(server, clients[-1]))
+    # It keeps dying soon after its start: each restart waits longer (a crash loop backs off).
+    second_delay, new_pid = _kill_and_wait_restart(server, "n1-w0", new_pid)
+    assert 0 < first_delay < second_delay
+    clients = [c for c in clients if _served_by(server, c) != "n1-w0"]
 
     # SIGTERM to the supervisor: passed on, every worker says bye, all gone, pidfile removed.
     os.kill(server.proc.pid, signal.SIGTERM)
@@ -166,7 +183,3 @@ def test_worker_settings() -> None:
     assert shifted_metrics("[::1]:9100", 1) == "[::1]:9101"
     with pytest.raises(ValueError, match="would need port 65536"):
         shifted_metrics("65535", 1)
-
-
-def test_a_crash_loop_backs_off() -> None:
-    assert [restart_delay(n) for n in (1, 2, 3, 7, 8, 50)] == [0.5, 1, 2, 30, 30, 30]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mtlschat.address import Address
+from mtlschat.backoff import Backoff
 from mtlschat.net.config import ConfigError, ServerConfig
 from mtlschat.net.tls import TLSSetupError
 
@@ -53,8 +54,11 @@ class Worker:
     pid: int | None = None
     started: float = 0.0  # monotonic
     restart_at: float | None = None  # monotonic; None while running (or never to restart)
-    quick_deaths: int = 0  # deaths in a row, each soon after its start
     runs: int = 0
+    # Restart delays while it keeps dying soon after its start (reset after a stable run).
+    backoff: Backoff = dataclasses.field(
+        default_factory=lambda: Backoff(initial=RESTART_FIRST, cap=RESTART_CAP)
+    )
 
     @property
     def node(self) -> str:
@@ -289,8 +293,9 @@ class Supervisor:
                     os.kill(other.pid or 0, signal.SIGTERM)
             return
         ran = time.monotonic() - worker.started
-        worker.quick_deaths = 0 if ran >= STABLE else worker.quick_deaths + 1
-        delay = 0.0 if worker.quick_deaths == 0 else restart_delay(worker.quick_deaths)
+        if ran >= STABLE:
+            worker.backoff.reset()
+        delay = 0.0 if ran >= STABLE else worker.backoff.next()
         worker.restart_at = time.monotonic() + delay
         log.warning(
             "worker %s (pid %d) died after %.1fs: %s; restarting it in %.1fs",
@@ -314,11 +319,6 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid or 0, signal.SIGKILL)
         self._stop_deadline = time.monotonic() + STOP_TIMEOUT
-
-
-def restart_delay(quick_deaths: int) -> float:
-    """Seconds before restarting a worker that died soon after each of its last starts."""
-    return float(min(RESTART_CAP, RESTART_FIRST * 2 ** (quick_deaths - 1)))
 
 
 def run_workers(config: ServerConfig, reread: Callable[[], dict[str, object]] | None) -> None:
