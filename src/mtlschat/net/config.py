@@ -44,6 +44,14 @@ class ServerConfig(RoomSettings):
     port: int = setting(
         DEFAULT_PORT, Integer(min=0, max=65535), "TCP port; 0 picks a free one.", unit="port"
     )
+    workers: int = setting(
+        1,
+        Integer(min=1, max=256),
+        "Server processes sharing the port (SO_REUSEPORT), each a node NODE-wK with metrics on "
+        "the metrics port + K, supervised by this one (restarted when one dies); more than 1 "
+        "needs --redis.",
+        unit="n",
+    )
     cert: Path | None = setting(
         None,
         Nullable(FilePath(), off=()),
@@ -146,14 +154,6 @@ class ServerConfig(RoomSettings):
         Nullable(FilePath(), off=()),
         "File holding the Redis password (else MTLSCHAT_REDIS_PASSWORD; never in the URL).",
         shown_default="none",
-    )
-    workers: int = setting(
-        1,
-        Integer(min=1, max=256),
-        "Server processes sharing the port (SO_REUSEPORT), each a node NODE-wK with metrics on "
-        "the metrics port + K, supervised by this one (restarted when one dies); more than 1 "
-        "needs --redis.",
-        unit="n",
     )
     history: str | None = setting(
         None,
