@@ -6,7 +6,10 @@ Only correctness is asserted (every message arrived, the report has its shape), 
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +88,7 @@ def test_every_workload_against_a_running_server(tmp_path: Path) -> None:
                 replace(base, kind="paced", rate=100, duration=0.5, senders=2, verify="full"),
             ],
             targets=["external"],
-            address=(server.host, server.port),
+            addresses=((server.host, server.port),),
             server_pid=server.pid,
             pki_dir=tmp_path / "pki",
         )  # fmt: skip
@@ -100,6 +103,41 @@ def test_every_workload_against_a_running_server(tmp_path: Path) -> None:
     _check_delivery_run(hold, 6, 1)  # hold: one broadcast
     _check_delivery_run(paced, 6, 2 * 25)  # 100 msgs/s for 0.5 s, over two senders
     assert data["ratios"] == [] and report.ratios == []
+
+
+def test_receivers_spread_over_the_nodes_of_a_room(tmp_path: Path) -> None:
+    # Two servers stand for two nodes (one Redis would make them one room; connecting is the
+    # same): each gets half the receivers.
+    pki = prepare_pki(tmp_path / "pki", 4, 1)
+    nodes = [spawn_server("mtlschat", pki) for _ in range(2)]
+    try:
+        plan = Plan(
+            workloads=[Workload(kind="connect", receivers=4, workers=1, stall=10.0)],
+            targets=["external"],
+            addresses=tuple((node.host, node.port) for node in nodes),
+            server_pid=nodes[0].pid,
+            more_pids=(nodes[1].pid,),  # both nodes' CPU and memory, summed
+            pki_dir=tmp_path / "pki",
+        )
+        (run,) = run_plan(plan, _Quiet()).runs
+        assert run.connect.connections == 4
+        assert run.address == ",".join(f"{node.host}:{node.port}" for node in nodes)
+        for node in nodes:
+            _wait_until(lambda node=node: len(_receivers_in(node.log)) == 2, list(node.log))
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _receivers_in(log: Iterable[str]) -> set[str]:
+    return {m.group(1) for line in log if (m := re.search(r"connect (r\d+) from", line))}
+
+
+def _wait_until(condition: Callable[[], bool], about: object) -> None:
+    deadline = time.monotonic() + 15.0
+    while not condition():
+        assert time.monotonic() < deadline, about
+        time.sleep(0.05)
 
 
 def test_a_running_server_needs_its_pki(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +18,7 @@ from mtlschat.net.workers import shifted_metrics, worker_config
 from .conftest import DEADLINE, ChatClient, client_context
 
 if TYPE_CHECKING:
-    from conftest import CLIRunner, ServerProcess, TestPKI
-
-# Runs the real CLI with only the "--workers needs --redis" check off (see the module).
-WITHOUT_REDIS = (sys.executable, str(Path(__file__).with_name("workers_without_redis.py")))
+    from conftest import CLIRunner, RedisServer, ServerProcess, TestPKI
 
 
 def _worker_pids(server: ServerProcess, count: int) -> dict[str, int]:
@@ -95,12 +90,16 @@ def _join(server: ServerProcess, pki: TestPKI) -> ChatClient:
 
 
 def test_workers_share_the_port_and_are_restarted(
-    tmp_path: Path, pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+    tmp_path: Path,
+    pki: TestPKI,
+    spawn_server: Callable[..., ServerProcess],
+    redis_server: RedisServer,
 ) -> None:
     pidfile = tmp_path / "server.pid"
     server = spawn_server(
-        pki.dir, "--workers", "2", "--node", "n1", "--pidfile", str(pidfile), prefix=WITHOUT_REDIS
-    )
+        pki.dir, "--workers", "2", "--redis", redis_server.url, "--node", "n1",
+        "--pidfile", str(pidfile),
+    )  # fmt: skip
     pids = _worker_pids(server, 2)
     assert set(pids) == {"n1-w0", "n1-w1"}
     assert int(pidfile.read_text()) == server.proc.pid
@@ -138,9 +137,9 @@ def test_workers_share_the_port_and_are_restarted(
 
 
 def test_sighup_reaches_every_worker(
-    pki: TestPKI, spawn_server: Callable[..., ServerProcess]
+    pki: TestPKI, spawn_server: Callable[..., ServerProcess], redis_server: RedisServer
 ) -> None:
-    server = spawn_server(pki.dir, "--workers", "2", "--node", "n2", prefix=WITHOUT_REDIS)
+    server = spawn_server(pki.dir, "--workers", "2", "--redis", redis_server.url, "--node", "n2")
     _worker_pids(server, 2)
     os.kill(server.proc.pid, signal.SIGHUP)
     for node in ("n2-w0", "n2-w1"):
@@ -149,12 +148,13 @@ def test_sighup_reaches_every_worker(
 
 
 def test_a_worker_that_cannot_start_stops_them_all(
-    pki: TestPKI, clean_environment: Callable[[Mapping[str, str] | None], dict[str, str]]
+    pki: TestPKI, mtlschat_cli: CLIRunner, redis_server: RedisServer
 ) -> None:
     # A certificate without its key: the CLI's checks pass, each worker's TLS set-up fails.
-    cmd = [*WITHOUT_REDIS, sys.executable, "-m", "mtlschat", "server", "--pki", str(pki.dir)]
-    cmd += ["--port", "0", "--history", "off", "--workers", "2", "--cert", str(pki.ca_cert)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=clean_environment(None))
+    r = mtlschat_cli(
+        "server", "--pki", pki.dir, "--port", "0", "--history", "off", "--workers", "2",
+        "--redis", redis_server.url, "--cert", pki.ca_cert,
+    )  # fmt: skip
     assert r.returncode == 1, r.stderr
     assert re.search(r"ERROR \[\S+-w\d\] cannot load server certificate/key", r.stderr)
     assert r.stderr.splitlines()[-1].startswith("mtlschat: error: worker ")

@@ -232,9 +232,9 @@ def _start_receivers(
     certs = [str(p) for p in pki.receivers[: wl.receivers]]
     # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
     # (the workers inherit this process's limit, raised to the hard one); with several nodes,
-    # at least one worker per node.
-    nworkers = max(worker_count(wl.receivers, wl.workers, raise_fd_limit()), len(eps))
-    nworkers = min(nworkers, wl.receivers)
+    # a multiple of their number, so that each gets an equal share.
+    nworkers = worker_count(wl.receivers, wl.workers, raise_fd_limit())
+    nworkers = min(wl.receivers, -(-nworkers // len(eps)) * len(eps))
     sources = choose_sources(wl.receivers, wl.sources, eps[0].host)
     return [
         procs.start(
@@ -355,7 +355,7 @@ def _run(
         raise BenchError(f"no receiver could connect: {errors[0] if errors else 'no answer'}")
     run = RunResult(
         target=target,
-        address=f"{ep.host}:{ep.port}",
+        address=",".join(f"{node.host}:{node.port}" for node in receivers_at or (ep,)),
         workload=wl.kind,
         params=wl,
         connect=connect,

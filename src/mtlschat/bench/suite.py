@@ -35,8 +35,11 @@ class Plan:
 
     workloads: list[Workload]
     targets: list[str]  # servers to start ("mtlschat", "reference"), or ["external"]
-    address: tuple[str, int] | None = None  # for "external"
+    # For "external": the server, or the nodes of one room (receivers round robin over them,
+    # senders on the first).
+    addresses: tuple[tuple[str, int], ...] = ()
     server_pid: int | None = None  # for "external", when it runs on this machine
+    more_pids: tuple[int, ...] = ()  # more pids counted with it: other nodes, redis-server
     server_name: str | None = None
     pki_dir: Path | None = None
 
@@ -89,11 +92,22 @@ def run_plan(
 
 def _one(plan: Plan, target: str, wl: Workload, pki: BenchPKI, reporter: Reporter) -> RunResult:
     if target == "external":
-        if plan.address is None:
+        if not plan.addresses:
             raise BenchError("no server address")
-        host, port = plan.address
-        ep = Endpoint(host, port, str(pki.ca_cert), plan.server_name or default_server_name(host))
-        return run_workload(wl, ep, pki, plan.server_pid, reporter, target=target)
+        nodes = [
+            Endpoint(host, port, str(pki.ca_cert), plan.server_name or default_server_name(host))
+            for host, port in plan.addresses
+        ]
+        return run_workload(
+            wl,
+            nodes[0],
+            pki,
+            plan.server_pid,
+            reporter,
+            target=target,
+            receivers_at=nodes,
+            more_pids=plan.more_pids,
+        )
     reporter.stage(f"starting the {target} server", 1)
     capacity = wl.receivers + wl.senders + 64
     servers = [spawn_server(target, pki, max_connections=capacity)]

@@ -35,8 +35,11 @@ class _Bar:
 
 
 def bench(
-    address: str | None = typer.Argument(
-        None, metavar="HOST[:PORT]", help="Server to load. [default: localhost:7443]"
+    address: list[str] | None = typer.Argument(
+        None,
+        metavar="HOST[:PORT]...",
+        help="Server to load; several: the nodes of one room, the receivers spread over them "
+        "(round robin), the senders on the first. [default: localhost:7443]",
     ),
     workload: list[str] = typer.Option(
         ["burst"], "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}; repeatable."
@@ -78,8 +81,11 @@ def bench(
     server_name: str | None = typer.Option(
         None, "--server-name", help="TLS name to verify. [default: localhost for loopback]"
     ),
-    server_pid: int | None = typer.Option(
-        None, "--server-pid", help="PID of the server (on this machine) for CPU and memory."
+    server_pid: list[int] = typer.Option(
+        [],
+        "--server-pid",
+        help="PID of the server (on this machine) for CPU and memory; repeatable: all summed "
+        "(the nodes, their workers, redis-server).",
     ),
     spawn: bool = typer.Option(False, "--spawn", help="Start the server itself (see --target)."),
     target: str = typer.Option(
@@ -104,6 +110,7 @@ def bench(
       mtlschat bench --spawn -w burst -n 200 -m 10000
       mtlschat bench --compare -w paced -n 200
       mtlschat bench localhost:7443 --pki pki -w connect -n 1000
+      mtlschat bench node1:7443 node2:7443 --pki pki -w paced -n 400
     """
     from rich.console import Console
     from rich.progress import (
@@ -181,24 +188,24 @@ def bench(
 
 
 def _plan(
-    address: str | None,
+    address: list[str] | None,
     workloads: list[Workload],
     spawn: bool,
     target: str,
     compare: bool,
     compare_history: bool,
-    server_pid: int | None,
+    server_pid: list[int],
     server_name: str | None,
     pki: Path | None,
 ) -> Plan:
-    from mtlschat.address import parse_address
+    from mtlschat.address import parse_addresses
     from mtlschat.bench.runner import BenchError
     from mtlschat.bench.suite import Plan
     from mtlschat.ca.paths import PKIPaths
 
     if compare_history:
         compare = True  # (starts its own servers too)
-    if (spawn or compare) and (address is not None or server_pid is not None):
+    if (spawn or compare) and (address or server_pid):
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
     if target not in TARGETS:
         raise BenchError(f"--target must be one of {', '.join(TARGETS)}")
@@ -220,8 +227,9 @@ def _plan(
     return Plan(
         workloads=workloads,
         targets=targets,
-        address=parse_address(address or "localhost") if not (spawn or compare) else None,
-        server_pid=server_pid,
+        addresses=() if spawn or compare else tuple(parse_addresses(address or ())),
+        server_pid=server_pid[0] if server_pid else None,
+        more_pids=tuple(server_pid[1:]),
         server_name=server_name,
         pki_dir=pki,
     )

@@ -212,7 +212,7 @@ class ServerConfig(RoomSettings):
 
     def check_workers(self) -> None:
         """Raise :class:`ConfigError` for ``--workers`` above 1 without a room they can share."""
-        if self.workers > 1 and getattr(self, "redis", None) is None:
+        if self.workers > 1 and self.redis is None:
             raise ConfigError("--workers needs --redis: separate processes would be separate rooms")
 
     def check_files(self) -> None:
