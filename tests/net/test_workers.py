@@ -35,9 +35,9 @@ def _worker_pids(server: ServerProcess, count: int) -> dict[str, int]:
         time.sleep(0.05)
 
 
-def _served_by(server: ServerProcess, client: ChatClient) -> str:
+def _served_by(server: ServerProcess, client: ChatClient, name: str = "alice") -> str:
     """The node id of the worker that logged this client's connection."""
-    pattern = rf"\[(\S+)\] connect alice from 127\.0\.0\.1:{client.sock.getsockname()[1]} "
+    pattern = rf"\[(\S+)\] connect {name} from 127\.0\.0\.1:{client.sock.getsockname()[1]} "
     server.wait_log(pattern)
     return str(re.findall(pattern, server.log())[-1])  # (the latest: a port can come again)
 
@@ -83,9 +83,9 @@ def _wait_gone(pids: list[int]) -> None:
         time.sleep(0.05)
 
 
-def _join(server: ServerProcess, pki: TestPKI) -> ChatClient:
-    client = ChatClient(server.port, client_context(pki.user("alice"), pki.ca_cert))
-    client.wait_for("welcome", name="alice")
+def _join(server: ServerProcess, pki: TestPKI, name: str = "alice") -> ChatClient:
+    client = ChatClient(server.port, client_context(pki.user(name), pki.ca_cert))
+    client.wait_for("welcome", name=name)
     return client
 
 
@@ -110,6 +110,16 @@ def test_workers_share_the_port_and_are_restarted(
         assert len(clients) < 40, f"all connections went to {nodes}"
         clients.append(_join(server, pki))
         nodes.add(_served_by(server, clients[-1]))
+    # One room over Redis: a line said on one worker reaches a member on the other.
+    first = _served_by(server, clients[0])
+    bob = _join(server, pki, "bob")
+    while _served_by(server, bob, "bob") == first:
+        assert len(clients) < 40, "bob never reached the other worker"
+        bob.close()
+        bob = _join(server, pki, "bob")
+    clients[0].send("across the workers")
+    assert bob.wait_for("msg", text="across the workers")["from"] == "alice"
+    bob.close()
 
     # kill -9 one: the supervisor starts another in its slot; the port keeps serving meanwhile.
     first_delay, new_pid = _kill_and_wait_restart(server, "n1-w0", pids["n1-w0"])
