@@ -273,3 +273,44 @@ def test_a_node_cut_off_from_redis_refuses_lines_and_heals(
         "before the cut",
         "after the cut",
     ]
+
+
+def test_the_rate_limit_is_per_name_across_nodes(fresh_pki: TestPKI, spawn_node: Spawn) -> None:
+    # Each node alone would let alice say 2 lines at once (burst 2); together they let 2 through.
+    a = spawn_node(fresh_pki.dir, "--rate", "0.01", "--burst", "2")
+    b = spawn_node(fresh_pki.dir, "--rate", "0.01", "--burst", "2")
+    on_a, on_b = join(a, fresh_pki, "alice"), join(b, fresh_pki, "alice")
+    bob = join(b, fresh_pki, "bob")
+    on_a.send("a1")
+    assert bob.wait_for("msg")["text"] == "a1"
+    on_a.send("a2")
+    assert bob.wait_for("msg")["text"] == "a2"
+    on_b.send("b1")
+    on_b.send("b2")
+    error = on_b.wait_for("error")
+    assert error["code"] == "rate_limited"
+    bob.send("/who")  # (a round trip after the refusals: nothing else came)
+    bob.wait_for("who")
+    assert [m["text"] for m in bob.seen if m.get("type") == "msg"] == ["a1", "a2"]
+
+
+@pytest.mark.slow
+def test_a_node_cut_off_long_is_reaped_and_comes_back(
+    fresh_pki: TestPKI, spawn_node: Spawn, redis_server: Any, tcp_relay: Any
+) -> None:
+    relay = tcp_relay(redis_server.port)
+    a = spawn_node(fresh_pki.dir, redis_url=f"redis://127.0.0.1:{relay.port}/0")
+    b = spawn_node(fresh_pki.dir)
+    alice, bob = join(a, fresh_pki, "alice"), join(b, fresh_pki, "bob")
+    alice.wait_for("join", name="bob")
+    relay.cut()
+    # Node B no longer hears from node A: after ~10 s alice is shown as gone there.
+    assert bob.wait_for("leave", name="alice", timeout=20)["reason"] == "node lost"
+    relay.heal()
+    # Node A reconnects, says hello again: alice is back for everyone, and can speak.
+    bob.wait_for("join", name="alice", timeout=20)
+    alice.wait_for("info", text="the room is back: lines are delivered again", timeout=10)
+    alice.send("back again")
+    assert bob.wait_for("msg")["text"] == "back again"
+    bob.send("/who")
+    assert bob.wait_for("who")["online"] == ["alice", "bob"]
