@@ -375,3 +375,15 @@ def test_operator_actions_from_outside_the_room_go_through_the_log(c: Cluster) -
     with pytest.raises(commands.ModerationRefused, match="redis down"):
         commands.ban(n0.room, "admin(shell)", "bob", None)
     assert n0.room.take_outbox() == []
+
+
+def test_joins_and_leaves_are_not_announced_above_the_limit_anywhere() -> None:
+    c = Cluster(2, RoomSettings(announce_limit=2, join_rate=0, history_join=0))
+    n0, n1 = c.nodes
+    (alice,) = joined(c, (0, "alice"))
+    n1.open("bob")  # 2 online: announced
+    c.settle()
+    n1.open("carol")  # 3 online: over the limit, on every node
+    c.settle()
+    assert lines(n0.take(alice), "join") == [("join", "bob")]
+    assert n0.room.online() == n1.room.online() == ["alice", "bob", "carol"]

@@ -64,8 +64,13 @@ def test_every_node_shows_the_same_room(script: list[tuple[str, int, Any]]) -> N
             c.nodes[a].deliver()
     c.settle()
 
-    seen = [visible(node.take(w)) for node, w in zip(c.nodes, watchers, strict=True)]
+    got = [node.take(w) for node, w in zip(c.nodes, watchers, strict=True)]
+    seen = [visible(events) for events in got]
     assert seen[0] == seen[1] == seen[2]
+    # A DM reaches the recipient's sessions on whichever node, and no third party.
+    dms = [r.offset for r in c.log.records if r.kind == "dm" and r.to == "watch0"]
+    assert [e["id"] for e in got[0] if e["type"] == "dm"] == dms
+    assert not [e for events in got[1:] for e in events if e["type"] == "dm"]
     ids = [e[1] for e in seen[0] if e[0] in ("msg", "action")]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     said = [r for r in c.log.records if r.kind in ("msg", "action")]
