@@ -7,9 +7,17 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-from .conftest import DEADLINE, BioClient, ChatClient, stalled_client
+import pytest
+
+from mtlschat.net import server as server_module
+from mtlschat.net.config import ServerConfig
+from mtlschat.net.server import ChatServer
+
+from .conftest import DEADLINE, BioClient, ChatClient, client_context, stalled_client
 
 if TYPE_CHECKING:
+    from conftest import TestPKI
+
     from .conftest import RunningServer, ServerFactory
 
 
@@ -192,3 +200,48 @@ def test_keepalive_ping_then_idle_timeout(start_server: ServerFactory) -> None:
     alice.send("/pong")  # answered: the connection lives on, until silence reaches idle_timeout
     assert alice.wait_closed()[-1] == {"type": "bye", "reason": "idle timeout"}
     server.log.wait(r"disconnect alice from .*: idle timeout")
+
+
+def test_a_join_storm_gets_a_slice_of_each_round_and_waits_in_the_backlog(
+    pki: TestPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop driven round by round in this thread. With a zero slice, one handshake step
+    # runs per round: the other ready ones wait for the next round (members in the room are
+    # served in between), and while any wait with the handshake budget full, new connections
+    # stay in the kernel's backlog instead of evicting handshakes under way.
+    monkeypatch.setattr(server_module, "HANDSHAKE_SLICE", 0.0)
+    cfg = ServerConfig(
+        pki=pki.dir, host="127.0.0.1", port=0, rate=0, history="off", max_handshakes=6
+    )
+    srv = ChatServer(cfg)
+    _, port = srv.bind()
+    clients = [
+        BioClient(port, client_context(pki.user(f"storm{i}"), pki.ca_cert)) for i in range(6)
+    ]
+    late: socket.socket | None = None
+    try:
+        srv._round(DEADLINE)
+        assert srv.connection_count == 6
+        for c in clients:
+            c.raw.sendall(c.start())  # six ClientHellos, all ready for the same round
+        srv._round(DEADLINE)
+        assert srv._handshakes_deferred == 5
+        late = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        full = "handshake budget full"
+        for left in (4, 3, 2, 1, 0):
+            srv._round(DEADLINE)
+            assert (srv._handshakes_deferred, srv.connection_count) == (left, 6)
+            assert full not in srv.stats.handshakes_refused  # no work under way was thrown away
+        for c in clients:  # each got its ServerHello: every deferred handshake went on
+            c.receive()
+        # Nothing deferred any more (the six wait for their peers): accepting resumes, and the
+        # budget's usual rule lets the late one in by evicting the oldest.
+        srv._round(DEADLINE)
+        assert srv.stats.handshakes_refused[full] == 1
+        assert srv.connection_count == 6
+    finally:
+        if late is not None:
+            late.close()
+        for c in clients:
+            c.raw.close()
+        srv._close_all()

@@ -74,7 +74,8 @@ def storm_table(run: RunResult) -> Table | None:
     t.add_column(run.target, justify="right")
     rows = [
         ("restart: SIGTERM to listening again (s)", _fmt(st.restart_s, 2)),
-        ("all members back after (s)", _fmt(st.back_s, 2)),
+        ("all members back after (s)", _fmt(st.back_s, 2) if st.back_s is not None else
+         f"[bold red]not all: stalled for {run.params.stall:g} s[/]"),
         ("members back", f"{st.back:,}"),
         ("reconnect attempts / failed", f"{st.attempts:,} / {st.failed_attempts:,}"),
         ("probe's latency meanwhile p50 / p99 / max (ms)",

@@ -89,7 +89,7 @@ class StormStats:
     """The ``storm`` workload: the server restarted under every member, all reconnecting."""
 
     restart_s: float  # SIGTERM to the old server .. the new one listening
-    back_s: float  # the new one listening .. the last member back in
+    back_s: float | None  # the new one listening .. the last member back in (None: not all)
     back: int  # members back in
     attempts: int  # reconnect attempts (the real client's backoff after each failure)
     failed_attempts: int  # refused, reset or evicted on the way

@@ -432,16 +432,18 @@ def _storm(
     for conn in senders:
         conn.send(("go",))
     rep.stage(f"storm: {wl.receivers} members reconnecting", wl.receivers)
-    back: list[StormReport | None] = _gather(workers, "back", rep, wl.stall)
+    up: list[int] = []
+    back: list[StormReport | None] = _gather(workers, "back", rep, wl.stall, up)
     got = [b for b in back if b is not None]
-    t_back = max((b.t_back_us for b in got), default=t_listen)
-    members = sum(b.back for b in got)
+    t_back = max((b.t_back_us for b in got), default=t_listen) if len(got) == len(back) else 0
+    # (a stalled storm: how many were back when it stopped moving, from the workers' progress)
+    members = sum(b.back if b is not None else n for b, n in zip(back, up, strict=True))
     probe.send(("report",))  # what the probe saw while the others reconnected
     seen: ReceiverReport = _recv(probe, "result", 60)[1]
     rep.stage(f"storm: delivering to {wl.receivers}", wl.receivers)
     return StormStats(
         restart_s=(t_listen - t_stop) / 1e6,
-        back_s=max(0.0, (t_back - t_listen) / 1e6),
+        back_s=max(0.0, (t_back - t_listen) / 1e6) if t_back else None,
         back=members,
         attempts=sum(b.attempts for b in got),
         failed_attempts=sum(b.failed_attempts for b in got),
@@ -473,8 +475,12 @@ def _gather(
     want: str,
     rep: Reporter,
     stall: float,
+    progress_out: list[int] | None = None,
 ) -> list[Any]:
-    """Wait for ``want`` from every worker, showing progress; stop after ``stall`` idle seconds."""
+    """Wait for ``want`` from every worker, showing progress; stop after ``stall`` idle seconds.
+
+    ``progress_out`` receives each worker's last progress figure (for a run that stalled).
+    """
     got: dict[int, Any] = {}
     progress = [0] * len(workers)
     last_change = time.monotonic()
@@ -498,6 +504,8 @@ def _gather(
                 last_change = time.monotonic()
         if time.monotonic() - last_change > stall:
             break  # lost messages: the results will say how many
+    if progress_out is not None:
+        progress_out[:] = progress
     if want == "connected" and len(got) < len(workers):
         raise BenchError(f"receivers stopped connecting for {stall:.0f} s")
     return [got.get(i) for i in range(len(workers))]

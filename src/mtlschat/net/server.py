@@ -52,6 +52,9 @@ READ_BUDGET = 256 * 1024  # bytes read from one peer per round before the others
 WRITE_CHUNK = 64 * 1024  # queued pieces are joined up to this for one TLS write
 WRITE_BUDGET = 256 * 1024  # bytes written to one peer per round before the others get theirs
 ACCEPT_BATCH = 256  # accepts per round, so a connect flood cannot starve established peers
+# Seconds of TLS handshakes per round (each costs ~1 ms of CPU per flight): in a join storm the
+# ready handshakes past it wait for the next round, so members already in are served between.
+HANDSHAKE_SLICE = 0.02
 LISTEN_BACKLOG = 4096
 CLOSE_LINGER = 5.0  # seconds a closing peer gets to take its last bytes (bye) before we cut it
 SHUTDOWN_GRACE = 3.0  # seconds to flush goodbyes on SIGTERM before closing everyone
@@ -196,6 +199,9 @@ class ChatServer:
         self._dirty: set[Connection] = set()  # have unsent bytes and a socket ready for them
         self._again = False  # the room changed outside a round: run the next one at once
         self._accept_paused_until = 0.0
+        # Ready handshakes left for the next round: the loop is short of CPU, so once the
+        # handshake budget is full, new connections wait in the kernel's backlog.
+        self._handshakes_deferred = 0
         self._stopping: str | None = None
         self._old_handlers: dict[int, object] = {}
 
@@ -332,6 +338,8 @@ class ChatServer:
     def _round(self, timeout: float) -> None:
         """Wait for sockets, handle every ready one, then expire timers."""
         self._again = False
+        slice_end = 0.0
+        deferred = 0
         for key, mask in self._sel.select(timeout):
             data = key.data
             if data is _LISTENER:
@@ -339,10 +347,20 @@ class ChatServer:
             elif data is _WAKE:
                 self._on_wake()
             elif type(data) is Connection:
+                if data.state is State.HANDSHAKE:
+                    t = time.monotonic()
+                    if not slice_end:
+                        slice_end = t + HANDSHAKE_SLICE
+                    elif t >= slice_end:
+                        deferred += 1  # still ready next round (the selector is level-triggered)
+                        continue
                 self._on_ready(data, mask)
             else:  # a LoopParticipant (a Redis link) handles its own socket
                 participant: LoopParticipant = data
                 participant.on_ready(mask)
+        if deferred:
+            self._again = True
+        self._handshakes_deferred = deferred
         now = time.monotonic()
         while self._handshakes and self._handshakes[0].deadline <= now:
             conn = self._handshakes.popleft()
@@ -375,6 +393,11 @@ class ChatServer:
 
     def _accept(self) -> None:
         assert self._listener is not None
+        if self._handshakes_deferred and self._pending >= self.config.max_handshakes:
+            # The budget is full of handshakes waiting for our CPU, not for their peers: the
+            # new connections wait in the backlog rather than evict work under way (idle
+            # sockets defer nothing, so they still meet the evict-the-oldest rule).
+            return
         for _ in range(ACCEPT_BATCH):
             try:
                 raw, addr = self._listener.accept()
