@@ -196,6 +196,7 @@ def test_redis_unreachable_at_startup(
         a = spawn(fresh_pki.dir, "--redis", redis_server.url)
         line = a.wait_log(r"redis link .*cmd: down")
         assert "retrying" in line and "127.0.0.1" in line
+        assert "their lines are refused" in a.wait_log(r"redis: unreachable at startup")
         alice = join(a, fresh_pki, "alice")
         alice.send("too early")
         assert alice.wait_for("error")["code"] == "not_delivered"

@@ -143,6 +143,7 @@ class Engine:
         self._crl_offer: tuple[int, bytes] | None = None
         self._closing = False
         self._connected_once = False
+        self._said_unreachable = False
         room.set_degraded(self._down_reason)
         self._degraded = self._down_reason
 
@@ -528,6 +529,13 @@ class Engine:
         if state == "up":
             return  # hello goes out at the next round
         self._down_reason = f"redis unreachable ({reason})"
+        if not self._connected_once and not self._said_unreachable:
+            self._said_unreachable = True
+            log.error(
+                "redis: unreachable at startup (%s): members can connect, their lines are refused "
+                "until it answers; retrying (0.1 s, doubling up to 5 s)",
+                reason,
+            )
         self.ready = False
         self._hello_sent = False
         self._mirror = None
