@@ -28,6 +28,7 @@ from typing import Protocol
 
 from mtlschat.address import Address
 from mtlschat.ca.trust import expiring
+from mtlschat.chat.commands import COMMANDS, ModerationRefused
 from mtlschat.chat.moderation import Moderation
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.chat.wire import Info
@@ -37,6 +38,7 @@ from mtlschat.history.journal import Journal
 from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import ROOM, HistoryError
 from mtlschat.moderation_store import ModerationError, SQLiteModerationStore
+from mtlschat.net import control
 from mtlschat.net.config import ConfigError, ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.refusals import RefusalLog
@@ -69,6 +71,7 @@ _LISTENER = object()  # selector keys' data for the two non-client sockets
 _WAKE = object()
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ADMIN_ACTOR = "admin(shell)"  # who did it, for the room and the audit log, from `mtlschat admin`
 
 
 class LoopParticipant(Protocol):
@@ -174,6 +177,7 @@ class ChatServer:
         self.engine = open_engine(config, self.room, self._install_crl) if relayed else None
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
+        self._control: control.ControlServer | None = None  # `mtlschat admin` (--control)
         self.address: tuple[str, int] = (config.host, config.port)
         # Signals and other threads wake the selector through this pair: one byte per signal.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -225,7 +229,23 @@ class ChatServer:
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, _LISTENER)
         self.address = (host, sock.getsockname()[1])
+        self._open_control()
         return self.address
+
+    def _open_control(self) -> None:
+        """The control socket: refuse to start without one that was asked for (``--control``);
+        the default one (``PKI/control.sock``) is not worth refusing for: warn."""
+        path = self.config.control_path
+        if path is None:
+            return
+        try:
+            listening = control.listen(path)
+        except control.ControlError as exc:
+            if self.config.control is not None:
+                raise StartupError(str(exc)) from None
+            log.warning("no control socket, `mtlschat admin` cannot reach this server: %s", exc)
+            return
+        self._control = control.ControlServer(listening, self._sel, self._admin)
 
     @property
     def trust(self) -> ServerTrust:
@@ -286,6 +306,11 @@ class ChatServer:
             )
         else:
             log.info("history: off")
+        if self._control is not None:
+            log.info(
+                "control socket %s (mode 0600: `mtlschat admin` for this user and root)",
+                self._control.listening.path,
+            )
         self._log_trust()
         # What start-up built (modules, the CLI, TLS and CA objects: ~50k) lives as long as the
         # process: frozen out of the collector's sight, so a full collection walks only what chat
@@ -333,6 +358,8 @@ class ChatServer:
             deadline = min(deadline, self._accept_paused_until)
         if self.engine is not None and (due := self.engine.deadline()) is not None:
             deadline = min(deadline, due)
+        if self._control is not None and (admin := self._control.deadline) is not None:
+            deadline = min(deadline, admin)
         return max(0.0, deadline - time.monotonic())
 
     def _round(self, timeout: float) -> None:
@@ -355,7 +382,7 @@ class ChatServer:
                         deferred += 1  # still ready next round (the selector is level-triggered)
                         continue
                 self._on_ready(data, mask)
-            else:  # a LoopParticipant (a Redis link) handles its own socket
+            else:  # a LoopParticipant (a Redis link, the control socket) handles its own socket
                 participant: LoopParticipant = data
                 participant.on_ready(mask)
         if deferred:
@@ -375,6 +402,8 @@ class ChatServer:
             if conn.state is State.DRAINING:
                 self._release(conn)
         self._refusals.tick(now)
+        if self._control is not None:
+            self._control.expire(now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self._listener is not None:
@@ -512,6 +541,7 @@ class ChatServer:
         if self._trust.stale_crl and conn.session.closing is None:
             self.room.send(conn.session, Info(self._stale_crl_notice()))
         conn.serial = identity.serial
+        conn.since = self._clock()
         conn.state = State.OPEN
         self._by_session[conn.session.id] = conn
         if conn.session.refused is not None:  # error + bye queued: flushed, then closed
@@ -802,6 +832,48 @@ class ChatServer:
             log.info("redis: installed CRL number %d published by another node", number)
             self.reload()
 
+    def _admin(self, command: str, args: str, who: str) -> dict[str, object]:
+        """One `mtlschat admin` request (see :mod:`mtlschat.net.control`), as ``admin(shell)``."""
+        log.info("control request from %s: %s %s", who, command, args)
+        if command == "who":
+            return {"ok": True, "sessions": self._who()}
+        if command == "stats":
+            from mtlschat.net.metrics import snapshot  # (prometheus_client)
+
+            return {"ok": True, "stats": snapshot(self)}
+        if command == "reload":  # the same as SIGHUP
+            if self.reload():
+                return {"ok": True, "text": "reloaded the certificate, CRL, operators and motd"}
+            return {
+                "ok": False,
+                "error": "reload failed: kept the previous certificate and CRL "
+                "(the server's log says why)",
+            }
+        action = COMMANDS[command].action
+        assert action is not None, command
+        try:
+            lines = action(self.room, ADMIN_ACTOR, args)
+        except ModerationRefused as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "text": "\n".join(lines) if lines else f"done: {command} {args}"}
+
+    def _who(self) -> list[dict[str, object]]:
+        """The open sessions: name, address, mode, since (ISO 8601, UTC)."""
+        sessions: list[dict[str, object]] = []
+        for conn in self._by_session.values():
+            session = conn.session
+            if conn.state is State.OPEN and session is not None and session.closing is None:
+                since = datetime.fromtimestamp(conn.since, UTC).isoformat(timespec="seconds")
+                sessions.append(
+                    {
+                        "name": session.name,
+                        "address": conn.peer,
+                        "mode": session.mode.name.lower(),
+                        "since": since,
+                    }
+                )
+        return sorted(sessions, key=lambda s: (str(s["name"]).casefold(), str(s["since"])))
+
     def _reload_live_settings(self) -> None:
         """Operators and motd, re-read from the configuration file (flags and env stay)."""
         if self._reread is None:
@@ -906,6 +978,9 @@ class ChatServer:
     def _close_all(self) -> None:
         for conn in list(self._conns.values()):
             self._release(conn)
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
