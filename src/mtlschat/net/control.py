@@ -20,6 +20,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import selectors
 import socket
@@ -36,6 +37,7 @@ MAX_REQUEST = 16384  # bytes of one request line; longer is refused
 MAX_CLIENTS = 16  # control connections at once; more are closed at once
 TIMEOUT = 5.0  # seconds for a control client to send its request and read the reply
 ACCEPT_BATCH = 16
+ADMIN_ACTOR = "admin(shell)"  # who did it, for the room and the audit log
 
 log = logging.getLogger("mtlschat.server")
 
@@ -224,19 +226,15 @@ class ControlServer:
         self._clients: collections.deque[ControlClient] = collections.deque()  # deadline order
         sel.register(listening.sock, selectors.EVENT_READ, self)
 
-    @property
-    def deadline(self) -> float | None:
-        """When the oldest control client times out (monotonic), if there is one."""
-        return self._clients[0].deadline if self._clients else None
-
     def on_ready(self, mask: int) -> None:
         """The listener is ready (the server's loop calls it: a ``LoopParticipant``)."""
         self._accept()
 
-    def expire(self, now: float) -> None:
-        """Cut off the clients past their deadline."""
+    def expire(self, now: float) -> float:
+        """Cut off the clients past their deadline; the next deadline (monotonic; inf: none)."""
         while self._clients and self._clients[0].deadline <= now:
             self._close(self._clients[0])
+        return self._clients[0].deadline if self._clients else math.inf
 
     def close(self) -> None:
         """Close every client and the listener; remove the socket file."""

@@ -71,7 +71,6 @@ _LISTENER = object()  # selector keys' data for the two non-client sockets
 _WAKE = object()
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-ADMIN_ACTOR = "admin(shell)"  # who did it, for the room and the audit log, from `mtlschat admin`
 
 
 class LoopParticipant(Protocol):
@@ -246,6 +245,49 @@ class ChatServer:
             log.warning("no control socket, `mtlschat admin` cannot reach this server: %s", exc)
             return
         self._control = control.ControlServer(listening, self._sel, self._admin)
+        log.info("control socket %s (mode 0600: `mtlschat admin` for this user and root)", path)
+
+    def _admin(self, command: str, args: str, who: str) -> dict[str, object]:
+        """One `mtlschat admin` request (see :mod:`mtlschat.net.control`), as ``admin(shell)``."""
+        log.info("control request from %s: %s %s", who, command, args)
+        if command == "who":
+            return {"ok": True, "sessions": self._who()}
+        if command == "stats":
+            from mtlschat.net.metrics import snapshot  # (prometheus_client)
+
+            return {"ok": True, "stats": snapshot(self)}
+        if command == "reload":  # the same as SIGHUP
+            if self.reload():
+                return {"ok": True, "text": "reloaded the certificate, CRL, operators and motd"}
+            return {
+                "ok": False,
+                "error": "reload failed: kept the previous certificate and CRL "
+                "(the server's log says why)",
+            }
+        action = COMMANDS[command].action
+        assert action is not None, command
+        try:
+            lines = action(self.room, control.ADMIN_ACTOR, args)
+        except ModerationRefused as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "text": "\n".join(lines) if lines else f"done: {command} {args}"}
+
+    def _who(self) -> list[dict[str, object]]:
+        """The open sessions: name, address, mode, since (ISO 8601, UTC)."""
+        sessions: list[dict[str, object]] = []
+        for conn in self._by_session.values():
+            session = conn.session
+            if conn.state is State.OPEN and session is not None and session.closing is None:
+                since = datetime.fromtimestamp(conn.since, UTC).isoformat(timespec="seconds")
+                sessions.append(
+                    {
+                        "name": session.name,
+                        "address": conn.peer,
+                        "mode": session.mode.name.lower(),
+                        "since": since,
+                    }
+                )
+        return sorted(sessions, key=lambda s: (str(s["name"]).casefold(), str(s["since"])))
 
     @property
     def trust(self) -> ServerTrust:
@@ -306,11 +348,6 @@ class ChatServer:
             )
         else:
             log.info("history: off")
-        if self._control is not None:
-            log.info(
-                "control socket %s (mode 0600: `mtlschat admin` for this user and root)",
-                self._control.listening.path,
-            )
         self._log_trust()
         # What start-up built (modules, the CLI, TLS and CA objects: ~50k) lives as long as the
         # process: frozen out of the collector's sight, so a full collection walks only what chat
@@ -346,6 +383,8 @@ class ChatServer:
         if self._again or self._dirty:
             return 0.0
         deadline = next_tick
+        if self._control is not None:  # (cuts off stalled control clients; its next deadline)
+            deadline = min(deadline, self._control.expire(time.monotonic()))
         if self._handshakes:
             deadline = min(deadline, self._handshakes[0].deadline)
         if self._closings:
@@ -358,8 +397,6 @@ class ChatServer:
             deadline = min(deadline, self._accept_paused_until)
         if self.engine is not None and (due := self.engine.deadline()) is not None:
             deadline = min(deadline, due)
-        if self._control is not None and (admin := self._control.deadline) is not None:
-            deadline = min(deadline, admin)
         return max(0.0, deadline - time.monotonic())
 
     def _round(self, timeout: float) -> None:
@@ -382,7 +419,7 @@ class ChatServer:
                         deferred += 1  # still ready next round (the selector is level-triggered)
                         continue
                 self._on_ready(data, mask)
-            else:  # a LoopParticipant (a Redis link, the control socket) handles its own socket
+            else:  # a LoopParticipant (a Redis link) handles its own socket
                 participant: LoopParticipant = data
                 participant.on_ready(mask)
         if deferred:
@@ -402,8 +439,6 @@ class ChatServer:
             if conn.state is State.DRAINING:
                 self._release(conn)
         self._refusals.tick(now)
-        if self._control is not None:
-            self._control.expire(now)
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self._listener is not None:
@@ -831,48 +866,6 @@ class ChatServer:
         if install_crl(pem, target, self._trust.ca_certs, crl):
             log.info("redis: installed CRL number %d published by another node", number)
             self.reload()
-
-    def _admin(self, command: str, args: str, who: str) -> dict[str, object]:
-        """One `mtlschat admin` request (see :mod:`mtlschat.net.control`), as ``admin(shell)``."""
-        log.info("control request from %s: %s %s", who, command, args)
-        if command == "who":
-            return {"ok": True, "sessions": self._who()}
-        if command == "stats":
-            from mtlschat.net.metrics import snapshot  # (prometheus_client)
-
-            return {"ok": True, "stats": snapshot(self)}
-        if command == "reload":  # the same as SIGHUP
-            if self.reload():
-                return {"ok": True, "text": "reloaded the certificate, CRL, operators and motd"}
-            return {
-                "ok": False,
-                "error": "reload failed: kept the previous certificate and CRL "
-                "(the server's log says why)",
-            }
-        action = COMMANDS[command].action
-        assert action is not None, command
-        try:
-            lines = action(self.room, ADMIN_ACTOR, args)
-        except ModerationRefused as exc:
-            return {"ok": False, "error": str(exc)}
-        return {"ok": True, "text": "\n".join(lines) if lines else f"done: {command} {args}"}
-
-    def _who(self) -> list[dict[str, object]]:
-        """The open sessions: name, address, mode, since (ISO 8601, UTC)."""
-        sessions: list[dict[str, object]] = []
-        for conn in self._by_session.values():
-            session = conn.session
-            if conn.state is State.OPEN and session is not None and session.closing is None:
-                since = datetime.fromtimestamp(conn.since, UTC).isoformat(timespec="seconds")
-                sessions.append(
-                    {
-                        "name": session.name,
-                        "address": conn.peer,
-                        "mode": session.mode.name.lower(),
-                        "since": since,
-                    }
-                )
-        return sorted(sessions, key=lambda s: (str(s["name"]).casefold(), str(s["since"])))
 
     def _reload_live_settings(self) -> None:
         """Operators and motd, re-read from the configuration file (flags and env stay)."""
