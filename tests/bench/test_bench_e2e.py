@@ -70,7 +70,7 @@ def test_compare_burst_against_both_servers(mtlschat_cli: CLIRunner, tmp_path: P
     assert ratio["receivers"] == 5
     assert "deliveries_per_s" in ratio["mtlschat_over_reference"]
     # The kept PKI is reused: a second run issues nothing new and still verifies.
-    assert sorted(p.name for p in (tmp_path / "pki" / "bench").iterdir())[:2] == [
+    assert sorted(p.name for p in (tmp_path / "pki" / "bench").glob("*.pem"))[:2] == [
         "r00000.pem",
         "r00001.pem",
     ]

@@ -103,7 +103,7 @@ def test_rows_serialise_and_mark_expiry(fresh_pki: TestPKI, tmp_path: Path) -> N
     )
     assert set(by_name["soon"]) == {
         "serial", "name", "kind", "not_before", "not_after", "status", "revoked_at", "reason",
-        "sha256", "expires_soon",
+        "sha256", "expires_soon", "bench",
     }  # fmt: skip
     assert gone.serial == int(by_name["gone"]["serial"], 16)
 

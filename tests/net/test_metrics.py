@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -14,7 +16,10 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import ChatClient, assert_refused, client_context
+from mtlschat.address import Address
+from mtlschat.net.metrics import MetricsServer
+
+from .conftest import DEADLINE, ChatClient, RunningServer, assert_refused, client_context
 
 if TYPE_CHECKING:
     from conftest import ServerProcess, TestPKI
@@ -125,3 +130,16 @@ def test_json_log_has_the_text_log_fields(
     assert all(set(r) == {"time", "level", "message"} for r in records)
     assert any(r["message"].startswith("listening on 127.0.0.1:") for r in records)
     assert {r["level"] for r in records} >= {"INFO"}
+
+
+def test_metrics_close_without_start_releases_the_port(chat_server: RunningServer) -> None:
+    """A start-up that fails after the exporter bound its port (e.g. a bad --pidfile) closes it
+    without ever having served: close() must neither hang nor leave the port taken."""
+    exporter = MetricsServer(chat_server.server, Address("127.0.0.1", 0), "room-1")
+    port = exporter.address.port
+    done = threading.Thread(target=exporter.close, daemon=True)
+    done.start()
+    done.join(DEADLINE)
+    assert not done.is_alive(), "close() hung although start() never ran"
+    with socket.create_server(("127.0.0.1", port)):  # the port is free again
+        pass

@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -189,6 +190,8 @@ def test_worker_settings() -> None:
         None,
         1,
     )
+    assert second.control == str(Path("pki/control-w2.sock"))  # one control socket each
+    assert worker_config(replace(cfg, control="off"), 2, 7443).control == "off"
     assert shifted_metrics("0.0.0.0:0", 5) == "0.0.0.0:0"
     assert shifted_metrics("[::1]:9100", 1) == "[::1]:9101"
     with pytest.raises(ValueError, match="would need port 65536"):

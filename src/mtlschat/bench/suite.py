@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mtlschat import __version__
 from mtlschat.bench import COMPARISONS
-from mtlschat.bench.pki import BenchPKI, prepare_pki
+from mtlschat.bench.pki import BenchPKI, bench_pki
 from mtlschat.bench.results import BenchReport, RunResult, ratios
 from mtlschat.bench.runner import BenchError, Reporter, Workload, machine, run_workload
 from mtlschat.bench.spawn import spawn_server
@@ -64,16 +64,19 @@ def run_plan(
     receivers = max(w.receivers for w in plan.workloads)
     senders = max(w.senders + (w.kind == "storm") for w in plan.workloads)  # + a storm's probe
     runs: list[RunResult] = []
-    with _pki_dir(plan.pki_dir) as pki_dir:
-        reporter.stage("issuing certificates", receivers + senders)
-        issued = 0
+    issued = 0
 
-        def tick(n: int) -> None:
-            nonlocal issued
-            issued += n
-            reporter.update(issued)
+    def tick(n: int) -> None:
+        nonlocal issued
+        issued += n
+        reporter.update(issued)
 
-        pki = prepare_pki(pki_dir, receivers, senders, tick)
+    server = plan.targets != ["external"]
+    reporter.stage("issuing certificates", receivers + senders)
+    with (
+        _pki_dir(plan.pki_dir) as pki_dir,
+        bench_pki(pki_dir, receivers, senders, tick, server=server) as pki,
+    ):
         for wl in plan.workloads:
             for target in plan.targets:
                 run = _one(plan, target, wl, pki, reporter)

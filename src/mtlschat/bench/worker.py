@@ -25,6 +25,7 @@ import contextlib
 import errno
 import heapq
 import selectors
+import signal
 import socket
 import ssl
 import time
@@ -200,6 +201,7 @@ class SenderReport:
 
 def run_receivers(job: ReceiverJob, pipe: Connection) -> None:
     """Process entry point: connect every receiver, verify streams, obey the orchestrator."""
+    _leave_ctrl_c_to_the_parent()
     raise_fd_limit()
     latencies: array[int] = array("q")
     conns = [_Conn(i, client_context(job.endpoint, c)) for i, c in enumerate(job.certs)]
@@ -562,8 +564,15 @@ class _ReceiverLoop:
         self.sel.close()
 
 
+def _leave_ctrl_c_to_the_parent() -> None:
+    # Ctrl-C reaches the whole process group: the orchestrator stops the run (and cleans up its
+    # certificates), then closes us; a traceback from each worker would only bury its message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_sender(job: SenderJob, pipe: Connection) -> None:
     """Process entry point for one sender."""
+    _leave_ctrl_c_to_the_parent()
     ep = job.endpoint
     ctx = client_context(ep, job.cert)
     if job.retry_for:

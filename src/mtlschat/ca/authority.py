@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mtlschat.ca import install
+from mtlschat.ca import benchrun, install
 from mtlschat.ca.bundle import is_encrypted_pem_key, load_pem_key, serialize_bundle
 from mtlschat.ca.crl import (
     DEFAULT_CRL_DAYS,
@@ -115,6 +115,7 @@ class CertificateAuthority:
         self._passphrase = passphrase
         self._key: PrivateKey | None = None
         self.backup_dir: Path | None = None  # where `init --force` put the CA it replaced
+        self.bench_cleaned = 0  # bench certificates of killed runs that `open` cleaned up
 
     # -- creating and opening ---------------------------------------------------------------
 
@@ -198,6 +199,10 @@ class CertificateAuthority:
         recorded = ca.db.newest_crl()
         if recorded is not None and _read_or_none(paths.crl) != recorded:
             ca._publish_crl()
+        if ca.db.bench_runs():
+            # Best effort: a CA key that needs a passphrase waits for a command that has it.
+            with contextlib.suppress(CAError):
+                ca.bench_cleaned = ca.clean_stale_bench_runs()
         return ca
 
     # -- properties ---------------------------------------------------------------------------
@@ -252,12 +257,14 @@ class CertificateAuthority:
         key_type: str = DEFAULT_KEY_TYPE,
         passphrase: bytes | None = None,
         force: bool = False,
+        bench_run: str | None = None,
     ) -> IssuedCert:
         """Issue a client certificate for ``name``; write the bundle (key + cert + CA), 0600.
 
         ``out`` defaults to ``./NAME.pem``; an existing file is refused unless ``force``.
         ``passphrase`` encrypts the bundle's key. ``not_before`` (for tests) moves the validity
         window; a certificate that is already expired cannot clash with a live name.
+        ``bench_run`` records it as a certificate of that bench run (see :mod:`.benchrun`).
         """
         _check_name(name)
         key = generate_key(key_type)
@@ -273,6 +280,7 @@ class CertificateAuthority:
             force=force,
             render=lambda cert: serialize_bundle(key, cert, [self.cert], passphrase),
             mode=PRIVATE,
+            bench_run=bench_run,
         )
 
     def issue_server(
@@ -284,6 +292,7 @@ class CertificateAuthority:
         out: Path | None = None,
         key_type: str = DEFAULT_KEY_TYPE,
         force: bool = False,
+        bench_run: str | None = None,
     ) -> IssuedCert:
         """Issue a server certificate with DNS/IP SANs for ``hosts`` (CN = the first host).
 
@@ -314,6 +323,7 @@ class CertificateAuthority:
             mode=PRIVATE,
             sans=sans,
             unique=False,
+            bench_run=bench_run,
         )
 
     def sign_csr(
@@ -402,6 +412,7 @@ class CertificateAuthority:
         sans: Sequence[x509.GeneralName] = (),
         unique: bool = True,
         supersede: bool = False,
+        bench_run: str | None = None,
     ) -> IssuedCert:
         if valid is None:
             days = DEFAULT_LEAF_DAYS if days is None else days
@@ -448,6 +459,8 @@ class CertificateAuthority:
                     cert_pem=_pem(cert).decode(),
                 ),
             )
+            if bench_run is not None:
+                self.db.mark_bench(conn, cert.serial_number, bench_run, out)
         pause_point("issue:recorded")
         try:
             atomic_write(out, render(cert), mode=mode, overwrite=force)
@@ -529,6 +542,36 @@ class CertificateAuthority:
             return RevokedCert(serial=serial, name=name, was_recorded=record is not None)
 
         return self._revoke_and_publish(change)
+
+    def end_bench_run(self, run: str) -> int:
+        """Revoke the certificates of bench run ``run`` (one CRL), delete their bundles, and
+        mark the run done; returns how many. Safe to repeat after a kill at any point."""
+        with self.db.transaction() as conn:
+            pending = self.db.bench_pending(conn, run)
+        if pending:
+            now = datetime.now(UTC)
+            self._revoke_and_publish(
+                lambda conn: [
+                    self.db.revoke_serial(conn, serial, "cessation-of-operation", now)
+                    for serial, _ in pending
+                ]
+            )
+            for _, path in pending:  # (revoked first: a key deleted too late is harmless)
+                path.unlink(missing_ok=True)
+            remove_stale_temporaries(self.paths.bench)  # a bundle a kill left half written
+        with self.db.transaction() as conn:
+            self.db.bench_finished(conn, run)
+        return len(pending)
+
+    def clean_stale_bench_runs(self) -> int:
+        """:meth:`end_bench_run` for every bench run that is over (killed, say) but not cleaned
+        up; returns how many certificates that revoked."""
+        cleaned = 0
+        for run in self.db.bench_runs():
+            with benchrun.claim_if_over(self.paths, run) as over:
+                if over:
+                    cleaned += self.end_bench_run(run)
+        return cleaned
 
     def write_crl(self, days: int = DEFAULT_CRL_DAYS) -> Path:
         """(Re)write ``crl.pem`` with the next CRL number and a nextUpdate ``days`` away."""
@@ -619,7 +662,12 @@ def _sign_crl(
     """Sign the next CRL from the record and record it (inside the caller's transaction)."""
     number = db.next_crl_number(conn)
     crl = build_crl(
-        ca_key=ca_key, ca_cert=ca_cert, revoked=db.revoked(conn), number=number, now=now, days=days
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        revoked=db.revoked(conn, now),
+        number=number,
+        now=now,
+        days=days,
     )
     pem = crl.public_bytes(serialization.Encoding.PEM)
     db.record_crl(conn, number, pem, now)

@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS crls (
     issued_at   INTEGER NOT NULL,
     pem         TEXT NOT NULL
 );
+-- Certificates `mtlschat bench` issued into a PKI it did not create (a live room): recorded in
+-- the transaction that records the certificate, revoked and their bundle deleted when the run
+-- ends (or, for a run that was killed, by the next `ca` command or bench: see ca/benchrun.py).
+CREATE TABLE IF NOT EXISTS bench_certs (
+    serial      TEXT PRIMARY KEY,          -- certs.serial
+    run         TEXT NOT NULL,             -- the run's id (it holds PKI/bench/.run-ID.lock)
+    path        TEXT NOT NULL,             -- the bundle (key) file to delete
+    done        INTEGER NOT NULL DEFAULT 0 -- 1 once revoked and the bundle deleted
+);
 -- Serials revoked by number that the record does not hold (e.g. issued before a lost ca.db).
 CREATE TABLE IF NOT EXISTS unknown_revocations (
     serial      TEXT PRIMARY KEY,
@@ -71,6 +80,7 @@ class CertRecord:
     revoked_at: datetime | None
     reason: str | None
     cert_pem: str
+    bench: bool = False  # issued by `mtlschat bench` into this PKI (hidden by `ca list`)
 
     def status(self, now: datetime | None = None) -> str:
         """``revoked``, ``expired`` or ``valid``."""
@@ -101,7 +111,14 @@ def _record(row: sqlite3.Row) -> CertRecord:
         revoked_at=None if row["revoked_at"] is None else _dt(row["revoked_at"]),
         reason=row["reason"],
         cert_pem=row["cert_pem"],
+        bench=bool(row["bench"]),
     )
+
+
+_WITH_BENCH = (
+    "SELECT certs.*, bench_certs.serial IS NOT NULL AS bench FROM certs"
+    " LEFT JOIN bench_certs ON bench_certs.serial = certs.serial"
+)
 
 
 class CertDB:
@@ -233,7 +250,7 @@ class CertDB:
     @staticmethod
     def get(conn: sqlite3.Connection, serial: int) -> CertRecord | None:
         """The record of ``serial``, if the CA holds it."""
-        row = conn.execute("SELECT * FROM certs WHERE serial = ?", (f"{serial:x}",)).fetchone()
+        row = conn.execute(_WITH_BENCH + " WHERE certs.serial = ?", (f"{serial:x}",)).fetchone()
         return None if row is None else _record(row)
 
     @staticmethod
@@ -266,12 +283,45 @@ class CertDB:
         return None if row is None else str(row["pem"]).encode("ascii")
 
     @staticmethod
-    def revoked(conn: sqlite3.Connection) -> list[Revocation]:
-        """Every revocation (for the CRL): recorded certificates, then serials given alone."""
+    def mark_bench(conn: sqlite3.Connection, serial: int, run: str, path: Path) -> None:
+        """Record ``serial`` as a bench certificate of ``run`` (inside the issuing transaction)."""
+        conn.execute(
+            "INSERT INTO bench_certs (serial, run, path) VALUES (?, ?, ?)",
+            (f"{serial:x}", run, str(path)),
+        )
+
+    @staticmethod
+    def bench_pending(conn: sqlite3.Connection, run: str) -> list[tuple[int, Path]]:
+        """``run``'s bench certificates not yet cleaned up: (serial, bundle path)."""
+        rows = conn.execute(
+            "SELECT serial, path FROM bench_certs WHERE run = ? AND done = 0", (run,)
+        ).fetchall()
+        return [(int(r["serial"], 16), Path(r["path"])) for r in rows]
+
+    @staticmethod
+    def bench_finished(conn: sqlite3.Connection, run: str) -> None:
+        """``run`` is cleaned up: revoked, bundles deleted."""
+        conn.execute("UPDATE bench_certs SET done = 1 WHERE run = ?", (run,))
+
+    def bench_runs(self) -> list[str]:
+        """The bench runs with certificates not yet cleaned up."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT DISTINCT run FROM bench_certs WHERE done = 0").fetchall()
+        return [str(r["run"]) for r in rows]
+
+    @staticmethod
+    def revoked(conn: sqlite3.Connection, now: datetime) -> list[Revocation]:
+        """Every revocation (for the CRL): recorded certificates, then serials given alone.
+
+        Bench certificates leave the CRL once expired (RFC 5280 allows dropping an expired
+        certificate's entry), so benchmarking a live room does not grow its CRL for good.
+        """
         rows = conn.execute(
             "SELECT serial, revoked_at, reason FROM certs WHERE revoked_at IS NOT NULL"
+            " AND NOT (not_after < ? AND serial IN (SELECT serial FROM bench_certs))"
             " UNION ALL SELECT serial, revoked_at, reason FROM unknown_revocations"
-            " ORDER BY revoked_at"
+            " ORDER BY revoked_at",
+            (_ts(now),),
         ).fetchall()
         return [
             Revocation(int(r["serial"], 16), _dt(r["revoked_at"]), r["reason"] or "unspecified")
@@ -286,14 +336,14 @@ class CertDB:
     def all(self) -> list[CertRecord]:
         """Every certificate, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM certs ORDER BY not_before, rowid").fetchall()
+            rows = conn.execute(_WITH_BENCH + " ORDER BY not_before, certs.rowid").fetchall()
         return [_record(r) for r in rows]
 
     def by_name(self, name: str) -> list[CertRecord]:
         """Every certificate whose name matches case-insensitively, oldest first."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT * FROM certs WHERE name_key = ? ORDER BY not_before, rowid",
+                _WITH_BENCH + " WHERE name_key = ? ORDER BY not_before, certs.rowid",
                 (name.casefold(),),
             ).fetchall()
         return [_record(r) for r in rows]

@@ -29,6 +29,7 @@ class CertRow:
     reason: str | None
     sha256: str
     expires_soon: bool  # valid, and expires within EXPIRY_WARNING
+    bench: bool  # issued by `mtlschat bench` (hidden by `ca list` unless --all or --bench)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (datetimes as ISO 8601 strings)."""
@@ -55,6 +56,7 @@ def cert_rows(records: Iterable[CertRecord], now: datetime) -> list[CertRow]:
                 reason=r.reason,
                 sha256=r.fingerprint,
                 expires_soon=status == "valid" and r.not_after - now <= EXPIRY_WARNING,
+                bench=r.bench,
             )
         )
     return rows

@@ -41,6 +41,11 @@ class PKIPaths:
         return self.dir / "server.pem"
 
     @property
+    def bench(self) -> Path:
+        """``mtlschat bench``'s bundles (``NAME.pem``) and run locks (``.run-ID.lock``)."""
+        return self.dir / "bench"
+
+    @property
     def init_marker(self) -> Path:
         """Present while ``ca init`` moves a new CA into place (see ``authority.init``)."""
         return self.dir / ".init-pending"

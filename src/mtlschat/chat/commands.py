@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from mtlschat.chat.room import Room, Session
 
 Handler = Callable[["Room", "Session", str, float], None]
+# An operator action done by an actor who need not be in the room (`mtlschat admin`: the actor is
+# "admin(shell)"): (room, actor, arg) -> lines for the actor alone (None: the room's announcement
+# says it all). Raises ModerationRefused with a one-line reason.
+OperatorAction = Callable[["Room", str, str], "list[str] | None"]
 
 SEARCH_LIMIT = 50  # lines one /search shows (the most recent matches)
 
@@ -54,6 +58,7 @@ class Command:
     rated: bool = True  # counts against the sender's rate limit
     hidden: bool = False  # protocol plumbing, left out of /help (docs/protocol.md has it)
     operator: bool = False  # only the configured operators may use it ("not an operator")
+    action: OperatorAction | None = None  # the same command for an actor outside the room (admin)
 
 
 def _usage(room: Room, s: Session, command: str) -> None:
@@ -172,7 +177,7 @@ def _resume(room: Room, s: Session, arg: str, ts: float) -> None:
     room.send(s, Resumed(history.epoch, last, len(lines), False))
 
 
-# ---- moderation: also called by `mtlschat admin` (actor "admin") ---------------------------
+# ---- moderation: also called by `mtlschat admin` (actor "admin(shell)") ---------------------
 
 
 class ModerationRefused(Exception):
@@ -289,43 +294,64 @@ def ban_list(room: Room) -> list[str]:
     return [describe_ban(b) for b in room.moderation.bans(room.wall())]
 
 
+def _usage_text(command: str) -> str:
+    return f"usage: {COMMANDS[command].usage}"
+
+
+def kick_action(room: Room, actor: str, arg: str) -> None:
+    """``NAME [reason]``: :func:`kick`."""
+    name, _, reason = arg.partition(" ")
+    if not name:
+        raise ModerationRefused(_usage_text("kick"))
+    kick(room, actor, name, reason.strip())
+
+
+def ban_action(room: Room, actor: str, arg: str) -> None:
+    """``NAME [DURATION] [reason]``: :func:`ban`."""
+    name, _, rest = arg.partition(" ")
+    if not name:
+        raise ModerationRefused(_usage_text("ban"))
+    first, _, more = rest.strip().partition(" ")
+    seconds = parse_duration(first)
+    reason = more.strip() if seconds is not None else rest.strip()
+    ban(room, actor, name, seconds, reason)
+
+
+def unban_action(room: Room, actor: str, arg: str) -> None:
+    """``NAME``: :func:`unban`."""
+    if not arg or " " in arg:
+        raise ModerationRefused(_usage_text("unban"))
+    unban(room, actor, arg)
+
+
+def bans_action(room: Room, actor: str, arg: str) -> list[str]:
+    """The bans in force, one line each (``no bans``)."""
+    return ban_list(room) or ["no bans"]
+
+
 def _moderate(room: Room, s: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` for member ``s``; a refusal is their error."""
     try:
         action()
     except ModerationRefused as exc:
         room.error(s, BAD_USAGE, str(exc))
 
 
-def _kick(room: Room, s: Session, arg: str, now: float) -> None:
-    name, _, reason = arg.partition(" ")
-    if not name:
-        _usage(room, s, "kick")
-        return
-    _moderate(room, s, lambda: kick(room, s.name, name, reason.strip()))
+def _by_member(action: OperatorAction) -> Handler:
+    """The chat handler of ``action``: the member is the actor, refusals are their error."""
+
+    def handler(room: Room, s: Session, arg: str, ts: float) -> None:
+        lines: list[str] = []
+        _moderate(room, s, lambda: lines.extend(action(room, s.name, arg) or ()))
+        for line in lines:
+            room.send(s, Info(line))
+
+    return handler
 
 
-def _ban(room: Room, s: Session, arg: str, now: float) -> None:
-    name, _, rest = arg.partition(" ")
-    if not name:
-        _usage(room, s, "ban")
-        return
-    first, _, more = rest.strip().partition(" ")
-    seconds = parse_duration(first)
-    reason = more.strip() if seconds is not None else rest.strip()
-    _moderate(room, s, lambda: ban(room, s.name, name, seconds, reason))
-
-
-def _unban(room: Room, s: Session, arg: str, now: float) -> None:
-    if not arg or " " in arg:
-        _usage(room, s, "unban")
-        return
-    _moderate(room, s, lambda: unban(room, s.name, arg))
-
-
-def _bans(room: Room, s: Session, arg: str, now: float) -> None:
-    lines = ban_list(room)
-    for line in lines or ["no bans"]:
-        room.send(s, Info(line))
+def _operator(action: OperatorAction, usage: str, help: str) -> Command:
+    """An operator command, run the same way from the room and from `mtlschat admin`."""
+    return Command(_by_member(action), usage, help, operator=True, action=action)
 
 
 def _mute(room: Room, s: Session, arg: str, now: float) -> None:
@@ -374,15 +400,14 @@ COMMANDS: dict[str, Command] = {
         hidden=True,
     ),
     "topic": Command(_topic, "/topic [TEXT | -]", "show the topic; operators set (or clear) it"),
-    "kick": Command(_kick, "/kick NAME [reason]", "disconnect NAME (operators)", operator=True),
-    "ban": Command(
-        _ban,
+    "kick": _operator(kick_action, "/kick NAME [reason]", "disconnect NAME (operators)"),
+    "ban": _operator(
+        ban_action,
         "/ban NAME [DURATION] [reason]",
         "keep NAME out (30m, 2h, 7d; default until /unban) (operators)",
-        operator=True,
     ),
-    "unban": Command(_unban, "/unban NAME", "lift NAME's ban (operators)", operator=True),
-    "bans": Command(_bans, "/bans", "list the bans in force (operators)", operator=True),
+    "unban": _operator(unban_action, "/unban NAME", "lift NAME's ban (operators)"),
+    "bans": _operator(bans_action, "/bans", "list the bans in force (operators)"),
     "mute": Command(
         _mute, "/mute NAME [DURATION]", "NAME's lines are dropped (operators)", operator=True
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,6 +167,9 @@ def bench(
                 f"{run.target} {run.workload} x{run.receivers}: done{lost}", highlight=False
             )
 
+    # SIGTERM (a service manager, `kill`) ends a run like Ctrl-C: its bench certificates in a live
+    # room's PKI are revoked and their keys deleted on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -178,6 +182,8 @@ def bench(
             report = run_plan(plan, _Bar(progress), show)
     except (BenchError, SpawnError, CAError, OSError) as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
     if as_json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -185,6 +191,10 @@ def bench(
         print_report(report, console)
     if any(r.delivery is not None and r.delivery.lost for r in report.runs):
         raise typer.Exit(3)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _plan(

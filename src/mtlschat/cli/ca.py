@@ -130,6 +130,12 @@ def _open_ca(pki: Path, *, need_key: bool) -> CertificateAuthority:
     from mtlschat.ca.authority import CertificateAuthority
 
     ca = CertificateAuthority.open(pki, passphrase=_env_bytes(CA_PASSPHRASE_ENV))
+    if ca.bench_cleaned:
+        typer.echo(
+            f"revoked {ca.bench_cleaned} certificates of an interrupted `mtlschat bench` and "
+            "deleted their keys",
+            err=True,
+        )
     if need_key:
         passphrase = None
         if ca.key_encrypted:
@@ -343,19 +349,31 @@ def sign(
 def list_(
     pki: Pki = DEFAULT_PKI_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also the certificates `mtlschat bench` issued.")
+    ] = False,
+    bench: Annotated[
+        bool, typer.Option("--bench", help="Only the certificates `mtlschat bench` issued.")
+    ] = False,
 ) -> None:
     """Every certificate issued: serial, name, kind, expiry and status.
+
+    Certificates `mtlschat bench` issued into this PKI (valid a day, revoked when the run ends)
+    are left out unless --all or --bench.
 
     Examples:
       mtlschat ca list
       mtlschat ca list --json
+      mtlschat ca list --bench
     """
     from rich.console import Console
     from rich.table import Table
 
     with _errors():
         ca = _open_ca(pki, need_key=False)
-        rows = ca.rows()
+        every = ca.rows()
+        rows = [r for r in every if r.bench == bench or show_all]
+        hidden = len(every) - len(rows)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in rows], indent=2))
             return
@@ -368,7 +386,12 @@ def list_(
                 status += " (expires soon)"
             table.add_row(r.serial, r.name, r.kind, _date(r.not_after), status)
         console = Console() if sys.stdout.isatty() else Console(width=200)
-        console.print(table) if rows else typer.echo("no certificates issued yet")
+        if rows:
+            console.print(table)
+        else:
+            typer.echo("no certificates issued yet" if not every else "no certificates to show")
+        if hidden and not bench:
+            typer.echo(f"({hidden} bench certificates not shown: --all or --bench shows them)")
         state = ca.crl_state()
         if state is None:
             typer.echo(f"{ca.paths.crl}: missing or unreadable: run `mtlschat ca crl`")

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from mtlschat import __version__
+from mtlschat.cli import admin as admin_cli
 from mtlschat.cli import bench as bench_cli
 from mtlschat.cli import ca as ca_cli
 from mtlschat.cli import client as client_cli
@@ -37,6 +38,7 @@ app.add_typer(history_cli.app, name="history")
 app.command("server")(server_cli.server)
 app.command("client")(client_cli.client)
 app.command("bench")(bench_cli.bench)
+app.command("admin")(admin_cli.admin)
 app.command("request")(ca_cli.request)
 app.command("bundle")(ca_cli.bundle)
 

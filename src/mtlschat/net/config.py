@@ -121,6 +121,14 @@ class ServerConfig(RoomSettings):
         "Write the server's PID to this file once it listens (removed at exit).",
         shown_default="none",
     )
+    control: str | None = setting(
+        None,
+        Nullable(Text(), off=()),
+        "Unix socket (mode 0600) for `mtlschat admin` (who, kick, ban, unban, reload, stats), "
+        "or off.",
+        unit="path",
+        shown_default="PKI/control.sock",
+    )
     metrics: str | None = setting(
         None,
         Nullable(Text(), off=()),
@@ -214,6 +222,15 @@ class ServerConfig(RoomSettings):
         """Raise :class:`ConfigError` for ``--workers`` above 1 without a room they can share."""
         if self.workers > 1 and self.redis is None:
             raise ConfigError("--workers needs --redis: separate processes would be separate rooms")
+
+    @property
+    def control_path(self) -> Path | None:
+        """The control socket (default ``PKI/control.sock``), or None with ``--control off``."""
+        if self.control is None:
+            return self.pki / "control.sock"
+        if self.control.lower() == "off":
+            return None
+        return Path(self.control).expanduser()
 
     def check_files(self) -> None:
         """Raise :class:`ConfigError` if a PKI file the server needs is missing (or the Redis

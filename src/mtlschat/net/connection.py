@@ -38,6 +38,7 @@ class Connection:
         "reason",
         "serial",
         "session",
+        "since",
         "sock",
         "state",
         "write_waits_for",
@@ -53,6 +54,7 @@ class Connection:
         self.events = selectors.EVENT_READ  # what the selector is watching for
         self.session: Session | None = None
         self.serial = 0  # client certificate serial, checked against the CRL on SIGHUP
+        self.since = 0.0  # wall-clock time the handshake completed (`mtlschat admin who`)
         # Output is queued as the room hands it over, never copied into one growing buffer:
         # a peer that reads slowly costs an append per round, not a copy of its whole backlog.
         self.out: collections.deque[bytes] = collections.deque()

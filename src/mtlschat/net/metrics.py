@@ -218,6 +218,19 @@ class ServerCollector(Collector):
         )
 
 
+def snapshot(server: ChatServer) -> dict[str, float]:
+    """The metrics' numbers now, by sample name and labels (node left out), for ``mtlschat
+    admin stats``: ``{"lines_in_total": 12, "handshakes_total{reason=,result=ok}": 3, ...}``.
+    """
+    numbers: dict[str, float] = {}
+    for family in ServerCollector(server, "").collect():
+        for sample in family.samples:
+            name = sample.name.removeprefix("mtlschat_")
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "node")
+            numbers[f"{name}{{{labels}}}" if labels else name] = sample.value
+    return numbers
+
+
 class MetricsServer:
     """The HTTP endpoint, on a daemon thread of its own."""
 
@@ -260,6 +273,7 @@ class MetricsServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop serving and release the port."""
-        self._httpd.shutdown()
+        """Stop serving and release the port (also when :meth:`start` never ran)."""
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: forever if never run
+            self._httpd.shutdown()
         self._httpd.server_close()

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from mtlschat.address import Address
 from mtlschat.ca.trust import expiring
+from mtlschat.chat.commands import COMMANDS, ModerationRefused
 from mtlschat.chat.moderation import Moderation
 from mtlschat.chat.room import Mode, Room, RoomSettings
 from mtlschat.chat.wire import Info
@@ -37,6 +38,7 @@ from mtlschat.history.journal import Journal
 from mtlschat.history.sqlite import SQLiteStore
 from mtlschat.history.store import ROOM, HistoryError
 from mtlschat.moderation_store import ModerationError, SQLiteModerationStore
+from mtlschat.net import control
 from mtlschat.net.config import ConfigError, ServerConfig
 from mtlschat.net.connection import Connection, State
 from mtlschat.net.refusals import RefusalLog
@@ -174,6 +176,7 @@ class ChatServer:
         self.engine = open_engine(config, self.room, self._install_crl) if relayed else None
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
+        self._control: control.ControlServer | None = None  # `mtlschat admin` (--control)
         self.address: tuple[str, int] = (config.host, config.port)
         # Signals and other threads wake the selector through this pair: one byte per signal.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -225,7 +228,66 @@ class ChatServer:
         self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, _LISTENER)
         self.address = (host, sock.getsockname()[1])
+        self._open_control()
         return self.address
+
+    def _open_control(self) -> None:
+        """The control socket: refuse to start without one that was asked for (``--control``);
+        the default one (``PKI/control.sock``) is not worth refusing for: warn."""
+        path = self.config.control_path
+        if path is None:
+            return
+        try:
+            listening = control.listen(path)
+        except control.ControlError as exc:
+            if self.config.control is not None:
+                raise StartupError(str(exc)) from None
+            log.warning("no control socket, `mtlschat admin` cannot reach this server: %s", exc)
+            return
+        self._control = control.ControlServer(listening, self._sel, self._admin)
+        log.info("control socket %s (mode 0600: `mtlschat admin` for this user and root)", path)
+
+    def _admin(self, command: str, args: str, who: str) -> dict[str, object]:
+        """One `mtlschat admin` request (see :mod:`mtlschat.net.control`), as ``admin(shell)``."""
+        log.info("control request from %s: %s %s", who, command, args)
+        if command == "who":
+            return {"ok": True, "sessions": self._who()}
+        if command == "stats":
+            from mtlschat.net.metrics import snapshot  # (prometheus_client)
+
+            return {"ok": True, "stats": snapshot(self)}
+        if command == "reload":  # the same as SIGHUP
+            if self.reload():
+                return {"ok": True, "text": "reloaded the certificate, CRL, operators and motd"}
+            return {
+                "ok": False,
+                "error": "reload failed: kept the previous certificate and CRL "
+                "(the server's log says why)",
+            }
+        action = COMMANDS[command].action
+        assert action is not None, command
+        try:
+            lines = action(self.room, control.ADMIN_ACTOR, args)
+        except ModerationRefused as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "text": "\n".join(lines) if lines else f"done: {command} {args}"}
+
+    def _who(self) -> list[dict[str, object]]:
+        """The open sessions: name, address, mode, since (ISO 8601, UTC)."""
+        sessions: list[dict[str, object]] = []
+        for conn in self._by_session.values():
+            session = conn.session
+            if conn.state is State.OPEN and session is not None and session.closing is None:
+                since = datetime.fromtimestamp(conn.since, UTC).isoformat(timespec="seconds")
+                sessions.append(
+                    {
+                        "name": session.name,
+                        "address": conn.peer,
+                        "mode": session.mode.name.lower(),
+                        "since": since,
+                    }
+                )
+        return sorted(sessions, key=lambda s: (str(s["name"]).casefold(), str(s["since"])))
 
     @property
     def trust(self) -> ServerTrust:
@@ -321,6 +383,8 @@ class ChatServer:
         if self._again or self._dirty:
             return 0.0
         deadline = next_tick
+        if self._control is not None:  # (cuts off stalled control clients; its next deadline)
+            deadline = min(deadline, self._control.expire(time.monotonic()))
         if self._handshakes:
             deadline = min(deadline, self._handshakes[0].deadline)
         if self._closings:
@@ -512,6 +576,7 @@ class ChatServer:
         if self._trust.stale_crl and conn.session.closing is None:
             self.room.send(conn.session, Info(self._stale_crl_notice()))
         conn.serial = identity.serial
+        conn.since = self._clock()
         conn.state = State.OPEN
         self._by_session[conn.session.id] = conn
         if conn.session.refused is not None:  # error + bye queued: flushed, then closed
@@ -906,6 +971,9 @@ class ChatServer:
     def _close_all(self) -> None:
         for conn in list(self._conns.values()):
             self._release(conn)
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None

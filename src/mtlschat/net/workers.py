@@ -67,16 +67,21 @@ class Worker:
 
 
 def worker_config(config: ServerConfig, index: int, port: int) -> ServerConfig:
-    """Worker ``index``'s settings: node ``NODE-wK``, metrics on port + K, no pidfile (the
-    supervisor's), one process, the port the supervisor holds."""
+    """Worker ``index``'s settings: node ``NODE-wK``, metrics on port + K, control socket
+    ``control-wK.sock`` (next to the one configured), no pidfile (the supervisor's), one
+    process, the port the supervisor holds."""
     base = config.node or socket.gethostname()
     metrics = config.metrics
     if metrics is not None:
         metrics = shifted_metrics(metrics, index)
+    control = config.control_path
     return dataclasses.replace(
         config,
         node=f"{base}-w{index}",
         metrics=metrics,
+        control="off"
+        if control is None
+        else str(control.with_name(f"{control.stem}-w{index}{control.suffix}")),
         pidfile=None,
         workers=1,
         port=port,
