@@ -318,7 +318,9 @@ class RedisLink:
             hello.append(["AUTH", *user, self._password])
         if self.url.db:
             hello.append(["SELECT", self.url.db])
-        hello.append(["CLIENT", "SETNAME", self.name])
+        # (CLIENT SETNAME refuses spaces and control characters: they would fail every hello)
+        shown = "".join(c if "!" <= c <= "~" else "_" for c in self.name)
+        hello.append(["CLIENT", "SETNAME", shown])
         self._phase = _Phase.HELLO
         self._hello = len(hello)
         self._out = bytearray(b"".join(encode(cmd) for cmd in hello))
