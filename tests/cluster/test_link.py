@@ -120,6 +120,21 @@ def test_a_thousand_commands_go_out_in_one_write_and_come_back_in_order(
     assert link.stalled(time.monotonic()) == 0.0
 
 
+def test_what_nobody_flushed_goes_out_at_the_next_tick(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    link = loop.link(redis_server.url)
+    loop.until(lambda: link.up)
+    writes = link.writes
+    replies: list[Reply] = []
+    link.call(["PING"], replies.append)
+    link.call(["PING"], replies.append)
+    assert link.writes == writes  # queued, not written: one write per round
+    link.tick(time.monotonic())
+    assert link.writes == writes + 1
+    loop.until(lambda: replies == [b"PONG", b"PONG"])
+
+
 def test_an_error_reply_goes_to_its_callback_and_the_next_command_still_works(
     loop: Loop, redis_server: RedisServer
 ) -> None:
