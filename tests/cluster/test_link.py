@@ -130,6 +130,7 @@ def test_what_nobody_flushed_goes_out_at_the_next_tick(
     link.call(["PING"], replies.append)
     link.call(["PING"], replies.append)
     assert link.writes == writes  # queued, not written: one write per round
+    assert link.deadline() == pytest.approx(time.monotonic(), abs=1.0)  # (tick me now)
     link.tick(time.monotonic())
     assert link.writes == writes + 1
     loop.until(lambda: replies == [b"PONG", b"PONG"])

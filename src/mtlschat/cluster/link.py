@@ -201,6 +201,8 @@ class RedisLink:
             return min(self._phase_deadline, self._clock() + RESOLVE_POLL)
         if self._phase != _Phase.READY:
             return self._phase_deadline
+        if self._out and not self._events & selectors.EVENT_WRITE:
+            return self._clock()  # queued and not flushed: the next tick writes it
         if self._sent:
             return self._sent[0][1] + self.reply_timeout
         return None
