@@ -94,12 +94,6 @@ def loop() -> Any:
     loop.close()
 
 
-@pytest.fixture
-def redis_server(start_redis: RedisSpawner) -> RedisServer:
-    """The root conftest's ``redis_server``, pinned here: a folder conftest may define its own."""
-    return start_redis()
-
-
 def states(link: RedisLink) -> list[LinkState]:
     return [s for s, _ in link.states]  # type: ignore[attr-defined]
 
