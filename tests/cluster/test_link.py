@@ -319,6 +319,24 @@ def test_a_reply_that_never_comes_takes_the_link_down(
     assert loop.call(link, "PING") == b"PONG"
 
 
+def test_a_redis_that_accepts_but_never_answers_the_hello_is_given_up(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    """SIGSTOPped at connect time: the kernel accepts the TCP connection, the hello gets no
+    reply; after connect_timeout the attempt is abandoned (held commands fail) and retried.
+    """
+    redis_server.pause()
+    link = loop.link(redis_server.url, connect_timeout=0.5)
+    held: list[Reply] = []
+    link.call(["PING"], held.append)
+    loop.until(lambda: bool(held))
+    assert isinstance(held[0], LinkDown) and "no connection within 0.5 s (hello)" in held[0].reason
+    assert states(link) == ["down"]
+    redis_server.resume()
+    loop.until(lambda: link.up)
+    assert loop.call(link, "PING") == b"PONG"
+
+
 def test_a_cut_network_takes_it_down_and_heals(
     loop: Loop, redis_server: RedisServer, tcp_relay: Callable[[int], Relay]
 ) -> None:
