@@ -94,12 +94,6 @@ def loop() -> Any:
     loop.close()
 
 
-@pytest.fixture
-def redis_server(start_redis: RedisSpawner) -> RedisServer:
-    """The root conftest's ``redis_server``, pinned here: a folder conftest may define its own."""
-    return start_redis()
-
-
 def states(link: RedisLink) -> list[LinkState]:
     return [s for s, _ in link.states]  # type: ignore[attr-defined]
 
@@ -120,6 +114,22 @@ def test_a_thousand_commands_go_out_in_one_write_and_come_back_in_order(
     assert link.stalled(time.monotonic()) == 0.0
 
 
+def test_what_nobody_flushed_goes_out_at_the_next_tick(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    link = loop.link(redis_server.url)
+    loop.until(lambda: link.up)
+    writes = link.writes
+    replies: list[Reply] = []
+    link.call(["PING"], replies.append)
+    link.call(["PING"], replies.append)
+    assert link.writes == writes  # queued, not written: one write per round
+    assert link.deadline() == pytest.approx(time.monotonic(), abs=1.0)  # (tick me now)
+    link.tick(time.monotonic())
+    assert link.writes == writes + 1
+    loop.until(lambda: replies == [b"PONG", b"PONG"])
+
+
 def test_an_error_reply_goes_to_its_callback_and_the_next_command_still_works(
     loop: Loop, redis_server: RedisServer
 ) -> None:
@@ -138,12 +148,12 @@ def test_an_error_reply_goes_to_its_callback_and_the_next_command_still_works(
 def test_hello_names_the_connection_and_selects_the_database(
     loop: Loop, redis_server: RedisServer
 ) -> None:
-    link = loop.link(redis_server.url.replace("/0", "/3"), name="node-a:cmd")
+    link = loop.link(redis_server.url.replace("/0", "/3"), name="node a:cmd")
     assert loop.call(link, "SET", "where", "db3") == b"OK"
     assert redis_server.client(db=3).get("where") == b"db3"
     assert redis_server.client().get("where") is None
     names = [c["name"] for c in redis_server.client().client_list()]
-    assert "node-a:cmd" in names
+    assert "node_a:cmd" in names  # (no spaces in a client name)
 
 
 def test_reconnects_after_redis_restarts_empty(loop: Loop, redis_server: RedisServer) -> None:
@@ -304,6 +314,24 @@ def test_a_reply_that_never_comes_takes_the_link_down(
     link.call(["PING"], replies.append)
     loop.until(lambda: bool(replies))
     assert isinstance(replies[0], LinkDown) and "no reply from redis for 0.5 s" in replies[0].reason
+    redis_server.resume()
+    loop.until(lambda: link.up)
+    assert loop.call(link, "PING") == b"PONG"
+
+
+def test_a_redis_that_accepts_but_never_answers_the_hello_is_given_up(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    """SIGSTOPped at connect time: the kernel accepts the TCP connection, the hello gets no
+    reply; after connect_timeout the attempt is abandoned (held commands fail) and retried.
+    """
+    redis_server.pause()
+    link = loop.link(redis_server.url, connect_timeout=0.5)
+    held: list[Reply] = []
+    link.call(["PING"], held.append)
+    loop.until(lambda: bool(held))
+    assert isinstance(held[0], LinkDown) and "no connection within 0.5 s (hello)" in held[0].reason
+    assert states(link) == ["down"]
     redis_server.resume()
     loop.until(lambda: link.up)
     assert loop.call(link, "PING") == b"PONG"

@@ -175,14 +175,13 @@ class RedisLink:
         if self._phase != _Phase.READY:
             self._held.append((data, callback, now))
             return
-        if not self._out:
-            self._register(selectors.EVENT_READ | selectors.EVENT_WRITE)
-        self._out += data
+        self._out += data  # (written by flush() or the next tick(): one write per round)
         self._sent.append((callback, now))
 
     def flush(self) -> None:
-        """Write what is queued now (else the selector's next write-ready event does it): call it
-        once per round after queueing, to save a loop round of latency.
+        """Write what is queued now: call it once per round, after the round's commands are
+        queued (else the next :meth:`tick` does it). What the socket cannot take now is written
+        when the selector says it is writable.
         """
         if self._out and self._phase == _Phase.READY:
             self._write()
@@ -202,6 +201,8 @@ class RedisLink:
             return min(self._phase_deadline, self._clock() + RESOLVE_POLL)
         if self._phase != _Phase.READY:
             return self._phase_deadline
+        if self._out and not self._events & selectors.EVENT_WRITE:
+            return self._clock()  # queued and not flushed: the next tick writes it
         if self._sent:
             return self._sent[0][1] + self.reply_timeout
         return None
@@ -220,6 +221,8 @@ class RedisLink:
                 self._fail(f"no connection within {self.connect_timeout:g} s ({self._phase})")
         elif self._sent and now - self._sent[0][1] >= self.reply_timeout:
             self._fail(f"no reply from redis for {self.reply_timeout:g} s")
+        elif self._out and not self._events & selectors.EVENT_WRITE:
+            self._write()  # queued since the last round and nobody flushed
 
     def close(self) -> None:
         """Close for good: outstanding callbacks get :class:`LinkDown`; no more reconnects."""
@@ -318,7 +321,9 @@ class RedisLink:
             hello.append(["AUTH", *user, self._password])
         if self.url.db:
             hello.append(["SELECT", self.url.db])
-        hello.append(["CLIENT", "SETNAME", self.name])
+        # (CLIENT SETNAME refuses spaces and control characters: they would fail every hello)
+        shown = "".join(c if "!" <= c <= "~" else "_" for c in self.name)
+        hello.append(["CLIENT", "SETNAME", shown])
         self._phase = _Phase.HELLO
         self._hello = len(hello)
         self._out = bytearray(b"".join(encode(cmd) for cmd in hello))
@@ -351,14 +356,14 @@ class RedisLink:
         try:
             sent = sock.send(self._out)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return  # (TLS: retried with the same bytes when the selector says so)
+            sent = 0  # (TLS: retried with the same bytes, and more, when the socket is writable)
         except OSError as exc:
             self._fail(f"write failed: {tls_reason(exc)}")
             return
-        self.writes += 1
-        del self._out[:sent]
-        if not self._out:
-            self._register(self._wanted())
+        if sent:
+            self.writes += 1
+            del self._out[:sent]
+        self._register(self._wanted())  # write-ready is asked for only while bytes are left
 
     def _read(self) -> None:
         sock = self._sock
