@@ -99,11 +99,13 @@ def test_workers_share_the_port_and_are_restarted(
     pidfile = tmp_path / "server.pid"
     server = spawn_server(
         pki.dir, "--workers", "2", "--redis", redis_server.url, "--node", "n1",
-        "--pidfile", str(pidfile),
+        "--pidfile", str(pidfile), "--control", str(tmp_path / "ctl.sock"),
     )  # fmt: skip
     pids = _worker_pids(server, 2)
     assert set(pids) == {"n1-w0", "n1-w1"}
     assert int(pidfile.read_text()) == server.proc.pid
+    controls = [tmp_path / "ctl-w0.sock", tmp_path / "ctl-w1.sock"]  # one per worker
+    assert all(path.is_socket() for path in controls)
 
     # The kernel spreads connections over both workers' sockets (by a hash of the addresses).
     clients, nodes = [], set()
@@ -143,7 +145,7 @@ def test_workers_share_the_port_and_are_restarted(
     assert server.proc.wait(DEADLINE) == 0
     _wait_gone([pids["n1-w1"], new_pid])
     assert "all workers stopped (SIGTERM)" in server.log()
-    assert not pidfile.exists()
+    assert not pidfile.exists() and not any(path.exists() for path in controls)
     assert "Traceback" not in server.log()
 
 
