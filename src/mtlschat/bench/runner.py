@@ -198,9 +198,9 @@ class _ServerMeter:
 
     def rss_per_conn_kb(self, connections: int) -> float | None:
         """RSS per connection now, over the idle baseline (storm: of the restarted server)."""
-        if self.pid is None:
+        if self.pid is None or not connections:
             return None
-        return (self._rss_of(self.pid) - self._rss) / 1024 / max(1, connections)
+        return (self._rss_of(self.pid) - self._rss) / 1024 / connections
 
     def cpu_now(self) -> float | None:
         """CPU seconds the server has used (storm: since it was restarted)."""
