@@ -137,7 +137,7 @@ def run_workload(
     """
     wl.check()
     rep = reporter or _Silent()
-    if len(pki.receivers) < wl.receivers or len(pki.senders) < wl.senders + _probes(wl):
+    if len(pki.receivers) < wl.certificates or len(pki.senders) < wl.senders + _probes(wl):
         raise BenchError("the bench PKI has fewer certificates than the workload needs")
     if wl.kind == "storm" and restart is None:
         raise BenchError("storm restarts the server: run it with --spawn")
@@ -229,7 +229,8 @@ class _ServerMeter:
 def _start_receivers(
     wl: Workload, eps: Sequence[Endpoint], pki: BenchPKI, procs: _Procs
 ) -> list[Connection]:
-    certs = [str(p) for p in pki.receivers[: wl.receivers]]
+    names = [str(p) for p in pki.receivers[: wl.certificates]]
+    certs = [names[i % len(names)] for i in range(wl.receivers)]
     # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
     # (the workers inherit this process's limit, raised to the hard one); with several nodes,
     # a multiple of their number, so that each gets an equal share.
