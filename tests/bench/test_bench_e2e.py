@@ -170,11 +170,11 @@ def test_hold_spreads_idle_members_over_source_addresses_and_processes(
     mtlschat_cli: CLIRunner, tmp_path: Path
 ) -> None:
     # The big runs (19,000 and 50,000 idle members, docs/performance.md) scaled down: the
-    # receivers come from 127.0.0.2 and 127.0.0.3, in two load processes, and all get the
-    # broadcast.
+    # receivers come from 127.0.0.2 and 127.0.0.3, in two load processes, on 150 certificates
+    # (two sessions each), and all get the broadcast.
     out = mtlschat_cli(
         "bench", "--spawn", "-w", "hold", "-n", "300", "--sources", "2", "--workers", "2",
-        "--json", "--pki", tmp_path / "pki", timeout=180,
+        "--names", "150", "--json", "--pki", tmp_path / "pki", timeout=180,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     (run,) = json.loads(out.stdout)["runs"]
@@ -182,6 +182,7 @@ def test_hold_spreads_idle_members_over_source_addresses_and_processes(
     assert run["connect"]["sources"] == ["127.0.0.2", "127.0.0.3"]
     assert run["connect"]["workers"] == 2
     assert run["server"]["rss_per_conn_kb"] > 0
+    assert len(list((tmp_path / "pki" / "bench").glob("r*.pem"))) == 150
 
 
 @pytest.mark.slow

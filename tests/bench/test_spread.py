@@ -46,3 +46,11 @@ def test_sources_are_chosen_only_when_needed_and_possible() -> None:
 def test_bad_source_counts_are_refused(sources: int) -> None:
     with pytest.raises(BenchError):
         Workload(sources=sources).check()
+
+
+def test_receivers_may_share_certificates() -> None:
+    assert Workload(receivers=50_000, names=20_000).certificates == 20_000
+    assert Workload(receivers=300).certificates == 300  # one each
+    assert Workload(receivers=5, names=9).certificates == 5
+    with pytest.raises(BenchError):
+        Workload(names=-1).check()

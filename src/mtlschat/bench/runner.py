@@ -137,7 +137,7 @@ def run_workload(
     """
     wl.check()
     rep = reporter or _Silent()
-    if len(pki.receivers) < wl.receivers or len(pki.senders) < wl.senders + _probes(wl):
+    if len(pki.receivers) < wl.certificates or len(pki.senders) < wl.senders + _probes(wl):
         raise BenchError("the bench PKI has fewer certificates than the workload needs")
     if wl.kind == "storm" and restart is None:
         raise BenchError("storm restarts the server: run it with --spawn")
@@ -198,9 +198,9 @@ class _ServerMeter:
 
     def rss_per_conn_kb(self, connections: int) -> float | None:
         """RSS per connection now, over the idle baseline (storm: of the restarted server)."""
-        if self.pid is None:
+        if self.pid is None or not connections:
             return None
-        return (self._rss_of(self.pid) - self._rss) / 1024 / max(1, connections)
+        return (self._rss_of(self.pid) - self._rss) / 1024 / connections
 
     def cpu_now(self) -> float | None:
         """CPU seconds the server has used (storm: since it was restarted)."""
@@ -229,7 +229,8 @@ class _ServerMeter:
 def _start_receivers(
     wl: Workload, eps: Sequence[Endpoint], pki: BenchPKI, procs: _Procs
 ) -> list[Connection]:
-    certs = [str(p) for p in pki.receivers[: wl.receivers]]
+    names = [str(p) for p in pki.receivers[: wl.certificates]]
+    certs = [names[i % len(names)] for i in range(wl.receivers)]
     # Each worker holds its receivers' sockets: enough workers that none passes the fd limit
     # (the workers inherit this process's limit, raised to the hard one); with several nodes,
     # a multiple of their number, so that each gets an equal share.

@@ -61,7 +61,7 @@ def run_plan(
 ) -> BenchReport:
     """Run every workload against every target, in order; return the whole report."""
     raise_fd_limit()
-    receivers = max(w.receivers for w in plan.workloads)
+    receivers = max(w.certificates for w in plan.workloads)
     senders = max(w.senders + (w.kind == "storm") for w in plan.workloads)  # + a storm's probe
     runs: list[RunResult] = []
     issued = 0

@@ -245,6 +245,8 @@ class _ReceiverLoop:
         self.sources: set[str] = set()  # local addresses actually used (getsockname)
         # storm: receivers the server dropped reconnect after their backoff
         self.storm = self.restarted = job.storm
+        # storm: the receivers that must come back (those in when it began; a probe: all)
+        self.members = list(conns) if job.storm else []
         self.down = len(conns) if job.storm else 0  # receivers not connected (storm)
         self.retry: list[tuple[float, int]] = []  # (due, index): a heap of reconnects
         self.attempts = 0
@@ -277,6 +279,7 @@ class _ReceiverLoop:
                 cmd = pipe.recv()[0]
                 if cmd == "storm":
                     self.storm = True
+                    self.members = [c for c in self.conns if c.up and not c.closed]
                     pipe.send(("storming",))
                 elif cmd == "restarted":
                     self.restarted = True
@@ -483,13 +486,13 @@ class _ReceiverLoop:
         heapq.heappush(self.retry, (time.monotonic() + c.backoff.next(), c.index))
 
     def all_up(self) -> bool:
-        """Every receiver is connected (storm: all are back)."""
-        return all(c.up and not c.closed for c in self.conns)
+        """Storm: every receiver that was in when it began is connected again."""
+        return all(c.up and not c.closed for c in self.members)
 
     def storm_report(self) -> StormReport:
         """What ``("back", ...)`` carries."""
         return StormReport(
-            back=sum(c.up for c in self.conns),
+            back=sum(c.up and not c.closed for c in self.members),
             attempts=self.attempts,
             failed_attempts=self.failed_attempts,
             t_back_us=self.t_back_us,

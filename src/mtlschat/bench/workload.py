@@ -38,6 +38,14 @@ class Workload:
     # Loopback source addresses to spread receivers over (127.0.0.2, 127.0.0.3, ...): each
     # (source, server) pair has one ephemeral port range. 0 = as many as the count needs.
     sources: int = 0
+    # Certificates for the receivers, used in turn (a name may have several sessions, up to
+    # the server's --sessions-per-name); 0 = one each.
+    names: int = 0
+
+    @property
+    def certificates(self) -> int:
+        """How many receiver certificates the workload needs."""
+        return min(self.names, self.receivers) if self.names else self.receivers
 
     def check(self) -> None:
         """Raise :class:`BenchError` for parameters that cannot work."""
@@ -53,6 +61,8 @@ class Workload:
             raise BenchError(f"{self.kind} needs a positive --rate and --duration")
         if self.kind in ("burst", "hold") and self.messages < 1:
             raise BenchError("send at least one message")
+        if self.names < 0:
+            raise BenchError("names must be 0 (one per receiver) or more")
         if self.sources < 0 or self.sources > MAX_SOURCES:
             raise BenchError(f"sources must be between 0 (automatic) and {MAX_SOURCES}")
         if self.verify not in ("fast", "full"):

@@ -61,6 +61,12 @@ def bench(
         help="Receiver worker processes (more when the fd limit needs them).",
     ),
     concurrency: int = typer.Option(256, "--concurrency", help="Handshakes in flight at once."),
+    names: int = typer.Option(
+        0,
+        "--names",
+        help="Receiver certificates, used in turn (the server's --sessions-per-name must allow "
+        "the sessions per name); 0 = one per receiver.",
+    ),
     sources: int = typer.Option(
         0,
         "--sources",
@@ -142,6 +148,7 @@ def bench(
             verify=verify,
             stall=stall,
             sources=sources,
+            names=names,
         )
         plan = _plan(
             address,

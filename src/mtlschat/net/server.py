@@ -202,8 +202,8 @@ class ChatServer:
         self._dirty: set[Connection] = set()  # have unsent bytes and a socket ready for them
         self._again = False  # the room changed outside a round: run the next one at once
         self._accept_paused_until = 0.0
-        # Ready handshakes left for the next round: the loop is short of CPU, so once the
-        # handshake budget is full, new connections wait in the kernel's backlog.
+        # Ready handshakes left for the next round: the loop is short of CPU, so new
+        # connections wait in the kernel's backlog until it has caught up.
         self._handshakes_deferred = 0
         self._stopping: str | None = None
         self._old_handlers: dict[int, object] = {}
@@ -457,10 +457,11 @@ class ChatServer:
 
     def _accept(self) -> None:
         assert self._listener is not None
-        if self._handshakes_deferred and self._pending >= self.config.max_handshakes:
-            # The budget is full of handshakes waiting for our CPU, not for their peers: the
-            # new connections wait in the backlog rather than evict work under way (idle
-            # sockets defer nothing, so they still meet the evict-the-oldest rule).
+        if self._handshakes_deferred:
+            # Handshakes already accepted wait for our CPU: new connections wait in the kernel's
+            # backlog (no timeout runs there) instead of joining a queue that would outgrow
+            # --handshake-timeout, or evicting work under way. Idle sockets defer nothing, so
+            # they still meet the evict-the-oldest rule.
             return
         for _ in range(ACCEPT_BATCH):
             try:
