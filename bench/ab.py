@@ -50,12 +50,12 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 }
 
 
-def source_tree(spec: str, tmp: Path) -> Path:
-    """A directory holding ``src/mtlschat`` for ``spec`` (a directory, or a git revision)."""
+def source_tree(spec: str, dest: Path) -> Path:
+    """A directory holding ``src/mtlschat`` for ``spec`` (a directory, or a git revision
+    extracted into ``dest``)."""
     path = Path(spec)
     if (path / "src" / "mtlschat").is_dir():
         return path.resolve()
-    dest = tmp / re.sub(r"[^\w.-]", "_", spec)
     dest.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", spec, "src"],
@@ -135,8 +135,8 @@ def main() -> None:
         pki = args.pki or tmp / "pki"
         prepare_pki(pki, 0, 0)  # the CA and the server's certificate; the bench issues the rest
         sides = {
-            "old": (source_tree(args.base, tmp), shlex.split(args.base_args)),
-            "new": (source_tree(args.new, tmp), shlex.split(args.new_args)),
+            "old": (source_tree(args.base, tmp / "old"), shlex.split(args.base_args)),
+            "new": (source_tree(args.new, tmp / "new"), shlex.split(args.new_args)),
         }
         runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
         for i in range(args.repeat):
