@@ -20,24 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mtlschat.bench.pki import prepare_pki
+from mtlschat.bench.pki import BenchPKI, prepare_pki
+from mtlschat.bench.spawn import spawn_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)\b")
 
 FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "server CPU per delivery (us)": lambda r: r["server"]["cpu_per_delivery_us"] or None,
@@ -69,49 +67,19 @@ def source_tree(spec: str, dest: Path) -> Path:
     return dest
 
 
-def start_server(tree: Path, pki: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    """``mtlschat server`` from ``tree`` on an ephemeral loopback port, as ``--spawn`` starts it."""
-    cmd = [
-        sys.executable, "-m", "mtlschat", "server", "--pki", str(pki), "--host", "127.0.0.1",
-        "--port", "0", "--rate", "0", "--max-connections", "10000", "--history", "off",
-        "--max-handshakes-per-address", "10000", *extra,
-    ]  # fmt: skip
+def one_run(tree: Path, pki: BenchPKI, extra: list[str], bench: list[str]) -> dict[str, Any]:
+    """One fresh server from ``tree`` (started as ``--spawn`` starts it), one bench run against
+    it; the bench's JSON run record."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
-    proc = subprocess.Popen(
-        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    stderr = proc.stderr
-    port: list[int] = []
-    ready = threading.Event()
-
-    def pump() -> None:  # drain stderr for the server's whole life
-        for raw in stderr:
-            if not port and (m := LISTENING.search(raw.decode("utf-8", "replace"))):
-                port.append(int(m.group(2)))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    ready.wait(30)
-    if not port:
-        proc.kill()
-        raise SystemExit(f"the server from {tree} did not start")
-    return proc, port[0]
-
-
-def one_run(tree: Path, pki: Path, extra: list[str], bench: list[str]) -> dict[str, Any]:
-    """One fresh server, one bench run against it; the bench's JSON run record."""
-    proc, port = start_server(tree, pki, extra)
+    server = spawn_server("mtlschat", pki, extra=extra, env=env)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "mtlschat", "bench", f"127.0.0.1:{port}", "--pki", str(pki),
-             "--server-pid", str(proc.pid), "--json", *bench],
+            [sys.executable, "-m", "mtlschat", "bench", f"{server.host}:{server.port}",
+             "--pki", str(pki.dir), "--server-pid", str(server.pid), "--json", *bench],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     finally:
-        proc.terminate()
-        proc.wait(20)
+        server.stop()
     if not out.stdout.strip():
         raise SystemExit(f"bench failed: {out.stderr.strip()[-500:]}")
     run: dict[str, Any] = json.loads(out.stdout)["runs"][0]
@@ -132,8 +100,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mtlschat-ab-") as tmp_name:
         tmp = Path(tmp_name)
-        pki = args.pki or tmp / "pki"
-        prepare_pki(pki, 0, 0)  # the CA and the server's certificate; the bench issues the rest
+        # The CA and the server's certificate; the bench issues its users' certificates.
+        pki = prepare_pki(args.pki or tmp / "pki", 0, 0)
         sides = {
             "old": (source_tree(args.base, tmp / "old"), shlex.split(args.base_args)),
             "new": (source_tree(args.new, tmp / "new"), shlex.split(args.new_args)),
