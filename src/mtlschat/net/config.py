@@ -97,8 +97,11 @@ class ServerConfig(RoomSettings):
         "Bytes waiting for one client; reaching it disconnects that client (slow consumer).",
         unit="bytes",
     )
+    # 256 KiB (Linux grants twice that): a burst round for a member fits in one write. With
+    # 64 KiB, rounds were cut into partial writes retried when the socket drained, which cost
+    # the server ~20% more CPU per delivery (docs/performance.md, "The hot path").
     send_buffer: int = setting(
-        65536,
+        262144,
         Integer(min=4096),
         "Kernel send buffer per client (SO_SNDBUF); output beyond it waits in --out-buffer.",
         unit="bytes",
