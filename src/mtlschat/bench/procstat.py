@@ -9,12 +9,27 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (/proc/PID/stat utime + stime)."""
+    """CPU seconds the process (all its threads) has used so far.
+
+    Read from the process's CPU-time clock (nanoseconds: what the scheduler counted), so a
+    0.1 s burst is measured to better than 1%; /proc/PID/stat's utime + stime, the fallback,
+    count in ticks of 10 ms.
+    """
+    try:
+        return time.clock_gettime(_process_clock(pid))
+    except OSError:
+        pass
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # The command name may contain spaces and parentheses: fields start after the last ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _process_clock(pid: int) -> int:
+    # Linux's clockid for another process's CPU time: MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    # (what clock_getcpuclockid(3) returns; Python exposes only the thread variant).
+    return ((~pid) << 3) | 2
 
 
 def rss_bytes(pid: int) -> int:

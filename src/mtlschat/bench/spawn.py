@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,12 +88,14 @@ class SpawnedServer:
 def spawn_server(
     target: str, pki: BenchPKI, host: str = "127.0.0.1", max_connections: int = 10_000,
     timeout: float = 30.0, port: int = 0, extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> SpawnedServer:  # fmt: skip
     """Start ``target`` and wait (up to ``timeout``) for its ``listening on HOST:PORT`` line;
-    ``extra`` flags are added to its command line (e.g. ``--redis URL``)."""
+    ``extra`` flags are added to its command line (e.g. ``--redis URL``); ``env`` replaces the
+    environment (``bench/ab.py`` points ``PYTHONPATH`` at another source tree)."""
     cmd = server_command(target, pki, host, max_connections, port) + list(extra)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE, env=env)  # fmt: skip
     assert proc.stderr is not None
     stderr = proc.stderr
     log: deque[str] = deque(maxlen=50)

@@ -97,8 +97,12 @@ class ServerConfig(RoomSettings):
         "Bytes waiting for one client; reaching it disconnects that client (slow consumer).",
         unit="bytes",
     )
+    # 128 KiB (Linux grants twice that): a burst round for a member fits in one write. With
+    # 64 KiB, rounds were cut into partial writes retried when the socket drained, which cost
+    # the server ~20% more CPU per delivery; 256 KiB saved no more CPU and let more of a lagging
+    # member's backlog wait in the kernel, raising latency (docs/performance.md, "The hot path").
     send_buffer: int = setting(
-        65536,
+        131072,
         Integer(min=4096),
         "Kernel send buffer per client (SO_SNDBUF); output beyond it waits in --out-buffer.",
         unit="bytes",

@@ -646,15 +646,28 @@ class ChatServer:
             self._drop(conn, eof)
 
     def _flush(self) -> None:
-        """End of round: queue each session's new output; write to peers that can take it."""
+        """End of round: hand each session's new output to its peer; write to those that can
+        take it."""
         dirty = self._dirty
         self._dirty = set()
         cap = self.config.out_buffer
+        by_session = self._by_session
         for session in self.room.flush():
-            conn = self._by_session.get(session.id)
+            conn = by_session.get(session.id)
             if conn is None or conn.state is State.CLOSED:
                 continue
             data = session.take_output()
+            if session.closing is None and not conn.out_bytes and not conn.write_waits_for:
+                # The usual case: nothing queued and the socket not known to be full, so the
+                # round's bytes (the object every peer without own lines shares) are written
+                # as they are, without passing through the queue.
+                if data:
+                    conn.pending = data
+                    conn.out_bytes = len(data)
+                    self._send(conn)
+                    if conn.out_bytes >= cap:
+                        self._slow_consumer(conn)
+                continue
             if data:  # (a closing peer still gets its last lines: bye, or answers before EOF)
                 conn.queue(data)
             if session.closing is not None and conn.state is State.OPEN:
@@ -665,22 +678,25 @@ class ChatServer:
             # Judged after the write, so a big round for a peer that keeps up is no offence;
             # a peer whose socket is full is judged on what it has not taken, at once.
             if conn.out_bytes >= cap:  # (0 once closed)
-                self.stats.slow_consumers += 1
-                self._drop(conn, f"slow consumer: {conn.out_bytes} bytes unsent")
+                self._slow_consumer(conn)
         for conn in dirty:  # writable again, or closing with output to push out
             if conn.state is not State.CLOSED and not conn.write_waits_for:
                 self._send(conn)
+
+    def _slow_consumer(self, conn: Connection) -> None:
+        self.stats.slow_consumers += 1
+        self._drop(conn, f"slow consumer: {conn.out_bytes} bytes unsent")
 
     def _send(self, conn: Connection) -> None:
         """Write queued output until it is all out, the socket is full or the budget is spent."""
         sock = conn.sock
         budget = WRITE_BUDGET
-        while budget > 0:
-            if conn.pending is None:
-                if not conn.out:
+        chunk = conn.pending  # (a blocked write is retried with the very same object)
+        while True:
+            if chunk is None:
+                if not conn.out or budget <= 0:
                     break
-                conn.pending = conn.next_chunk(WRITE_CHUNK)
-            chunk = conn.pending
+                chunk = conn.pending = conn.next_chunk(WRITE_CHUNK)
             try:
                 self.stats.bytes_out += sock.send(chunk)
             except ssl.SSLWantWriteError:
@@ -701,13 +717,14 @@ class ChatServer:
             conn.pending = None
             conn.out_bytes -= len(chunk)
             budget -= len(chunk)
+            chunk = None
         if conn.out_bytes:
             # Budget spent with more queued: the socket is probably writable, so the selector
             # brings us back next round, after everyone else has had a turn.
             conn.write_waits_for = selectors.EVENT_WRITE
             self._want(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
-        if not conn.read_wants_write:
+        if conn.events != selectors.EVENT_READ and not conn.read_wants_write:
             self._want(conn, selectors.EVENT_READ)
         if conn.state is State.CLOSING:
             self._close_gracefully(conn)
