@@ -725,14 +725,13 @@ class Room:
                 self._send_dm(Dm(r.offset, r.ts, r.sender, r.to, r.text))
             elif kind == JOIN:
                 if presence.add(r.sender, r.node) and self._announcing():
-                    joiner = local.get(r.origin) if r.node == node else None
-                    self.broadcast(Join(r.ts, r.sender), joiner)
+                    self._announce(Join(r.ts, r.sender))
                 continue
             elif kind == LEAVE:
                 announce = self._announcing()  # counted with the leaver, as alone
                 gone = presence.remove(r.sender, r.node)
                 if gone is not None and announce:
-                    self.broadcast(Leave(r.ts, gone, r.text))
+                    self._announce(Leave(r.ts, gone, r.text))
                 continue
             elif kind == INFO:
                 self.broadcast(Info(r.text))
@@ -749,6 +748,16 @@ class Room:
                 self._last_id = r.offset
             if history is not None and r.offset > history.last_offset:
                 history.add(r)
+
+    def _announce(self, ev: Join | Leave) -> None:
+        # A name's arrival or departure, for everyone but the name's own sessions here (alone,
+        # none of them is ever told of itself; here one may have opened before its join came).
+        self.broadcast(ev)
+        member = self._names.get(name_key(ev.name))
+        if member is not None:
+            mark = len(self._events) - 1
+            for s in member.sessions:
+                self._ops_of(s).append((mark, None))
 
     def _apply(self, r: Record) -> None:
         try:
