@@ -62,12 +62,28 @@ def prepare_pki(
         ca.issue_server(list(SERVER_HOSTS))
     paths.bench.mkdir(mode=0o700, exist_ok=True)
 
+    def reuse_or_issue(name: str, bundle: Path) -> None:
+        if not bundle.exists():
+            ca.issue_user(name, out=bundle)
+
+    return _bundles(pki_dir, paths, receivers, senders, reuse_or_issue, progress)
+
+
+def _bundles(
+    pki_dir: Path,
+    paths: PKIPaths,
+    receivers: int,
+    senders: int,
+    issue: Callable[[str, Path], None],
+    progress: Callable[[int], None] | None,
+) -> BenchPKI:
+    """The run's bundles in ``paths.bench``, each made ready by ``issue(name, bundle_path)``."""
+
     def bundles(names: list[str]) -> list[Path]:
         files = []
         for name in names:
             f = paths.bench / f"{name}.pem"
-            if not f.exists():
-                ca.issue_user(name, out=f)
+            issue(name, f)
             if progress is not None:
                 progress(1)
             files.append(f)
@@ -116,22 +132,9 @@ def bench_pki(
             if server and not paths.server_bundle.exists():
                 ca.issue_server(list(SERVER_HOSTS), valid=BENCH_VALIDITY, bench_run=run)
 
-            def bundles(names: list[str]) -> list[Path]:
-                files = []
-                for name in names:
-                    f = paths.bench / f"{name}.pem"
-                    ca.issue_user(name, valid=BENCH_VALIDITY, out=f, force=True, bench_run=run)
-                    if progress is not None:
-                        progress(1)
-                    files.append(f)
-                return files
+            def issue_for_this_run(name: str, bundle: Path) -> None:
+                ca.issue_user(name, valid=BENCH_VALIDITY, out=bundle, force=True, bench_run=run)
 
-            yield BenchPKI(
-                dir=pki_dir,
-                ca_cert=paths.ca_cert,
-                server_bundle=paths.server_bundle,
-                receivers=bundles([receiver_name(i) for i in range(receivers)]),
-                senders=bundles([sender_name(i) for i in range(senders)]),
-            )
+            yield _bundles(pki_dir, paths, receivers, senders, issue_for_this_run, progress)
         finally:
             ca.end_bench_run(run)
