@@ -10,6 +10,9 @@ import redis
 
 from mtlschat.cluster import scripts
 from mtlschat.cluster.keys import RoomKeys
+from mtlschat.history.store import Record
+
+from .logview import log_entries, log_records
 
 K = RoomKeys()
 
@@ -23,20 +26,20 @@ def run(r: redis.Redis, call: scripts.Call) -> Any:
 
 
 def hello(r: redis.Redis, node: str, names: list[str], epoch: str = "e1") -> Any:
-    return run(r, scripts.hello_call(K, node=node, epoch=epoch, maxlen=0, ts=1.0, names=names))
+    return run(r, scripts.hello_call(K, node=node, epoch=epoch, ts=1.0, names=names))
 
 
-def publish(r: redis.Redis, node: str, batch: int, records: list[Any], **kw: Any) -> Any:
+def publish(r: redis.Redis, node: str, batch: int, records: list[Record], **kw: Any) -> Any:
     opts: dict[str, Any] = {"epoch": "e1", "maxlen": 0, "rate": 0.0, "burst": 1, **kw}
     return run(r, scripts.publish_call(K, node=node, batch=batch, records=records, **opts))
 
 
-def line(sender: str, text: str, kind: str = "msg", to: str = "") -> tuple[Any, ...]:
-    return (kind, time.time(), sender, text, to, 7, sender.casefold())
+def line(sender: str, text: str, kind: str = "msg", to: str = "") -> Record:
+    return Record(0, time.time(), kind, sender, text, to, 7)
 
 
-def entries(r: redis.Redis) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in r.xrange(K.log)]
+def record(kind: str, sender: str, text: str = "", origin: int = 0) -> Record:
+    return Record(0, 1.0, kind, sender, text, "", origin)
 
 
 @pytest.fixture
@@ -56,34 +59,36 @@ def test_hello_creates_the_epoch_once_and_announces_the_nodes_members(r: redis.R
     }
     # A reconnect of "a" with bob gone and dave new: one leave and one join, nothing else.
     hello(r, "a", ["alice", "dave"])
-    kinds = [(e["k"], e["s"], e["n"]) for e in entries(r)]
-    assert sorted(kinds[:3]) == [
-        ("join", "alice", "a"),
-        ("join", "bob", "a"),
-        ("join", "carol", "b"),
+    got = [sorted((rec.kind, rec.sender, rec.node) for rec in e.records) for e in log_entries(r)]
+    assert got == [
+        [("join", "alice", "a"), ("join", "bob", "a")],  # one entry per script call
+        [("join", "carol", "b")],
+        [("join", "dave", "a"), ("leave", "bob", "a")],
     ]
-    assert sorted(kinds[3:]) == [("join", "dave", "a"), ("leave", "bob", "a")]
-    assert again[1] == r.xrange(K.log)[2][0]  # the stream id the snapshot is valid at
+    assert again[1].decode() == log_entries(r)[1].id  # the stream id the snapshot is valid at
 
 
-def test_publish_numbers_chat_lines_only_and_skips_a_batch_already_applied(r: redis.Redis) -> None:
+def test_publish_writes_a_batch_as_one_entry_numbers_chat_lines_only_and_applies_it_once(
+    r: redis.Redis,
+) -> None:
     hello(r, "a", [])
-    join = ("join", 1.0, "alice", "", "", 3, "alice")
+    join = record("join", "alice", origin=3)
     out = publish(r, "a", 1, [join, line("alice", "hi"), line("alice", "waves", "action")])
     assert out == [b"ok", [], 2]
     assert r.smembers(K.members("a")) == {b"alice"}
     # The same batch again (re-sent after a lost connection): applied once only.
-    assert publish(r, "a", 1, [line("alice", "hi")]) == [b"dup"]
+    assert publish(r, "a", 1, [line("alice", "hi")]) == [b"dup", b""]
     assert publish(r, "a", 2, [line("alice", "dm", "dm", to="bob")]) == [b"ok", [], 3]
-    got = [(e["o"], e["k"], e["s"], e["x"], e["r"], e["g"], e["n"]) for e in entries(r)]
+    assert r.xlen(K.log) == 2
+    got = [(e.offset, e.kind, e.sender, e.text, e.to, e.origin, e.node) for e in log_records(r)]
     assert got == [
-        ("0", "join", "alice", "", "", "3", "a"),
-        ("1", "msg", "alice", "hi", "", "7", "a"),
-        ("2", "action", "alice", "waves", "", "7", "a"),
-        ("3", "dm", "alice", "dm", "bob", "7", "a"),
+        (0, "join", "alice", "", "", 3, "a"),
+        (1, "msg", "alice", "hi", "", 7, "a"),
+        (2, "action", "alice", "waves", "", 7, "a"),
+        (3, "dm", "alice", "dm", "bob", 7, "a"),
     ]
-    leave = ("leave", 1.0, "alice", "quit", "", 3, "alice")
-    publish(r, "a", 3, [leave])
+    assert [(e.base, e.last) for e in log_entries(r)] == [(0, 2), (2, 3)]
+    publish(r, "a", 3, [record("leave", "alice", "quit", origin=3)])
     assert r.smembers(K.members("a")) == set()
 
 
@@ -104,18 +109,24 @@ def test_the_rate_limit_is_shared_by_all_nodes(r: redis.Redis) -> None:
     assert publish(r, "a", 1, lines, rate=0.001, burst=4)[1] == []
     out = publish(r, "b", 1, [*lines, line("bob", "mine")], rate=0.001, burst=4)
     assert out[1] == [1, 2]  # alice has one token left across the nodes; bob has his own
-    assert [e["x"] for e in entries(r)] == ["0", "1", "2", "0", "mine"]
+    assert [rec.text for rec in log_records(r)] == ["0", "1", "2", "0", "mine"]
+    assert [rec.offset for rec in log_records(r)] == [1, 2, 3, 4, 5]  # refused: no offset
+    # Sent again (its reply was lost): not applied twice, and the same refusals come back.
+    assert publish(r, "b", 1, [*lines, line("bob", "mine")], rate=0.001, burst=4) == [
+        b"dup",
+        b"1 2",
+    ]
 
 
 def test_mod_records_keep_the_moderation_state_and_the_newest_crl(r: redis.Redis) -> None:
     hello(r, "a", [])
     ban = '{"op": "ban", "name": "Mallory"}'
     mods = [
-        ("mod", 1.0, "op", ban, "", 0, "mallory"),
-        ("mod", 1.0, "op", '{"op": "topic", "text": "hi"}', "", 0, ""),
-        ("mod", 1.0, "op", '{"op": "crl", "number": 5, "pem": "P5"}', "", 0, ""),
-        ("mod", 1.0, "op", '{"op": "crl", "number": 4, "pem": "P4"}', "", 0, ""),
-        ("mod", 1.0, "op", "not json", "", 0, ""),
+        record("mod", "op", ban),
+        record("mod", "op", '{"op": "topic", "text": "hi"}'),
+        record("mod", "op", '{"op": "crl", "number": 5, "pem": "P5"}'),
+        record("mod", "op", '{"op": "crl", "number": 4, "pem": "P4"}'),
+        record("mod", "op", "not json"),
     ]
     publish(r, "a", 1, mods)
     got = hello(r, "b", [])
@@ -124,7 +135,7 @@ def test_mod_records_keep_the_moderation_state_and_the_newest_crl(r: redis.Redis
         b"topic": b'{"op": "topic", "text": "hi"}',
     }
     assert got[5:] == [b"5", b"P5"]
-    publish(r, "a", 2, [("mod", 1.0, "op", '{"op": "unban", "name": "mallory"}', "", 0, "mallory")])
+    publish(r, "a", 2, [record("mod", "op", '{"op": "unban", "name": "mallory"}')])
     assert r.hkeys(K.moderation) == [b"topic"]
 
 
@@ -133,11 +144,11 @@ def test_reap_announces_a_dead_nodes_members_once(r: redis.Redis) -> None:
     hello(r, "b", ["carol"])
     assert run(r, scripts.heartbeat_call(K, "a")) == 1
     r.zadd(K.nodes, {"a": 0})  # as if "a" last beat at the epoch: long dead
-    before = r.xlen(K.log)
-    assert run(r, scripts.reap_call(K, maxlen=0)) == [b"a"]
-    assert run(r, scripts.reap_call(K, maxlen=0)) == []  # once only
-    new = entries(r)[before:]
-    assert sorted((e["k"], e["s"], e["n"]) for e in new) == [
+    before = len(log_records(r))
+    assert run(r, scripts.reap_call(K)) == [b"a"]
+    assert run(r, scripts.reap_call(K)) == []  # once only
+    new = log_records(r)[before:]
+    assert sorted((e.kind, e.sender, e.node) for e in new) == [
         ("leave", "alice", "a"),
         ("leave", "bob", "a"),
     ]
@@ -146,20 +157,22 @@ def test_reap_announces_a_dead_nodes_members_once(r: redis.Redis) -> None:
     assert run(r, scripts.heartbeat_call(K, "b")) == 1
 
 
-def test_the_stream_is_trimmed_to_about_maxlen(r: redis.Redis) -> None:
+def test_the_log_keeps_maxlen_chat_lines_in_whole_entries(r: redis.Redis) -> None:
     hello(r, "a", [])
     for batch in range(1, 31):
-        publish(r, "a", batch, [line("alice", str(i)) for i in range(100)], maxlen=500)
-    assert 500 <= r.xlen(K.log) < 1000
+        publish(r, "a", batch, [line("alice", str(i)) for i in range(100)], maxlen=450)
     assert int(r.get(K.offset) or 0) == 3000
+    offsets = [rec.offset for rec in log_records(r)]
+    assert offsets == list(range(2501, 3001))  # 450 kept: the entry holding 2551 starts at 2501
+    assert r.zcard(K.index) == 5
 
 
 def test_bye_announces_a_stopping_nodes_members_at_once(r: redis.Redis) -> None:
     hello(r, "a", ["alice"])
-    before = r.xlen(K.log)
-    call = scripts.bye_call(K, node="a", maxlen=0, reason="server shutting down")
+    before = len(log_records(r))
+    call = scripts.bye_call(K, node="a", reason="server shutting down")
     assert run(r, call) == [b"alice"]
-    assert [(e["k"], e["s"], e["x"]) for e in entries(r)[before:]] == [
+    assert [(e.kind, e.sender, e.text) for e in log_records(r)[before:]] == [
         ("leave", "alice", "server shutting down")
     ]
     assert r.zscore(K.nodes, "a") is None and not r.exists(K.members("a"))

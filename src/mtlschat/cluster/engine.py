@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mtlschat.ca.names import name_key
 from mtlschat.chat.commands import apply_moderation
 from mtlschat.chat.moderation import Moderation
 from mtlschat.chat.room import Outgoing, Room
@@ -47,7 +46,7 @@ from mtlschat.cluster.keys import RoomKeys
 from mtlschat.cluster.link import LinkDown, RedisLink
 from mtlschat.cluster.resp import Reply, ReplyError
 from mtlschat.cluster.url import RedisURL
-from mtlschat.history.store import CHAT_KINDS, JOIN, LEAVE, MOD, Record
+from mtlschat.history.store import JOIN, LEAVE, MOD, Record
 
 log = logging.getLogger("mtlschat.cluster")
 
@@ -78,6 +77,7 @@ class EngineCounters:
     refused: int = 0  # records refused (rate limit across nodes, Redis down, epoch reset)
     resent: int = 0  # batches sent again after a lost connection
     epochs: int = 0  # epoch changes seen (Redis lost its data)
+    gaps: int = 0  # times the log had been trimmed past what this node had read
 
 
 class Engine:
@@ -133,6 +133,7 @@ class Engine:
         self._mirror: stream.MirrorLoad | None = None
         self._mirror_base = ("", 0, "0-0")  # epoch, last offset, stream id the load is up to
         self.last_id: str | None = None  # the feed's position in the log (None: not feeding)
+        self.offset = 0  # the last chat-line offset the feed has delivered (or loaded)
         self._reading = False  # an XREAD is outstanding
         self._feed_gen = 0  # bumped when the position jumps: older reads are ignored
         self._next_heartbeat = 0.0
@@ -169,7 +170,7 @@ class Engine:
         Nothing is published after it."""
         self._closing = True
         if self.ready:
-            call = scripts.bye_call(self.keys, node=self.node, maxlen=self.maxlen, reason=reason)
+            call = scripts.bye_call(self.keys, node=self.node, reason=reason)
             self._call(call, _ignore)
             self.cmd.flush()
 
@@ -218,7 +219,7 @@ class Engine:
                 self._call(scripts.heartbeat_call(self.keys, self.node), self._heartbeat_reply)
             if now >= self._next_reap:
                 self._next_reap = now + REAP_EVERY
-                self._call(scripts.reap_call(self.keys, maxlen=self.maxlen), self._reap_reply)
+                self._call(scripts.reap_call(self.keys), self._reap_reply)
             if self.max_age and now >= self._next_trim:
                 self._next_trim = now + self.trim_every
                 self.cmd.call(stream.xtrim_by_age(self.keys, self.wall() - self.max_age), _ignore)
@@ -283,7 +284,7 @@ class Engine:
             maxlen=self.maxlen,
             rate=st.rate,
             burst=st.burst,
-            records=[_args(o.record) for o in items],
+            records=[o.record for o in items],
         )
         self._inflight[batch] = items
         self.counters.batches += 1
@@ -305,8 +306,11 @@ class Engine:
             self._refuse_now(items, "redis refused it")
             return
         status = reply[0]
-        if status == b"ok":
-            refused = reply[1] if len(reply) > 1 and isinstance(reply[1], list) else []
+        if status in (b"ok", b"dup"):  # (dup: applied before a lost reply; same refusals)
+            raw = reply[1] if len(reply) > 1 else []
+            if not isinstance(raw, list):  # dup: "i j k" as the script kept it
+                raw = [int(i) for i in stream.text_of(raw).split()]
+            refused = raw
             if refused:
                 over = [items[i] for i in refused if isinstance(i, int) and 0 <= i < len(items)]
                 self.counters.refused += len(over)
@@ -327,7 +331,6 @@ class Engine:
             self.keys,
             node=self.node,
             epoch=secrets.token_hex(8),
-            maxlen=self.maxlen,
             ts=self.wall(),
             names=self.room.local_names(),
         )
@@ -355,11 +358,7 @@ class Engine:
             # (self.epoch is set once the mirror is loaded: a connection lost meanwhile starts
             # this over)
             self.room.load_presence(_snapshot(reply[3]))
-            self.last_id = None
-            self._reading = False
-            self._mirror = stream.MirrorLoad(self.keys, last_id, self.mirror_lines)
-            self._mirror_base = (epoch, last_offset, last_id)
-            self._load_page()
+            self._load_mirror(epoch, last_id, last_offset)
         elif epoch != self.epoch:
             # Redis lost its data. The new log may already hold lines other nodes said since:
             # members here get them too, so the feed reads the new log from its start (and the
@@ -373,9 +372,12 @@ class Engine:
             self.room.reset_epoch(epoch, 0)
             self.room.load_presence(_snapshot(reply[3]))
             self.last_id = "0-0"
+            self.offset = 0
             self._reading = False
             self._feed_gen += 1  # a read still out on the old log is not delivered
             self._ready()
+        elif self.last_id is None:  # a reload of the mirror (after a gap) was cut short
+            self._load_mirror(epoch, last_id, last_offset)
         else:
             self._ready()
         crl_number = stream.text_of(reply[5])
@@ -383,6 +385,16 @@ class Engine:
             self.crl_number = int(crl_number)
             if isinstance(reply[6], bytes) and self.on_crl is not None:
                 self.on_crl(self.crl_number, reply[6])
+
+    def _load_mirror(self, epoch: str, upto: str, last_offset: int) -> None:
+        """Fill the history mirror from the log up to stream id ``upto`` (whose last offset is
+        ``last_offset``); the feed pauses meanwhile and goes on after ``upto``."""
+        self.last_id = None
+        self._reading = False
+        self._feed_gen += 1
+        self._mirror = stream.MirrorLoad(self.keys, upto, self.mirror_lines)
+        self._mirror_base = (epoch, last_offset, upto)
+        self._load_page()
 
     def _load_page(self) -> None:
         mirror = self._mirror
@@ -411,6 +423,7 @@ class Engine:
         self.room.load_history(epoch, records, last_offset)
         self.epoch = epoch
         self.last_id = last_id
+        self.offset = last_offset
         log.info(
             "redis: epoch %s, last offset %d, %d lines of history loaded",
             epoch,
@@ -495,18 +508,40 @@ class Engine:
         if self.last_id is None:
             return  # an epoch change began meanwhile: the mirror load sets the position
         try:
-            entries = stream.xread_entries(reply)
+            entries, last_id, errors = stream.xread_entries(reply)
         except ValueError as exc:
             log.error("redis: cannot read the log: %s", exc)
             return
+        for error in errors:
+            log.error("redis: skipped in the log: %s", error)
+        if last_id is not None:
+            self.last_id = last_id
         if entries:
-            self.last_id = entries[-1][0]
-            records = [r for _, r in entries]
+            gap = 0
+            records: list[Record] = []
+            for entry in entries:
+                if entry.base > self.offset and not gap:
+                    gap = entry.base - self.offset
+                self.offset = max(self.offset, entry.last)
+                records += entry.records
             self.counters.delivered += len(records)
             for r in records:
                 if r.kind == MOD and r.text.startswith('{"op": "crl"'):
                     self._crl_record(r)
             self.room.deliver(records)
+            if gap:
+                # The log was trimmed past what this node had read (cut off longer than the
+                # log's retention): those lines are gone for everyone. The mirror is loaded again
+                # from the log so that it holds no hole (resume and /history see what Redis has).
+                log.warning(
+                    "redis: %d lines were trimmed from the log before this node read them: "
+                    "reloading its history",
+                    gap,
+                )
+                assert self.epoch is not None
+                self.counters.gaps += 1
+                self._load_mirror(self.epoch, last_id or "0-0", self.offset)
+                return
         if self.ready and self.feed.up:
             self._read()
             self.feed.flush()
@@ -547,19 +582,6 @@ class Engine:
     def _feed_state(self, state: str, reason: str) -> None:
         if state != "up":
             self._reading = False
-
-
-def _args(r: Record) -> tuple[str, float, str, str, str, int, str]:
-    key = ""
-    if r.kind in CHAT_KINDS:
-        key = name_key(r.sender)
-    elif r.kind == MOD:
-        try:
-            op = json.loads(r.text)
-            key = name_key(str(op.get("name", ""))) if isinstance(op, dict) else ""
-        except ValueError:
-            key = ""
-    return (r.kind, r.ts, r.sender, r.text, r.to, r.origin, key)
 
 
 def _snapshot(raw: Reply) -> dict[str, set[str]]:

@@ -3,10 +3,13 @@ hash tag: every key of a room lands in one slot, so one script may touch them al
 
 - ``epoch``: random hex, created with SET NX when missing; missing means Redis lost its data.
 - ``offset``: the last chat-line offset handed out (INCR; only chat lines take one).
-- ``log``: the stream of every published record, in the one global order (trimmed MAXLEN ~).
+- ``log``: the stream of every published record, in the one global order: one entry per
+  published batch (see stream.py), trimmed by chat lines (``index``) and by age.
+- ``index``: zset log entry id -> the last chat-line offset in it (what trimming by lines reads).
 - ``nodes``: zset node -> last heartbeat (Redis TIME seconds).
 - ``members:NODE``: the names with a session on NODE (kept by the publish script).
 - ``seen``: hash node -> last batch number applied (publish dedup across a lost connection).
+- ``refused:NODE``: hash batch -> the indexes refused in it (for a re-send; expires).
 - ``rate``: hash name key -> "tokens stamp": the line bucket per name across all nodes.
 - ``moderation``: hash of the room's moderation state (``ban:NAME``, ``mute:NAME``, ``topic``).
 - ``crl``: hash ``number`` / ``pem``: the newest CRL any node loaded (see the engine).
@@ -17,17 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mtlschat.history.store import ROOM
-
-STREAM_FIELDS = (
-    "o",
-    "t",
-    "k",
-    "s",
-    "x",
-    "r",
-    "g",
-    "n",
-)  # offset ts kind sender text to origin node
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +46,10 @@ class RoomKeys:
         return self.prefix + "log"
 
     @property
+    def index(self) -> str:
+        return self.prefix + "index"
+
+    @property
     def nodes(self) -> str:
         return self.prefix + "nodes"
 
@@ -76,3 +72,7 @@ class RoomKeys:
     def members(self, node: str) -> str:
         """The set of names with a session on ``node``."""
         return self.prefix + "members:" + node
+
+    def refused(self, node: str) -> str:
+        """Hash batch number -> indexes refused in it, for ``node``'s re-sent batches."""
+        return self.prefix + "refused:" + node

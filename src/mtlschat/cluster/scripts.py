@@ -1,12 +1,14 @@
 """The Lua scripts that do every write of a node, each atomic (Redis runs a script alone), each
 one EVALSHA (EVAL again on NOSCRIPT, after a Redis restart or SCRIPT FLUSH).
 
-- :data:`PUBLISH`: one round of a node's records. Checks the epoch (a node that missed a reset
-  must not append to the new history), skips a batch already applied (``seen``: a batch re-sent
-  after a lost connection is not duplicated), takes each chat line's token from the sender's
-  bucket shared by all nodes (refused lines come back by index), INCRs the offset of chat lines
-  only, XADDs every record (``MAXLEN ~``), keeps ``members:NODE`` from join/leave records and
-  the ``moderation`` / ``crl`` hashes from mod records.
+- :data:`PUBLISH`: one round of a node's records, as ONE log entry. Checks the epoch (a node
+  that missed a reset must not append to the new history), skips a batch already applied
+  (``seen``: a batch re-sent after a lost connection is not duplicated; its refusals are
+  answered again from ``refused:NODE``), takes each chat line's token from the sender's bucket
+  shared by all nodes (refused lines come back by index, and the entry names them), numbers the
+  chat lines (INCRBY: the entry carries the offset before them), trims the log to ``maxlen``
+  chat lines, keeps ``members:NODE`` from join/leave records and the ``moderation`` / ``crl``
+  hashes from mod records.
 - :data:`HEARTBEAT`: a node's "still here"; tells it when it was reaped meanwhile.
 - :data:`REAP`: nodes silent for longer than the timeout: a leave per name, once (atomic).
 - :data:`BYE`: a node stopping: the same for itself, at once.
@@ -20,15 +22,20 @@ script's effects, not the script, so a script may read ``TIME`` before writing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mtlschat.ca.names import name_key
+from mtlschat.cluster import stream
 from mtlschat.cluster.keys import RoomKeys
+from mtlschat.history.store import CHAT_KINDS, JOIN, LEAVE, MOD, Record
 
-CHAT_KINDS = ("msg", "action", "dm")  # the kinds that take an offset (dense history)
-RECORD_ARGS = 7  # ARGV per record in PUBLISH: kind ts sender text to origin key
+RECORD_ARGS = 3  # ARGV per record in PUBLISH: kind key extra (the rest is in the payload)
 NODE_TIMEOUT = 10.0  # seconds without a heartbeat before a node is reaped (see engine.py)
+REFUSALS_TTL = 3600  # seconds a batch's refusals are kept for a re-send of it (see PUBLISH)
 
 
 @dataclass(frozen=True)
@@ -48,22 +55,39 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
-_XADD = """
-local function xadd(log, maxlen, fields)
-  if maxlen > 0 then
-    return redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+# One log entry (see stream.py): ``o`` the last offset before it, ``n`` the node, ``b`` the
+# node's batch number (0: written by a script), ``p`` the records as a JSON array of rows
+# ``[ts, kind, sender, text, to, origin]``, and ``z`` the indexes of rows refused (if any).
+_ENTRY = """
+local function entry(log, offset, node, batch, payload, refused)
+  local base = tonumber(redis.call('GET', offset) or '0')
+  local fields = {'o', base, 'n', node, 'b', batch, 'p', payload}
+  if refused ~= '' then
+    fields[#fields + 1] = 'z'
+    fields[#fields + 1] = refused
   end
   return redis.call('XADD', log, '*', unpack(fields))
 end
+local function rows_entry(log, offset, node, rows)
+  if #rows > 0 then
+    entry(log, offset, node, 0, cjson.encode(rows), '')
+  end
+end
 """
 
-# KEYS: epoch offset log seen members:NODE rate moderation crl
-# ARGV: epoch node batch maxlen rate burst, then RECORD_ARGS per record
-# -> {"ok", {refused indexes, 0-based}, last offset} | {"epoch", current or ""} | {"dup"}
+# KEYS: epoch offset log seen members:NODE rate moderation crl index refused:NODE
+# ARGV: epoch node batch maxlen rate burst payload, then RECORD_ARGS per record:
+#   kind, key (the sender's name key for a chat line: its bucket; the target's for a mod
+#   record), extra (the name for join/leave, the JSON for mod, else "")
+# -> {"ok", {refused indexes, 0-based}, last offset} | {"epoch", current or ""}
+#    | {"dup", refused indexes as "i j k" or ""}
+# The whole batch is ONE log entry (its chat lines numbered base+1, base+2, ... by readers):
+# Redis's work per line is a few table operations, not an XADD. ``maxlen`` > 0 keeps that many
+# chat lines (by offset, whole entries: ``index`` maps each entry to its last offset).
 PUBLISH = Script(
     "publish",
     _NOW
-    + _XADD
+    + _ENTRY
     + """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
@@ -72,19 +96,18 @@ end
 local node, batch = ARGV[2], tonumber(ARGV[3])
 local seen = tonumber(redis.call('HGET', KEYS[4], node) or '0')
 if batch <= seen then
-  return {'dup'}
+  return {'dup', redis.call('HGET', KEYS[10], ARGV[3]) or ''}
 end
 redis.call('HSET', KEYS[4], node, batch)
 local maxlen, rate, burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local chat = {msg = true, action = true, dm = true}
 local buckets = {}
 local refused = {}
-local offset = 0
-local i = 7
+local lines = 0
+local taken = 0
 local index = 0
-while i <= #ARGV do
-  local kind, ts, sender, text, to, origin, key =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+for i = 8, #ARGV, 3 do
+  local kind, key, extra = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local take = true
   if chat[kind] and rate > 0 then
     local b = buckets[key]
@@ -108,26 +131,25 @@ while i <= #ARGV do
     end
   end
   if take then
-    local o = 0
+    taken = taken + 1
     if chat[kind] then
-      o = redis.call('INCR', KEYS[2])
-      offset = o
+      lines = lines + 1
     elseif kind == 'join' then
-      redis.call('SADD', KEYS[5], sender)
+      redis.call('SADD', KEYS[5], extra)
     elseif kind == 'leave' then
-      redis.call('SREM', KEYS[5], sender)
+      redis.call('SREM', KEYS[5], extra)
     elseif kind == 'mod' then
-      local ok, mod = pcall(cjson.decode, text)
+      local ok, mod = pcall(cjson.decode, extra)
       if ok and type(mod) == 'table' then
         local op = mod['op']
         if op == 'ban' or op == 'mute' then
-          redis.call('HSET', KEYS[7], op .. ':' .. key, text)
+          redis.call('HSET', KEYS[7], op .. ':' .. key, extra)
         elseif op == 'unban' then
           redis.call('HDEL', KEYS[7], 'ban:' .. key)
         elseif op == 'unmute' then
           redis.call('HDEL', KEYS[7], 'mute:' .. key)
         elseif op == 'topic' then
-          redis.call('HSET', KEYS[7], 'topic', text)
+          redis.call('HSET', KEYS[7], 'topic', extra)
         elseif op == 'crl' then
           local have = tonumber(redis.call('HGET', KEYS[8], 'number') or '-1')
           local number = tonumber(mod['number'])
@@ -137,19 +159,38 @@ while i <= #ARGV do
         end
       end
     end
-    xadd(KEYS[3], maxlen, {'o', o, 't', ts, 'k', kind, 's', sender, 'x', text, 'r', to,
-                           'g', origin, 'n', node})
   end
-  i = i + 7
   index = index + 1
 end
 for k, b in pairs(buckets) do
   redis.call('HSET', KEYS[6], k, string.format('%.6f %.6f', b[1], b[2]))
 end
-if offset == 0 then
-  offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+local z = table.concat(refused, ' ')
+if z ~= '' then  -- kept for a re-send of this batch whose reply was lost
+  redis.call('HSET', KEYS[10], ARGV[3], z)
+  redis.call('EXPIRE', KEYS[10], """
+    + str(REFUSALS_TTL)
+    + """)
 end
-return {'ok', refused, offset}
+if taken > 0 then
+  local id = entry(KEYS[3], KEYS[2], node, batch, ARGV[7], z)
+  if lines > 0 then
+    local last = redis.call('INCRBY', KEYS[2], lines)
+    if maxlen > 0 then
+      redis.call('ZADD', KEYS[9], last, id)
+      local floor = last - maxlen  -- lines at or below it are past the retention
+      if floor > 0 then
+        local keep = redis.call('ZRANGEBYSCORE', KEYS[9], '(' .. floor, '+inf', 'LIMIT', 0, 1)
+        if #keep > 0 then
+          redis.call('XTRIM', KEYS[3], 'MINID', keep[1])
+        end
+        redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', floor)
+      end
+    end
+    return {'ok', refused, last}
+  end
+end
+return {'ok', refused, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """,
 )
 
@@ -166,21 +207,22 @@ return 1
 """,
 )
 
-# KEYS: nodes log seen; ARGV: prefix timeout maxlen -> the nodes reaped
+# KEYS: nodes log seen offset; ARGV: prefix timeout -> the nodes reaped
 REAP = Script(
     "reap",
     _NOW
-    + _XADD
+    + _ENTRY
     + """
-local prefix, timeout, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix, timeout = ARGV[1], tonumber(ARGV[2])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - timeout))
 for _, node in ipairs(dead) do
   local members = prefix .. 'members:' .. node
+  local rows = {}
   for _, name in ipairs(redis.call('SMEMBERS', members)) do
-    xadd(KEYS[2], maxlen, {'o', 0, 't', now, 'k', 'leave', 's', name, 'x', 'node lost',
-                           'r', '', 'g', 0, 'n', node})
+    rows[#rows + 1] = {now, 'leave', name, 'node lost', '', 0}
   end
-  redis.call('DEL', members)
+  rows_entry(KEYS[2], KEYS[4], node, rows)
+  redis.call('DEL', members, prefix .. 'refused:' .. node)
   redis.call('ZREM', KEYS[1], node)
   redis.call('HDEL', KEYS[3], node)
 end
@@ -188,20 +230,21 @@ return dead
 """,
 )
 
-# KEYS: nodes log seen; ARGV: prefix node maxlen reason -> names announced as left
+# KEYS: nodes log seen offset; ARGV: prefix node reason -> names announced as left
 BYE = Script(
     "bye",
     _NOW
-    + _XADD
+    + _ENTRY
     + """
-local prefix, node, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, node = ARGV[1], ARGV[2]
 local members = prefix .. 'members:' .. node
 local names = redis.call('SMEMBERS', members)
+local rows = {}
 for _, name in ipairs(names) do
-  xadd(KEYS[2], maxlen, {'o', 0, 't', now, 'k', 'leave', 's', name, 'x', ARGV[4],
-                         'r', '', 'g', 0, 'n', node})
+  rows[#rows + 1] = {now, 'leave', name, ARGV[3], '', 0}
 end
-redis.call('DEL', members)
+rows_entry(KEYS[2], KEYS[4], node, rows)
+redis.call('DEL', members, prefix .. 'refused:' .. node)
 redis.call('ZREM', KEYS[1], node)
 redis.call('HDEL', KEYS[3], node)
 return names
@@ -209,15 +252,15 @@ return names
 )
 
 # KEYS: epoch offset log nodes moderation crl
-# ARGV: prefix node candidate-epoch maxlen ts, then the node's member names
+# ARGV: prefix node candidate-epoch ts, then the node's member names
 # -> {epoch, last stream id, last offset, {node, {names}, node, {names}, ...},
 #     {moderation field, value, ...}, crl number or "", crl pem or ""}
 HELLO = Script(
     "hello",
     _NOW
-    + _XADD
+    + _ENTRY
     + """
-local prefix, node, maxlen, ts = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local prefix, node, ts = ARGV[1], ARGV[2], tonumber(ARGV[4])
 redis.call('SET', KEYS[1], ARGV[3], 'NX')
 local epoch = redis.call('GET', KEYS[1])
 redis.call('ZADD', KEYS[4], now, node)
@@ -227,22 +270,22 @@ for _, name in ipairs(redis.call('SMEMBERS', members)) do
   had[name] = true
 end
 local has = {}
-for i = 6, #ARGV do
+local rows = {}
+for i = 5, #ARGV do
   local name = ARGV[i]
   has[name] = true
   if not had[name] then
     redis.call('SADD', members, name)
-    xadd(KEYS[3], maxlen, {'o', 0, 't', ts, 'k', 'join', 's', name, 'x', '', 'r', '',
-                           'g', 0, 'n', node})
+    rows[#rows + 1] = {ts, 'join', name, '', '', 0}
   end
 end
 for name, _ in pairs(had) do
   if not has[name] then
     redis.call('SREM', members, name)
-    xadd(KEYS[3], maxlen, {'o', 0, 't', ts, 'k', 'leave', 's', name, 'x', 'left',
-                           'r', '', 'g', 0, 'n', node})
+    rows[#rows + 1] = {ts, 'leave', name, 'left', '', 0}
   end
 end
+rows_entry(KEYS[3], KEYS[2], node, rows)
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then
@@ -276,16 +319,40 @@ def publish_call(
     maxlen: int,
     rate: float,
     burst: int,
-    records: Sequence[tuple[str, float, str, str, str, int, str]],
+    records: Sequence[Record],
 ) -> Call:
-    """One round of a node's records: each ``(kind, ts, sender, text, to, origin, key)``, where
-    ``key`` is the sender's name key for a chat line (its shared bucket) or the target's for a
-    mod record (its moderation entry)."""
-    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst]
-    for kind, ts, sender, text, to, origin, key in records:
-        args += [kind, repr(ts), sender, text, to, origin, key]
+    """One round of a node's records, as one log entry (``maxlen``: chat lines the log keeps;
+    0: all). The records go packed in one argument (:func:`mtlschat.cluster.stream.pack`); the
+    script reads only :func:`meta` of each."""
+    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst, stream.pack(records)]
+    for r in records:
+        args += meta(r)
     ks = [keys.epoch, keys.offset, keys.log, keys.seen, keys.members(node), keys.rate]
-    return PUBLISH, [*ks, keys.moderation, keys.crl], args
+    return PUBLISH, [*ks, keys.moderation, keys.crl, keys.index, keys.refused(node)], args
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(name: str) -> str:
+    return name_key(name)  # (a burst says one name thousands of times)
+
+
+def meta(r: Record) -> tuple[str, str, str]:
+    """What the publish script reads of a record: ``(kind, key, extra)``. ``key`` is the
+    sender's name key for a chat line (its shared bucket) or the target's for a mod record (its
+    moderation entry); ``extra`` the name of a join or leave, the JSON of a mod record."""
+    kind = r.kind
+    if kind in CHAT_KINDS:
+        return (kind, _key(r.sender), "")
+    if kind in (JOIN, LEAVE):
+        return (kind, "", r.sender)
+    if kind == MOD:
+        try:
+            op = json.loads(r.text)
+            key = name_key(str(op.get("name", ""))) if isinstance(op, dict) else ""
+        except ValueError:
+            key = ""
+        return (kind, key, r.text)
+    return (kind, "", "")
 
 
 def heartbeat_call(keys: RoomKeys, node: str) -> Call:
@@ -293,22 +360,20 @@ def heartbeat_call(keys: RoomKeys, node: str) -> Call:
     return HEARTBEAT, [keys.nodes], [node]
 
 
-def reap_call(keys: RoomKeys, *, maxlen: int, timeout: float = NODE_TIMEOUT) -> Call:
+def reap_call(keys: RoomKeys, *, timeout: float = NODE_TIMEOUT) -> Call:
     """Reap the nodes silent for longer than ``timeout`` seconds."""
-    return REAP, [keys.nodes, keys.log, keys.seen], [keys.prefix, timeout, maxlen]
+    return REAP, [keys.nodes, keys.log, keys.seen, keys.offset], [keys.prefix, timeout]
 
 
-def bye_call(keys: RoomKeys, *, node: str, maxlen: int, reason: str) -> Call:
+def bye_call(keys: RoomKeys, *, node: str, reason: str) -> Call:
     """A node stopping: its members announced as left at once (not 15 s later by a reap)."""
-    return BYE, [keys.nodes, keys.log, keys.seen], [keys.prefix, node, maxlen, reason]
+    return BYE, [keys.nodes, keys.log, keys.seen, keys.offset], [keys.prefix, node, reason]
 
 
-def hello_call(
-    keys: RoomKeys, *, node: str, epoch: str, maxlen: int, ts: float, names: Sequence[str]
-) -> Call:
+def hello_call(keys: RoomKeys, *, node: str, epoch: str, ts: float, names: Sequence[str]) -> Call:
     """A node's (re)connect: ``epoch`` is used if Redis has none; ``names`` are its members."""
     ks = [keys.epoch, keys.offset, keys.log, keys.nodes, keys.moderation, keys.crl]
-    return HELLO, ks, [keys.prefix, node, epoch, maxlen, repr(ts), *names]
+    return HELLO, ks, [keys.prefix, node, epoch, repr(ts), *names]
 
 
 def evalsha(call: Call) -> list[str | int | float]:

@@ -1,5 +1,13 @@
-"""The room's log in Redis, read: stream entries decoded to :class:`Record`, the feed's XREAD, and
-the history mirror filled at connect from the newest end of the stream, page by page.
+"""The room's log in Redis: one stream entry per published batch, its records packed in one
+field; the feed's XREAD; and the history mirror filled at connect from the stream's newest end.
+
+An entry is ``o`` (the last chat-line offset before it), ``n`` (the node that wrote it), ``b``
+(that node's batch number; 0 for an entry a script wrote), ``p`` (the records: a JSON array of
+rows ``[ts, kind, sender, text, to, origin]``) and, if any were refused by the rate limit, ``z``
+(their row indexes, space-separated). Readers number the chat lines ``o + 1``, ``o + 2``, ... in
+row order, so offsets stay dense as in the SQLite store. One entry per batch instead of one per
+record is what keeps a burst cheap: Redis appends one entry per round and every node parses one
+field per round, not eight per line.
 
 Sans-I/O: these build commands and read replies (hiredis values: bytes, lists); the engine sends
 them through its link.
@@ -7,15 +15,27 @@ them through its link.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
-from mtlschat.cluster.keys import STREAM_FIELDS, RoomKeys
+from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import CHAT_KINDS, Record
 
 FEED_BLOCK_MS = 5000  # an XREAD waits this long for news (under the link's reply timeout)
-FEED_COUNT = 2000  # entries per XREAD reply at most
-PAGE = 1000  # entries per XREVRANGE page when filling the mirror
-_ORDER = [f.encode() for f in STREAM_FIELDS]
+FEED_COUNT = 200  # entries (batches) per XREAD reply at most
+PAGE = 100  # entries per XREVRANGE page when filling the mirror
+_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+
+
+class Entry(NamedTuple):
+    """One log entry, decoded."""
+
+    id: str
+    base: int  # the last chat-line offset before this entry
+    last: int  # the last chat-line offset at its end (base if it holds none)
+    node: str  # the node that wrote it
+    records: list[Record]
 
 
 def text_of(value: object) -> str:
@@ -25,42 +45,44 @@ def text_of(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _number(value: object, kind: type[int] | type[float]) -> int | float:
-    return kind(text_of(value) or 0) if value is not None else kind(0)
+def pack(records: Iterable[Record]) -> str:
+    """The ``p`` field of an entry: the records as rows (offset and node are the entry's)."""
+    return _dumps([r[1:7] for r in records])
 
 
-def decode_entry(entry: object) -> tuple[str, Record]:
-    """``[id, [field, value, ...]]`` -> (id, Record). Raises ValueError if it is not one."""
+def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
+    """An entry's fields ``[name, value, ...]`` (bytes, as hiredis gives them) -> :class:`Entry`.
+    Raises ValueError if they are not an entry."""
+    f = dict(zip(raw[::2], raw[1::2], strict=False))
+    try:
+        base = int(f[b"o"])  # type: ignore[call-overload]
+        node = f[b"n"].decode()  # type: ignore[attr-defined]
+        rows = json.loads(f[b"p"])  # type: ignore[arg-type]
+        skip = f.get(b"z")
+        if skip:
+            drop = {int(i) for i in skip.split()}  # type: ignore[attr-defined]
+            rows = [row for i, row in enumerate(rows) if i not in drop]
+        offset = base
+        records = []
+        for ts, kind, sender, text, to, origin in rows:
+            if kind in CHAT_KINDS:
+                offset += 1
+                records.append(Record(offset, ts, kind, sender, text, to, origin, node))
+            else:
+                records.append(Record(0, ts, kind, sender, text, to, origin, node))
+    except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad log entry {eid}: {exc!r:.80}") from None
+    return Entry(eid, base, offset, node, records)
+
+
+def decode_entry(entry: object) -> Entry:
+    """``[id, [field, value, ...]]`` -> :class:`Entry`. Raises ValueError if it is not one."""
     if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
         raise ValueError(f"not a stream entry: {entry!r:.80}")
-    raw = entry[1]
-    if len(raw) == 16 and raw[::2] == _ORDER:  # as the scripts write them: no lookups
-        try:
-            o, t, k, s, x, r, g, n = raw[1::2]
-            return entry[0].decode(), Record(
-                int(o), float(t), k.decode(), s.decode(), x.decode(), r.decode(), int(g),
-                n.decode(),
-            )  # fmt: skip
-        except (AttributeError, ValueError, UnicodeDecodeError):
-            pass  # the slow path below says what is wrong
-    f = {text_of(raw[i]): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
-    try:
-        record = Record(
-            int(_number(f.get("o"), int)),
-            float(_number(f.get("t"), float)),
-            text_of(f.get("k", b"")),
-            text_of(f.get("s", b"")),
-            text_of(f.get("x", b"")),
-            text_of(f.get("r", b"")),
-            int(_number(f.get("g"), int)),
-            text_of(f.get("n", b"")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad stream entry {text_of(entry[0])}: {exc}") from None
-    return text_of(entry[0]), record
+    return decode_fields(text_of(entry[0]), entry[1])
 
 
-def decode_entries(entries: object) -> list[tuple[str, Record]]:
+def decode_entries(entries: object) -> list[Entry]:
     """A list of entries (XRANGE, XREVRANGE, one stream of XREAD)."""
     if entries is None:
         return []
@@ -81,17 +103,33 @@ def xtrim_by_age(keys: RoomKeys, before: float) -> list[str | int]:
     return ["XTRIM", keys.log, "MINID", f"{max(0, int(before * 1000))}-0"]
 
 
-def xread_entries(reply: object) -> list[tuple[str, Record]]:
-    """The entries of an XREAD reply (None, a timeout: none)."""
+def xread_entries(reply: object) -> tuple[list[Entry], str | None, list[str]]:
+    """An XREAD reply (None, a timeout: nothing) -> (the entries, the last id read, what could
+    not be decoded). An entry that is not one is skipped and named, not fatal: the feed must
+    move past it. Raises ValueError if the reply is not an XREAD reply."""
     if reply is None:
-        return []
+        return [], None, []
     if not isinstance(reply, list) or not reply or not isinstance(reply[0], list):
         raise ValueError(f"not an XREAD reply: {reply!r:.80}")
-    return decode_entries(reply[0][1])
+    raw = reply[0][1] if len(reply[0]) == 2 else None
+    if not isinstance(raw, list):
+        raise ValueError(f"not an XREAD reply: {reply!r:.80}")
+    entries: list[Entry] = []
+    errors: list[str] = []
+    last: str | None = None
+    for e in raw:
+        try:
+            entries.append(decode_entry(e))
+        except ValueError as exc:
+            errors.append(str(exc))
+        if isinstance(e, list) and e and isinstance(e[0], bytes):
+            last = e[0].decode()
+    return entries, last, errors
 
 
 class MirrorLoad:
-    """Fill a history mirror with the newest ``want`` chat lines at or before stream id ``upto``.
+    """Fill a history mirror with the newest ``want`` chat lines at or before stream id ``upto``
+    (at connect, and again after the log was trimmed past what this node had read).
 
     ``command()`` gives the next XREVRANGE to send (None when done); ``take(reply)`` reads its
     reply; ``records`` is the result, oldest first, offsets increasing.
@@ -113,13 +151,14 @@ class MirrorLoad:
     def take(self, reply: object) -> None:
         """One page's reply."""
         entries = decode_entries(reply)
-        for _, record in entries:
-            if record.kind in CHAT_KINDS and record.offset > 0:
-                self._newest_first.append(record)
+        for entry in entries:
+            for record in reversed(entry.records):
+                if record.offset > 0:
+                    self._newest_first.append(record)
         if len(entries) < PAGE or len(self._newest_first) >= self.want:
             self.done = True
         else:
-            self._upto = "(" + entries[-1][0]
+            self._upto = "(" + entries[-1].id
 
     @property
     def records(self) -> Sequence[Record]:
