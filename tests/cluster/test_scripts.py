@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from mtlschat.cluster import scripts
+from mtlschat.cluster import scripts, stream
 from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import Record
 
@@ -74,11 +74,11 @@ def test_publish_writes_a_batch_as_one_entry_numbers_chat_lines_only_and_applies
     hello(r, "a", [])
     join = record("join", "alice", origin=3)
     out = publish(r, "a", 1, [join, line("alice", "hi"), line("alice", "waves", "action")])
-    assert out == [b"ok", [], 2]
+    assert out == [b"ok", b"", 2]
     assert r.smembers(K.members("a")) == {b"alice"}
     # The same batch again (re-sent after a lost connection): applied once only.
     assert publish(r, "a", 1, [line("alice", "hi")]) == [b"dup", b""]
-    assert publish(r, "a", 2, [line("alice", "dm", "dm", to="bob")]) == [b"ok", [], 3]
+    assert publish(r, "a", 2, [line("alice", "dm", "dm", to="bob")]) == [b"ok", b"", 3]
     assert r.xlen(K.log) == 2
     got = [(e.offset, e.kind, e.sender, e.text, e.to, e.origin, e.node) for e in log_records(r)]
     assert got == [
@@ -106,16 +106,17 @@ def test_the_rate_limit_is_shared_by_all_nodes(r: redis.Redis) -> None:
     hello(r, "a", [])
     hello(r, "b", [])
     lines = [line("alice", str(i)) for i in range(3)]
-    assert publish(r, "a", 1, lines, rate=0.001, burst=4)[1] == []
-    out = publish(r, "b", 1, [*lines, line("bob", "mine")], rate=0.001, burst=4)
-    assert out[1] == [1, 2]  # alice has one token left across the nodes; bob has his own
-    assert [rec.text for rec in log_records(r)] == ["0", "1", "2", "0", "mine"]
+    assert publish(r, "a", 1, lines, rate=0.001, burst=4) == [b"ok", b"", 3]
+    batch = [line("alice", "x"), line("bob", "mine"), line("alice", "y"), line("alice", "z")]
+    out = publish(r, "b", 1, batch, rate=0.001, burst=4)
+    # alice had one token left across the nodes: her first line here is taken, the other two
+    # refused; bob has his own bucket.
+    assert out == [b"ok", b'{"alice":1}', 5]
+    assert stream.refused([rec[1:] for rec in batch], out[1]) == {2, 3}
+    assert [rec.text for rec in log_records(r)] == ["0", "1", "2", "x", "mine"]
     assert [rec.offset for rec in log_records(r)] == [1, 2, 3, 4, 5]  # refused: no offset
     # Sent again (its reply was lost): not applied twice, and the same refusals come back.
-    assert publish(r, "b", 1, [*lines, line("bob", "mine")], rate=0.001, burst=4) == [
-        b"dup",
-        b"1 2",
-    ]
+    assert publish(r, "b", 1, batch, rate=0.001, burst=4) == [b"dup", b'{"alice":1}']
 
 
 def test_mod_records_keep_the_moderation_state_and_the_newest_crl(r: redis.Redis) -> None:

@@ -307,15 +307,13 @@ class Engine:
             return
         status = reply[0]
         if status in (b"ok", b"dup"):  # (dup: applied before a lost reply; same refusals)
-            raw = reply[1] if len(reply) > 1 else []
-            if not isinstance(raw, list):  # dup: "i j k" as the script kept it
-                raw = [int(i) for i in stream.text_of(raw).split()]
-            refused = raw
-            if refused:
-                over = [items[i] for i in refused if isinstance(i, int) and 0 <= i < len(items)]
-                self.counters.refused += len(over)
+            over = reply[1] if len(reply) > 1 and isinstance(reply[1], bytes) else b""
+            if over:
+                drop = stream.refused([o.record[1:] for o in items], over)
+                lost = [items[i] for i in sorted(drop)]
+                self.counters.refused += len(lost)
                 self.room.refuse(
-                    over, RATE_LIMITED, "rate limited (across all your sessions): line not sent"
+                    lost, RATE_LIMITED, "rate limited (across all your sessions): line not sent"
                 )
         elif status == b"epoch":
             self._refuse_now(items, "the room's history was reset")

@@ -22,7 +22,6 @@ script's effects, not the script, so a script may read ``TIME`` before writing.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -33,7 +32,6 @@ from mtlschat.cluster import stream
 from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import CHAT_KINDS, JOIN, LEAVE, MOD, Record
 
-RECORD_ARGS = 3  # ARGV per record in PUBLISH: kind key extra (the rest is in the payload)
 NODE_TIMEOUT = 10.0  # seconds without a heartbeat before a node is reaped (see engine.py)
 REFUSALS_TTL = 3600  # seconds a batch's refusals are kept for a re-send of it (see PUBLISH)
 
@@ -76,14 +74,15 @@ end
 """
 
 # KEYS: epoch offset log seen members:NODE rate moderation crl index refused:NODE
-# ARGV: epoch node batch maxlen rate burst payload, then RECORD_ARGS per record:
-#   kind, key (the sender's name key for a chat line: its bucket; the target's for a mod
-#   record), extra (the name for join/leave, the JSON for mod, else "")
-# -> {"ok", {refused indexes, 0-based}, last offset} | {"epoch", current or ""}
-#    | {"dup", refused indexes as "i j k" or ""}
-# The whole batch is ONE log entry (its chat lines numbered base+1, base+2, ... by readers):
-# Redis's work per line is a few table operations, not an XADD. ``maxlen`` > 0 keeps that many
-# chat lines (by offset, whole entries: ``index`` maps each entry to its last offset).
+# ARGV: epoch node batch maxlen rate burst payload nkeys, then nkeys pairs (key, chat lines of
+#   that name key in the batch), then one triple per other record (kind, key, extra): key the
+#   target's name key of a mod record, extra the name of a join/leave or the JSON of a mod
+# -> {"ok", over, last offset} | {"epoch", current or ""} | {"dup", over}
+#   over: "" when no line was refused, else JSON {name key: lines of it accepted}: the rest of
+#   that name's lines in the batch were refused by the rate limit (a bucket is drained in order)
+# The whole batch is ONE log entry (its chat lines numbered base+1, base+2, ... by readers), and
+# Redis's work is per name and per batch, not per line. ``maxlen`` > 0 keeps that many chat
+# lines (whole entries: ``index`` maps each entry to its last offset).
 PUBLISH = Script(
     "publish",
     _NOW
@@ -100,82 +99,76 @@ if batch <= seen then
 end
 redis.call('HSET', KEYS[4], node, batch)
 local maxlen, rate, burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local chat = {msg = true, action = true, dm = true}
-local buckets = {}
-local refused = {}
+local nkeys = tonumber(ARGV[8])
 local lines = 0
-local taken = 0
-local index = 0
-for i = 8, #ARGV, 3 do
-  local kind, key, extra = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local take = true
-  if chat[kind] and rate > 0 then
-    local b = buckets[key]
-    if not b then
-      local raw = redis.call('HGET', KEYS[6], key)
-      if raw then
-        local tokens, stamp = string.match(raw, '^(%S+) (%S+)$')
-        b = {tonumber(tokens), tonumber(stamp)}
-      else
-        b = {burst, now}
-      end
-      b[1] = math.min(burst, b[1] + math.max(0, now - b[2]) * rate)
-      b[2] = now
-      buckets[key] = b
+local over = {}
+local refused = false
+local i = 9
+for _ = 1, nkeys do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  local ok = n
+  if rate > 0 then
+    local raw = redis.call('HGET', KEYS[6], key)
+    local tokens, stamp = burst, now
+    if raw then
+      local t, s = string.match(raw, '^(%S+) (%S+)$')
+      tokens, stamp = tonumber(t), tonumber(s)
     end
-    if b[1] >= 1 then
-      b[1] = b[1] - 1
-    else
-      take = false
-      refused[#refused + 1] = index
-    end
+    tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+    ok = math.min(n, math.floor(tokens))
+    redis.call('HSET', KEYS[6], key, string.format('%.6f %.6f', tokens - ok, now))
   end
-  if take then
-    taken = taken + 1
-    if chat[kind] then
-      lines = lines + 1
-    elseif kind == 'join' then
-      redis.call('SADD', KEYS[5], extra)
-    elseif kind == 'leave' then
-      redis.call('SREM', KEYS[5], extra)
-    elseif kind == 'mod' then
-      local ok, mod = pcall(cjson.decode, extra)
-      if ok and type(mod) == 'table' then
-        local op = mod['op']
-        if op == 'ban' or op == 'mute' then
-          redis.call('HSET', KEYS[7], op .. ':' .. key, extra)
-        elseif op == 'unban' then
-          redis.call('HDEL', KEYS[7], 'ban:' .. key)
-        elseif op == 'unmute' then
-          redis.call('HDEL', KEYS[7], 'mute:' .. key)
-        elseif op == 'topic' then
-          redis.call('HSET', KEYS[7], 'topic', extra)
-        elseif op == 'crl' then
-          local have = tonumber(redis.call('HGET', KEYS[8], 'number') or '-1')
-          local number = tonumber(mod['number'])
-          if number and number > have then
-            redis.call('HSET', KEYS[8], 'number', number, 'pem', mod['pem'])
-          end
+  if ok < n then
+    over[key] = ok
+    refused = true
+  end
+  lines = lines + ok
+  i = i + 2
+end
+local others = 0
+while i <= #ARGV do
+  local kind, key, extra = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  others = others + 1
+  if kind == 'join' then
+    redis.call('SADD', KEYS[5], extra)
+  elseif kind == 'leave' then
+    redis.call('SREM', KEYS[5], extra)
+  elseif kind == 'mod' then
+    local ok, mod = pcall(cjson.decode, extra)
+    if ok and type(mod) == 'table' then
+      local op = mod['op']
+      if op == 'ban' or op == 'mute' then
+        redis.call('HSET', KEYS[7], op .. ':' .. key, extra)
+      elseif op == 'unban' then
+        redis.call('HDEL', KEYS[7], 'ban:' .. key)
+      elseif op == 'unmute' then
+        redis.call('HDEL', KEYS[7], 'mute:' .. key)
+      elseif op == 'topic' then
+        redis.call('HSET', KEYS[7], 'topic', extra)
+      elseif op == 'crl' then
+        local have = tonumber(redis.call('HGET', KEYS[8], 'number') or '-1')
+        local number = tonumber(mod['number'])
+        if number and number > have then
+          redis.call('HSET', KEYS[8], 'number', number, 'pem', mod['pem'])
         end
       end
     end
   end
-  index = index + 1
+  i = i + 3
 end
-for k, b in pairs(buckets) do
-  redis.call('HSET', KEYS[6], k, string.format('%.6f %.6f', b[1], b[2]))
-end
-local z = table.concat(refused, ' ')
-if z ~= '' then  -- kept for a re-send of this batch whose reply was lost
+local z = ''
+if refused then  -- kept for a re-send of this batch whose reply was lost
+  z = cjson.encode(over)
   redis.call('HSET', KEYS[10], ARGV[3], z)
   redis.call('EXPIRE', KEYS[10], """
     + str(REFUSALS_TTL)
     + """)
 end
-if taken > 0 then
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if lines + others > 0 then
   local id = entry(KEYS[3], KEYS[2], node, batch, ARGV[7], z)
   if lines > 0 then
-    local last = redis.call('INCRBY', KEYS[2], lines)
+    last = redis.call('INCRBY', KEYS[2], lines)
     if maxlen > 0 then
       redis.call('ZADD', KEYS[9], last, id)
       local floor = last - maxlen  -- lines at or below it are past the retention
@@ -187,10 +180,9 @@ if taken > 0 then
         redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', floor)
       end
     end
-    return {'ok', refused, last}
   end
 end
-return {'ok', refused, tonumber(redis.call('GET', KEYS[2]) or '0')}
+return {'ok', z, last}
 """,
 )
 
@@ -323,36 +315,36 @@ def publish_call(
 ) -> Call:
     """One round of a node's records, as one log entry (``maxlen``: chat lines the log keeps;
     0: all). The records go packed in one argument (:func:`mtlschat.cluster.stream.pack`); the
-    script reads only :func:`meta` of each."""
-    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst, stream.pack(records)]
+    script reads only how many chat lines each name said (its shared bucket) and the other
+    records (join/leave keep ``members:NODE``; mod records the moderation state)."""
+    counts: dict[str, int] = {}
+    others: list[str] = []
     for r in records:
-        args += meta(r)
+        kind = r.kind
+        if kind in CHAT_KINDS:
+            key = stream.sender_key(r.sender)
+            counts[key] = counts.get(key, 0) + 1
+        elif kind in (JOIN, LEAVE):
+            others += (kind, "", r.sender)
+        elif kind == MOD:
+            others += (kind, _mod_key(r.text), r.text)
+        else:
+            others += (kind, "", "")
+    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst, stream.pack(records)]
+    args.append(len(counts))
+    for key, n in counts.items():
+        args += (key, n)
+    args += others
     ks = [keys.epoch, keys.offset, keys.log, keys.seen, keys.members(node), keys.rate]
     return PUBLISH, [*ks, keys.moderation, keys.crl, keys.index, keys.refused(node)], args
 
 
-@functools.lru_cache(maxsize=4096)
-def _key(name: str) -> str:
-    return name_key(name)  # (a burst says one name thousands of times)
-
-
-def meta(r: Record) -> tuple[str, str, str]:
-    """What the publish script reads of a record: ``(kind, key, extra)``. ``key`` is the
-    sender's name key for a chat line (its shared bucket) or the target's for a mod record (its
-    moderation entry); ``extra`` the name of a join or leave, the JSON of a mod record."""
-    kind = r.kind
-    if kind in CHAT_KINDS:
-        return (kind, _key(r.sender), "")
-    if kind in (JOIN, LEAVE):
-        return (kind, "", r.sender)
-    if kind == MOD:
-        try:
-            op = json.loads(r.text)
-            key = name_key(str(op.get("name", ""))) if isinstance(op, dict) else ""
-        except ValueError:
-            key = ""
-        return (kind, key, r.text)
-    return (kind, "", "")
+def _mod_key(text: str) -> str:
+    try:
+        op = json.loads(text)
+        return name_key(str(op.get("name", ""))) if isinstance(op, dict) else ""
+    except ValueError:
+        return ""
 
 
 def heartbeat_call(keys: RoomKeys, node: str) -> Call:

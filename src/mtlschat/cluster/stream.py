@@ -3,11 +3,11 @@ field; the feed's XREAD; and the history mirror filled at connect from the strea
 
 An entry is ``o`` (the last chat-line offset before it), ``n`` (the node that wrote it), ``b``
 (that node's batch number; 0 for an entry a script wrote), ``p`` (the records: a JSON array of
-rows ``[ts, kind, sender, text, to, origin]``) and, if any were refused by the rate limit, ``z``
-(their row indexes, space-separated). Readers number the chat lines ``o + 1``, ``o + 2``, ... in
-row order, so offsets stay dense as in the SQLite store. One entry per batch instead of one per
-record is what keeps a burst cheap: Redis appends one entry per round and every node parses one
-field per round, not eight per line.
+rows ``[ts, kind, sender, text, to, origin]``) and, if the rate limit refused some lines, ``z``
+(JSON ``{name key: lines of that name accepted}``: that name's later lines were refused).
+Readers number the chat lines ``o + 1``, ``o + 2``, ... in row order, so offsets stay dense as
+in the SQLite store. One entry per batch instead of one per record is what keeps a burst cheap:
+Redis appends one entry per round and every node parses one field per round, not eight per line.
 
 Sans-I/O: these build commands and read replies (hiredis values: bytes, lists); the engine sends
 them through its link.
@@ -15,10 +15,12 @@ them through its link.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from mtlschat.ca.names import name_key
 from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import CHAT_KINDS, Record
 
@@ -50,6 +52,31 @@ def pack(records: Iterable[Record]) -> str:
     return _dumps([r[1:7] for r in records])
 
 
+@functools.lru_cache(maxsize=4096)
+def sender_key(name: str) -> str:
+    """The name key of a line's sender, whose bucket its line takes a token from (cached: a
+    burst says one name thousands of times)."""
+    return name_key(name)
+
+
+def refused(rows: Sequence[Sequence[object]], over: str | bytes) -> set[int]:
+    """The indexes of the chat rows (``(ts, kind, sender, ...)``) the rate limit refused, given
+    the publish script's ``over`` (JSON ``{name key: lines accepted}``; empty: none)."""
+    if not over:
+        return set()
+    left = json.loads(over)
+    out = set()
+    for i, row in enumerate(rows):
+        if row[1] in CHAT_KINDS:
+            key = sender_key(str(row[2]))
+            if key in left:
+                if left[key] > 0:
+                    left[key] -= 1
+                else:
+                    out.add(i)
+    return out
+
+
 def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
     """An entry's fields ``[name, value, ...]`` (bytes, as hiredis gives them) -> :class:`Entry`.
     Raises ValueError if they are not an entry."""
@@ -58,9 +85,9 @@ def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
         base = int(f[b"o"])  # type: ignore[call-overload]
         node = f[b"n"].decode()  # type: ignore[attr-defined]
         rows = json.loads(f[b"p"])  # type: ignore[arg-type]
-        skip = f.get(b"z")
-        if skip:
-            drop = {int(i) for i in skip.split()}  # type: ignore[attr-defined]
+        over = f.get(b"z")
+        if over:
+            drop = refused(rows, over)  # type: ignore[arg-type]
             rows = [row for i, row in enumerate(rows) if i not in drop]
         offset = base
         records = []
