@@ -34,6 +34,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ REAP_EVERY = 2.0
 TRIM_EVERY = 60.0  # seconds between trims of the log by age (--history-days)
 STALL_AFTER = 3.0  # seconds a reply may be late before the room is degraded
 HELLO_RETRY = 1.0
+PAUSE_MAX = 0.5  # seconds the feed may wait for lagging members before delivering anyway
+PAUSE_STEP = 0.01  # how often a paused feed looks again when nothing else wakes the loop
 MAX_LOST = 10_000  # records kept to re-send after a lost connection; beyond it they are refused
 
 CrlHandler = Callable[[int, bytes], None]
@@ -100,11 +103,15 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         stall_after: float = STALL_AFTER,
+        lagging: Callable[[], bool] | None = None,
     ) -> None:
         """``room`` is a relayed room (its ``node`` set); ``url``, ``password`` and ``tls``
         say how to reach Redis. ``maxlen``: the log's ``MAXLEN ~`` (0: no trim); ``max_age``:
         entries older than this many seconds are trimmed every ``trim_every`` seconds (0: never);
-        ``mirror_lines``: chat lines loaded into the history mirror at connect."""
+        ``mirror_lines``: chat lines loaded into the history mirror at connect. ``lagging``:
+        whether most of this node's members still have much output queued; if so, what the feed
+        read waits (in Redis) for up to PAUSE_MAX seconds at a time, so that a burst relayed
+        faster than members read is not turned into slow-consumer disconnects."""
         self.room = room
         self.node = room.node
         link = functools.partial(RedisLink, url, password=password, tls=tls, clock=clock)
@@ -134,6 +141,11 @@ class Engine:
         self._mirror_base = ("", 0, "0-0")  # epoch, last offset, stream id the load is up to
         self.last_id: str | None = None  # the feed's position in the log (None: not feeding)
         self.offset = 0  # the last chat-line offset the feed has delivered (or loaded)
+        self._per_entry = 1.0  # records per log entry lately (sizes the feed's reads)
+        self._backlog: deque[stream.Entry] = deque()  # read from the log, not delivered yet
+        self._round_records = 0  # records delivered this round
+        self.lagging = lagging
+        self._paused_since: float | None = None  # the feed waits for members to catch up
         self._reading = False  # an XREAD is outstanding
         self._feed_gen = 0  # bumped when the position jumps: older reads are ignored
         self._next_heartbeat = 0.0
@@ -162,6 +174,8 @@ class Engine:
             times += [self._next_heartbeat, self._next_reap]
         if self.cmd.pending:
             times.append(self.clock() + 0.5)  # watch for a stall
+        if self._backlog:  # more to deliver next round (or soon, while members catch up)
+            times.append(self.clock() + (PAUSE_STEP if self._paused_since is not None else 0.0))
         return min(times) if times else None
 
     def goodbye(self, reason: str = "node stopped") -> None:
@@ -223,8 +237,8 @@ class Engine:
             if self.max_age and now >= self._next_trim:
                 self._next_trim = now + self.trim_every
                 self.cmd.call(stream.xtrim_by_age(self.keys, self.wall() - self.max_age), _ignore)
-            if not self._reading and self.feed.up and self.last_id is not None:
-                self._read()
+            self._round_records = 0
+            self._drain()  # (reads on when the backlog is empty)
         self._judge(now)
         self.cmd.flush()
         self.feed.flush()
@@ -371,6 +385,7 @@ class Engine:
             self.room.load_presence(_snapshot(reply[3]))
             self.last_id = "0-0"
             self.offset = 0
+            self._backlog.clear()
             self._reading = False
             self._feed_gen += 1  # a read still out on the old log is not delivered
             self._ready()
@@ -390,6 +405,7 @@ class Engine:
         self.last_id = None
         self._reading = False
         self._feed_gen += 1
+        self._backlog.clear()
         self._mirror = stream.MirrorLoad(self.keys, upto, self.mirror_lines)
         self._mirror_base = (epoch, last_offset, upto)
         self._load_page()
@@ -446,8 +462,7 @@ class Engine:
             waiting, self._waiting = self._waiting, []
             self._publish(waiting)
         self._maybe_publish_crl()
-        if not self._reading and self.feed.up and self.last_id is not None:
-            self._read()
+        self._drain()
 
     def _load_moderation(self, raw: Reply) -> None:
         """The moderation state kept in Redis replaces what this node had."""
@@ -492,7 +507,7 @@ class Engine:
         assert self.last_id is not None
         self._reading = True
         reply = functools.partial(self._feed_reply, self._feed_gen)
-        self.feed.call(stream.xread(self.keys, self.last_id), reply)
+        self.feed.call(stream.xread(self.keys, self.last_id, self._per_entry), reply)
 
     def _feed_reply(self, gen: int, reply: Reply) -> None:
         if gen != self._feed_gen:
@@ -515,19 +530,37 @@ class Engine:
         if last_id is not None:
             self.last_id = last_id
         if entries:
-            gap = 0
-            records: list[Record] = []
-            for entry in entries:
-                if entry.base > self.offset and not gap:
-                    gap = entry.base - self.offset
-                self.offset = max(self.offset, entry.last)
-                records += entry.records
+            self._per_entry = 0.5 * self._per_entry + 0.5 * sum(
+                len(e.records) for e in entries
+            ) / len(entries)
+        self._backlog.extend(entries)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Deliver what the feed read, about FEED_RECORDS records a round (an entry is a round
+        of the node that said it: several at once would be one giant round for every member
+        here); read on when all is delivered (what is not read yet waits in Redis)."""
+        backlog = self._backlog
+        if backlog and self.lagging is not None and self._round_records == 0:
+            now = self.clock()
+            if self.lagging():
+                if self._paused_since is None:
+                    self._paused_since = now
+                if now - self._paused_since < PAUSE_MAX:
+                    return  # (members' writes wake the loop; deadline() looks again meanwhile)
+            self._paused_since = None
+        while backlog and self._round_records < stream.FEED_RECORDS:
+            entry = backlog.popleft()
+            self._round_records += len(entry.records)
+            gap = entry.base - self.offset
+            self.offset = max(self.offset, entry.last)
+            records = entry.records
             self.counters.delivered += len(records)
             for r in records:
                 if r.kind == MOD and r.text.startswith('{"op": "crl"'):
                     self._crl_record(r)
             self.room.deliver(records)
-            if gap:
+            if gap > 0:
                 # The log was trimmed past what this node had read (cut off longer than the
                 # log's retention): those lines are gone for everyone. The mirror is loaded again
                 # from the log so that it holds no hole (resume and /history see what Redis has).
@@ -538,9 +571,9 @@ class Engine:
                 )
                 assert self.epoch is not None
                 self.counters.gaps += 1
-                self._load_mirror(self.epoch, last_id or "0-0", self.offset)
+                self._load_mirror(self.epoch, entry.id, self.offset)  # (clears the backlog)
                 return
-        if self.ready and self.feed.up:
+        if not backlog and not self._reading and self.ready and self.feed.up and self.last_id:
             self._read()
             self.feed.flush()
 

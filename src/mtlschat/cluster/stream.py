@@ -25,7 +25,8 @@ from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import CHAT_KINDS, Record
 
 FEED_BLOCK_MS = 5000  # an XREAD waits this long for news (under the link's reply timeout)
-FEED_COUNT = 200  # entries (batches) per XREAD reply at most
+FEED_RECORDS = 2000  # records per XREAD reply, about: one round's delivery stays a round's worth
+FEED_COUNT = 500  # entries per XREAD reply at most (entries of one record each: a paced room)
 PAGE = 100  # entries per XREVRANGE page when filling the mirror
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 
@@ -118,9 +119,13 @@ def decode_entries(entries: object) -> list[Entry]:
     return [decode_entry(e) for e in entries]
 
 
-def xread(keys: RoomKeys, after: str) -> list[str | int]:
-    """The feed's command: what follows ``after`` in the log, waiting up to FEED_BLOCK_MS."""
-    return ["XREAD", "COUNT", FEED_COUNT, "BLOCK", FEED_BLOCK_MS, "STREAMS", keys.log, after]
+def xread(keys: RoomKeys, after: str, per_entry: float = 1.0) -> list[str | int]:
+    """The feed's command: what follows ``after`` in the log, waiting up to FEED_BLOCK_MS, about
+    FEED_RECORDS records given ``per_entry`` records per entry lately. (A burst's entries hold a
+    round each: one reply of hundreds of them would be one giant round for every member, whose
+    queues would overflow as slow consumers; what is not read yet waits in Redis.)"""
+    count = max(1, min(FEED_COUNT, int(FEED_RECORDS / max(per_entry, 1.0))))
+    return ["XREAD", "COUNT", count, "BLOCK", FEED_BLOCK_MS, "STREAMS", keys.log, after]
 
 
 def xtrim_by_age(keys: RoomKeys, before: float) -> list[str | int]:

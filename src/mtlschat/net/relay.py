@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -44,9 +44,12 @@ def mirror_history(config: ServerConfig) -> Journal:
     return Journal(store, keep_dms=config.history_dms)
 
 
-def open_engine(config: ServerConfig, room: Room, on_crl: CrlHandler) -> Engine:
+def open_engine(
+    config: ServerConfig, room: Room, on_crl: CrlHandler, lagging: Callable[[], bool] | None = None
+) -> Engine:
     """The engine for ``room`` (relayed, its node set) per ``--redis``, ``--redis-ca`` and the
-    password (raise :class:`ConfigError` for a bad URL, password file or CA)."""
+    password (raise :class:`ConfigError` for a bad URL, password file or CA); ``lagging``: see
+    :class:`Engine`."""
     url = redis_url(config)
     try:
         password = load_password(config.redis_password_file)
@@ -64,6 +67,7 @@ def open_engine(config: ServerConfig, room: Room, on_crl: CrlHandler) -> Engine:
         max_age=config.history_days * 86400.0,
         mirror_lines=mirror,
         on_crl=on_crl,
+        lagging=lagging,
     )
 
 

@@ -173,7 +173,9 @@ class ChatServer:
             relay=relayed,
             node=node_id(config.node) if relayed else "",
         )
-        self.engine = open_engine(config, self.room, self._install_crl) if relayed else None
+        self.engine = (
+            open_engine(config, self.room, self._install_crl, self._lagging) if relayed else None
+        )
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._control: control.ControlServer | None = None  # `mtlschat admin` (--control)
@@ -682,6 +684,13 @@ class ChatServer:
         for conn in dirty:  # writable again, or closing with output to push out
             if conn.state is not State.CLOSED and not conn.write_waits_for:
                 self._send(conn)
+
+    def _lagging(self) -> bool:
+        """Whether most members here have over a quarter of the out-buffer cap unsent (the
+        relay's feed then waits a little: see Engine)."""
+        mark = self.config.out_buffer // 4
+        conns = self._by_session.values()
+        return sum(1 for c in conns if c.out_bytes > mark) * 2 > len(conns)
 
     def _slow_consumer(self, conn: Connection) -> None:
         self.stats.slow_consumers += 1
