@@ -130,3 +130,63 @@ def test_the_log_is_trimmed_by_age(nodes: Callable[..., Node], redis_server: Any
     b = nodes("b", max_age=0.2, trim_every=0.05)  # a node that keeps 0.2 s of history
     pump([a, b], lambda: log_texts(r) == ["new"])
     assert r.xlen(K.log) == 1
+
+
+def test_a_burst_is_delivered_an_entry_a_round_and_waits_while_members_lag(
+    nodes: Callable[..., Node], redis_server: Any
+) -> None:
+    now = [1000.0]
+    lag = [True]
+    a = nodes("a")
+    b = nodes("b", clock=lambda: now[0], lagging=lambda: lag[0])
+    alice, bob = a.join("alice"), b.join("bob")
+    lag[0] = False
+    pump([a, b], lambda: a.engine.counters.delivered == b.engine.counters.delivered == 2)
+    lag[0] = True  # (the joins are in: what follows is the burst alone)
+    r = redis_server.client()
+    for part in range(3):  # three rounds of 2,500 lines: three log entries, each > FEED_RECORDS
+        a.room.feed(alice, "".join(f"{part}.{i}\n" for i in range(2500)).encode())
+        a.round(0)
+    pump([a], lambda: len(log_texts(r)) == 7500)
+    pump([b], lambda: b.engine.backlog >= 1)  # read, held: most members here lag
+    for _ in range(5):
+        b.round(0)
+    assert b.said(bob) == [] and b.engine.counters.delivered == 2
+    lag[0] = False  # caught up: one entry a round (an entry is one round of the node that said it)
+    sizes = []
+    while len(b.said(bob)) < 7500:
+        before = len(b.said(bob))
+        b.round(0.01)
+        if len(b.said(bob)) > before:
+            sizes.append(len(b.said(bob)) - before)
+    assert sizes == [2500, 2500, 2500]  # (the last two were read in one reply)
+    # Members that never catch up wait PAUSE_MAX at most: then the next round is delivered.
+    lag[0] = True
+    a.room.feed(alice, b"late\n")
+    a.round(0)
+    pump([a], lambda: log_texts(r)[-1] == "late")
+    pump([b], lambda: b.engine.backlog == 1)
+    b.round(0)
+    assert b.said(bob)[-1] != "late"
+    now[0] += 0.6
+    b.round(0)
+    assert b.said(bob)[-1] == "late"
+
+
+def test_a_node_that_finds_the_log_trimmed_past_what_it_read_reloads_its_mirror(
+    nodes: Callable[..., Node],
+) -> None:
+    a, b = nodes("a", maxlen=5), nodes("b")
+    alice, bob = a.join("alice"), b.join("bob")
+    for i in range(3):
+        a.room.feed(alice, f"old {i}\n".encode())
+    pump([a, b], lambda: b.said(bob) == ["old 0", "old 1", "old 2"])
+    for i in range(20):  # one entry a round; b is not reading meanwhile (cut off, say)
+        a.room.feed(alice, f"new {i}\n".encode())
+        a.round(0)
+    pump([a], lambda: a.room.history is not None and a.room.history.last_offset == 23)
+    pump([a, b], lambda: b.engine.counters.gaps == 1 and b.engine.last_id is not None)
+    pump([a, b], lambda: b.room.history is not None and b.room.history.last_offset == 23)
+    assert b.room.history is not None
+    kept = b.room.history.last(100, "bob")
+    assert [(x.offset, x.text) for x in kept] == [(19 + i, f"new {15 + i}") for i in range(5)]

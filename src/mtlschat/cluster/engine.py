@@ -178,6 +178,11 @@ class Engine:
             times.append(self.clock() + (PAUSE_STEP if self._paused_since is not None else 0.0))
         return min(times) if times else None
 
+    @property
+    def backlog(self) -> int:
+        """Log entries read but not delivered yet (a burst, or members lagging)."""
+        return len(self._backlog)
+
     def goodbye(self, reason: str = "node stopped") -> None:
         """The node is stopping: its members are announced as left now, on every node (best
         effort: one write; if it does not make it, the others reap this node within 12 s).
