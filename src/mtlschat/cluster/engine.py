@@ -106,7 +106,7 @@ class Engine:
         lagging: Callable[[], bool] | None = None,
     ) -> None:
         """``room`` is a relayed room (its ``node`` set); ``url``, ``password`` and ``tls``
-        say how to reach Redis. ``maxlen``: the log's ``MAXLEN ~`` (0: no trim); ``max_age``:
+        say how to reach Redis. ``maxlen``: chat lines the log keeps (0: all); ``max_age``:
         entries older than this many seconds are trimmed every ``trim_every`` seconds (0: never);
         ``mirror_lines``: chat lines loaded into the history mirror at connect. ``lagging``:
         whether most of this node's members still have much output queued; if so, what the feed
