@@ -33,7 +33,9 @@ from mtlschat.bench.spawn import SpawnedServer, spawn_server
 from mtlschat.bench.worker import Endpoint
 from mtlschat.bench.workload import Workload
 
-CONFIGS = {"alone": 0, "redis1": 1, "redis2": 2, "redis4": 4, "cross": 2}
+# alone: one node, no Redis, history off; sqlite: the same with its default SQLite history (what a
+# single node runs by default: a relayed node always keeps history, in Redis and its mirror).
+CONFIGS = {"alone": 0, "sqlite": 0, "redis1": 1, "redis2": 2, "redis4": 4, "cross": 2}
 
 
 def free_port() -> int:
@@ -73,7 +75,8 @@ def run_config(name: str, wl: Workload, pki: Any, root: Path) -> dict[str, Any]:
         redis_pid: int | None = None
         servers: list[SpawnedServer] = []
         if nodes == 0:
-            servers.append(spawn_server("mtlschat", pki))
+            target = "mtlschat-history" if name == "sqlite" else "mtlschat"
+            servers.append(spawn_server(target, pki))
         else:
             proc, port = start_redis(root)
             stack.callback(proc.wait)
@@ -142,8 +145,8 @@ def main() -> None:
                     row = run_config(name, wl, pki, root)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    print("\nmedians (config, workload: cpu us/delivery, p50 ms, p99 ms, redis us/msg, lost)",
-          file=sys.stderr)  # fmt: skip
+    print("\nmedians (config, workload: cpu us/delivery, x alone, p50 ms, p99 ms, redis us/msg, "
+          "lost)", file=sys.stderr)  # fmt: skip
     for kind in args.workloads.split(","):
         for name in configs:
             runs = [r for r in rows if r["config"] == name and r["workload"] == kind]
@@ -153,8 +156,11 @@ def main() -> None:
             def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
                 return statistics.median(r[key] or 0.0 for r in runs)
 
+            base = [r for r in rows if r["config"] == "alone" and r["workload"] == kind]
+            ratio = med("cpu_per_delivery_us") / med("cpu_per_delivery_us", base) if base else 0
             print(
-                f"{name:7} {kind:6} {med('cpu_per_delivery_us'):7.2f} {med('p50_ms'):7.2f} "
+                f"{name:7} {kind:6} {med('cpu_per_delivery_us'):7.3f} {ratio:5.2f}x "
+                f"{med('p50_ms'):7.2f} "
                 f"{med('p99_ms'):7.2f} {med('redis_cpu_per_message_us'):7.1f} "
                 f"{sum(r['lost'] + r['gaps'] + r['out_of_order'] for r in runs)}",
                 file=sys.stderr,
