@@ -13,11 +13,13 @@ import redis
 
 from mtlschat.chat.room import Mode, Room, Session
 from mtlschat.chat.settings import RoomSettings
+from mtlschat.cluster import stream
 from mtlschat.cluster.engine import Engine
 from mtlschat.cluster.keys import RoomKeys
 from mtlschat.cluster.url import RedisURL
 from mtlschat.history.journal import Journal
 from mtlschat.history.memory import MemoryStore
+from mtlschat.history.store import Record
 
 from .logview import log_records
 
@@ -125,8 +127,8 @@ def test_the_log_is_trimmed_by_age(nodes: Callable[..., Node], redis_server: Any
     a.room.feed(alice, b"old\n")
     pump([a], lambda: log_texts(r) == ["old"])
     time.sleep(0.3)  # (stream ids are Redis's milliseconds: "old" is now 0.3 s old)
-    row = [time.time(), "msg", "zed", "new", "", 0]  # another node's line, as it writes them
-    r.xadd(K.log, {"o": 1, "n": "z", "b": 1, "p": json.dumps([row])})
+    line = Record(0, time.time(), "msg", "zed", "new")  # another node's line, as it writes them
+    r.xadd(K.log, {"o": 1, "n": "z", "b": 1, "p": stream.pack([line])})
     b = nodes("b", max_age=0.2, trim_every=0.05)  # a node that keeps 0.2 s of history
     pump([a, b], lambda: log_texts(r) == ["new"])
     assert r.xlen(K.log) == 1

@@ -54,8 +54,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
 # One log entry (see stream.py): ``o`` the last offset before it, ``n`` the node, ``b`` the
-# node's batch number (0: written by a script), ``p`` the records as a JSON array of rows
-# ``[ts, kind, sender, text, to, origin]``, and ``z`` the indexes of rows refused (if any).
+# node's batch number (0: written by a script), ``p`` the records as a JSON array of groups
+# ``[ts, kind, sender, to, origin, [text, ...]]``, and ``z`` the indexes of rows refused (if any).
 _ENTRY = """
 local function entry(log, offset, node, batch, payload, refused)
   local base = tonumber(redis.call('GET', offset) or '0')
@@ -211,7 +211,7 @@ for _, node in ipairs(dead) do
   local members = prefix .. 'members:' .. node
   local rows = {}
   for _, name in ipairs(redis.call('SMEMBERS', members)) do
-    rows[#rows + 1] = {now, 'leave', name, 'node lost', '', 0}
+    rows[#rows + 1] = {now, 'leave', name, '', 0, {'node lost'}}
   end
   rows_entry(KEYS[2], KEYS[4], node, rows)
   redis.call('DEL', members, prefix .. 'refused:' .. node)
@@ -233,7 +233,7 @@ local members = prefix .. 'members:' .. node
 local names = redis.call('SMEMBERS', members)
 local rows = {}
 for _, name in ipairs(names) do
-  rows[#rows + 1] = {now, 'leave', name, ARGV[3], '', 0}
+  rows[#rows + 1] = {now, 'leave', name, '', 0, {ARGV[3]}}
 end
 rows_entry(KEYS[2], KEYS[4], node, rows)
 redis.call('DEL', members, prefix .. 'refused:' .. node)
@@ -268,13 +268,13 @@ for i = 5, #ARGV do
   has[name] = true
   if not had[name] then
     redis.call('SADD', members, name)
-    rows[#rows + 1] = {ts, 'join', name, '', '', 0}
+    rows[#rows + 1] = {ts, 'join', name, '', 0, {''}}
   end
 end
 for name, _ in pairs(had) do
   if not has[name] then
     redis.call('SREM', members, name)
-    rows[#rows + 1] = {ts, 'leave', name, 'left', '', 0}
+    rows[#rows + 1] = {ts, 'leave', name, '', 0, {'left'}}
   end
 end
 rows_entry(KEYS[3], KEYS[2], node, rows)

@@ -3,7 +3,8 @@ field; the feed's XREAD; and the history mirror filled at connect from the strea
 
 An entry is ``o`` (the last chat-line offset before it), ``n`` (the node that wrote it), ``b``
 (that node's batch number; 0 for an entry a script wrote), ``p`` (the records: a JSON array of
-rows ``[ts, kind, sender, text, to, origin]``) and, if the rate limit refused some lines, ``z``
+groups ``[ts, kind, sender, to, origin, [text, ...]]``, a group per run of records alike but
+for their text) and, if the rate limit refused some lines, ``z``
 (JSON ``{name key: lines of that name accepted}``: that name's later lines were refused).
 Readers number the chat lines ``o + 1``, ``o + 2``, ... in row order, so offsets stay dense as
 in the SQLite store. One entry per batch instead of one per record is what keeps a burst cheap:
@@ -18,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mtlschat.ca.names import name_key
 from mtlschat.cluster.keys import RoomKeys
@@ -49,8 +50,26 @@ def text_of(value: object) -> str:
 
 
 def pack(records: Iterable[Record]) -> str:
-    """The ``p`` field of an entry: the records as rows (offset and node are the entry's)."""
-    return _dumps([r[1:7] for r in records])
+    """The ``p`` field of an entry: the records as groups ``[ts, kind, sender, to, origin,
+    [text, ...]]``, one per run of records that differ only in their text (a round of one
+    sender's lines is one group: its fields are written and parsed once, not per line). Offset
+    and node are the entry's."""
+    groups: list[tuple[object, ...]] = []
+    last: tuple[object, ...] | None = None
+    texts: list[str] = []
+    for r in records:
+        key = (r[1], r[2], r[3], r[5], r[6])
+        if key != last:
+            texts = []
+            groups.append((*key, texts))
+            last = key
+        texts.append(r[4])
+    return _dumps(groups)
+
+
+def _rows(groups: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    # Groups back to rows (ts, kind, sender, text, to, origin): the rare path (refusals).
+    return [(g[0], g[1], g[2], text, g[3], g[4]) for g in groups for text in g[5]]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -85,19 +104,27 @@ def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
     try:
         base = int(f[b"o"])  # type: ignore[call-overload]
         node = f[b"n"].decode()  # type: ignore[attr-defined]
-        rows = json.loads(f[b"p"])  # type: ignore[arg-type]
+        groups = json.loads(f[b"p"])  # type: ignore[arg-type]
         over = f.get(b"z")
-        if over:
+        if over:  # some lines refused: drop them from the groups (one group per row)
+            rows = _rows(groups)
             drop = refused(rows, over)  # type: ignore[arg-type]
-            rows = [row for i, row in enumerate(rows) if i not in drop]
+            groups = [(*r[:3], r[4], r[5], [r[3]]) for i, r in enumerate(rows) if i not in drop]
         offset = base
-        records = []
-        for ts, kind, sender, text, to, origin in rows:
+        records: list[Record] = []
+        new = tuple.__new__  # (a Record without the NamedTuple's Python-level __new__)
+        for ts, kind, sender, to, origin, texts in groups:
+            if type(texts) is not list:
+                raise TypeError("a group's texts are not a list")
             if kind in CHAT_KINDS:
-                offset += 1
-                records.append(Record(offset, ts, kind, sender, text, to, origin, node))
+                first = offset + 1
+                offset += len(texts)
+                records += [
+                    new(Record, (o, ts, kind, sender, t, to, origin, node))
+                    for o, t in zip(range(first, offset + 1), texts, strict=True)
+                ]
             else:
-                records.append(Record(0, ts, kind, sender, text, to, origin, node))
+                records += [new(Record, (0, ts, kind, sender, t, to, origin, node)) for t in texts]
     except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"bad log entry {eid}: {exc!r:.80}") from None
     return Entry(eid, base, offset, node, records)
