@@ -4,11 +4,11 @@ one EVALSHA (EVAL again on NOSCRIPT, after a Redis restart or SCRIPT FLUSH).
 - :data:`PUBLISH`: one round of a node's records, as ONE log entry. Checks the epoch (a node
   that missed a reset must not append to the new history), skips a batch already applied
   (``seen``: a batch re-sent after a lost connection is not duplicated; its refusals are
-  answered again from ``refused:NODE``), takes each chat line's token from the sender's bucket
-  shared by all nodes (refused lines come back by index, and the entry names them), numbers the
-  chat lines (INCRBY: the entry carries the offset before them), trims the log to ``maxlen``
-  chat lines, keeps ``members:NODE`` from join/leave records and the ``moderation`` / ``crl``
-  hashes from mod records.
+  answered again from ``refused:NODE``), takes each name's lines from its bucket shared by all
+  nodes (what was refused comes back as lines accepted per name, and the entry says so too),
+  numbers the chat lines (INCRBY: the entry carries the offset before them), trims the log to
+  ``maxlen`` chat lines, keeps ``members:NODE`` from join/leave records and the
+  ``moderation`` / ``crl`` hashes from mod records.
 - :data:`HEARTBEAT`: a node's "still here"; tells it when it was reaped meanwhile.
 - :data:`REAP`: nodes silent for longer than the timeout: a leave per name, once (atomic).
 - :data:`BYE`: a node stopping: the same for itself, at once.
@@ -55,7 +55,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
 # One log entry (see stream.py): ``o`` the last offset before it, ``n`` the node, ``b`` the
 # node's batch number (0: written by a script), ``p`` the records as a JSON array of groups
-# ``[ts, kind, sender, to, origin, [text, ...]]``, and ``z`` the indexes of rows refused (if any).
+# ``[ts, kind, sender, to, origin, [text, ...]]``, and ``z`` (if the rate limit refused lines)
+# JSON {name key: lines of it accepted}.
 _ENTRY = """
 local function entry(log, offset, node, batch, payload, refused)
   local base = tonumber(redis.call('GET', offset) or '0')
@@ -66,9 +67,9 @@ local function entry(log, offset, node, batch, payload, refused)
   end
   return redis.call('XADD', log, '*', unpack(fields))
 end
-local function rows_entry(log, offset, node, rows)
-  if #rows > 0 then
-    entry(log, offset, node, 0, cjson.encode(rows), '')
+local function groups_entry(log, offset, node, groups)
+  if #groups > 0 then
+    entry(log, offset, node, 0, cjson.encode(groups), '')
   end
 end
 """
@@ -209,11 +210,11 @@ local prefix, timeout = ARGV[1], tonumber(ARGV[2])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - timeout))
 for _, node in ipairs(dead) do
   local members = prefix .. 'members:' .. node
-  local rows = {}
+  local groups = {}
   for _, name in ipairs(redis.call('SMEMBERS', members)) do
-    rows[#rows + 1] = {now, 'leave', name, '', 0, {'node lost'}}
+    groups[#groups + 1] = {now, 'leave', name, '', 0, {'node lost'}}
   end
-  rows_entry(KEYS[2], KEYS[4], node, rows)
+  groups_entry(KEYS[2], KEYS[4], node, groups)
   redis.call('DEL', members, prefix .. 'refused:' .. node)
   redis.call('ZREM', KEYS[1], node)
   redis.call('HDEL', KEYS[3], node)
@@ -231,11 +232,11 @@ BYE = Script(
 local prefix, node = ARGV[1], ARGV[2]
 local members = prefix .. 'members:' .. node
 local names = redis.call('SMEMBERS', members)
-local rows = {}
+local groups = {}
 for _, name in ipairs(names) do
-  rows[#rows + 1] = {now, 'leave', name, '', 0, {ARGV[3]}}
+  groups[#groups + 1] = {now, 'leave', name, '', 0, {ARGV[3]}}
 end
-rows_entry(KEYS[2], KEYS[4], node, rows)
+groups_entry(KEYS[2], KEYS[4], node, groups)
 redis.call('DEL', members, prefix .. 'refused:' .. node)
 redis.call('ZREM', KEYS[1], node)
 redis.call('HDEL', KEYS[3], node)
@@ -262,22 +263,22 @@ for _, name in ipairs(redis.call('SMEMBERS', members)) do
   had[name] = true
 end
 local has = {}
-local rows = {}
+local groups = {}
 for i = 5, #ARGV do
   local name = ARGV[i]
   has[name] = true
   if not had[name] then
     redis.call('SADD', members, name)
-    rows[#rows + 1] = {ts, 'join', name, '', 0, {''}}
+    groups[#groups + 1] = {ts, 'join', name, '', 0, {''}}
   end
 end
 for name, _ in pairs(had) do
   if not has[name] then
     redis.call('SREM', members, name)
-    rows[#rows + 1] = {ts, 'leave', name, '', 0, {'left'}}
+    groups[#groups + 1] = {ts, 'leave', name, '', 0, {'left'}}
   end
 end
-rows_entry(KEYS[3], KEYS[2], node, rows)
+groups_entry(KEYS[3], KEYS[2], node, groups)
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then
