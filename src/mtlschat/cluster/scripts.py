@@ -58,8 +58,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 # ``[ts, kind, sender, to, origin, [text, ...]]``, and ``z`` (if the rate limit refused lines)
 # JSON {name key: lines of it accepted}.
 _ENTRY = """
-local function entry(log, offset, node, batch, payload, refused)
-  local base = tonumber(redis.call('GET', offset) or '0')
+local function entry(log, base, node, batch, payload, refused)
   local fields = {'o', base, 'n', node, 'b', batch, 'p', payload}
   if refused ~= '' then
     fields[#fields + 1] = 'z'
@@ -69,7 +68,7 @@ local function entry(log, offset, node, batch, payload, refused)
 end
 local function groups_entry(log, offset, node, groups)
   if #groups > 0 then
-    entry(log, offset, node, 0, cjson.encode(groups), '')
+    entry(log, tonumber(redis.call('GET', offset) or '0'), node, 0, cjson.encode(groups), '')
   end
 end
 """
@@ -167,7 +166,7 @@ if refused then  -- kept for a re-send of this batch whose reply was lost
 end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if lines + others > 0 then
-  local id = entry(KEYS[3], KEYS[2], node, batch, ARGV[7], z)
+  local id = entry(KEYS[3], last, node, batch, ARGV[7], z)  -- (last: the offset before it)
   if lines > 0 then
     last = redis.call('INCRBY', KEYS[2], lines)
     if maxlen > 0 then
