@@ -8,6 +8,7 @@ publish script does; every node then delivers the log's new records in the same 
 from __future__ import annotations
 
 from mtlschat.chat.room import Outgoing, Room, RoomSettings
+from mtlschat.cluster.stream import run_ends
 from mtlschat.history.journal import Journal
 from mtlschat.history.memory import MemoryStore
 from mtlschat.history.store import CHAT_KINDS, Record
@@ -39,8 +40,11 @@ class Log:
 class Node(Harness):
     """One relayed room and what each of its sessions received."""
 
-    def __init__(self, name: str, log: Log, clock: FakeClock, settings: RoomSettings) -> None:
+    def __init__(
+        self, name: str, log: Log, clock: FakeClock, settings: RoomSettings, *, runs: bool = True
+    ) -> None:
         super().__init__(settings)
+        self.runs = runs  # deliver runs of records at once (as the engine does), or one by one
         self.clock = clock
         self.log = log
         self.name = name
@@ -68,7 +72,7 @@ class Node(Harness):
         """Deliver what is new in the log (the engine's stream reader), then end the round."""
         new = self.log.records[self.cursor :]
         self.cursor = len(self.log.records)
-        self.room.deliver(new)
+        self.room.deliver(new, run_ends(new) if self.runs else None)
         self.flush()
 
 
@@ -79,7 +83,8 @@ class Cluster:
         self.clock = FakeClock()
         self.log = Log()
         st = settings or RoomSettings(operators=("op",), join_rate=0, history_join=0)
-        self.nodes = [Node(f"n{i}", self.log, self.clock, st) for i in range(n)]
+        # Every other node delivers record by record: what all nodes show must not differ.
+        self.nodes = [Node(f"n{i}", self.log, self.clock, st, runs=i % 2 == 0) for i in range(n)]
 
     def round(self) -> None:
         """Every node publishes its outbox, then every node delivers the log and flushes."""

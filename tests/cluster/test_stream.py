@@ -21,6 +21,7 @@ records = st.lists(
         st.text(max_size=20),
         st.sampled_from(["", "carol"]),
         st.sampled_from([0, 7]),
+        st.just(""),  # (one node's outbox: the entry carries the node)
     ),
     max_size=40,
 )
@@ -44,6 +45,9 @@ def test_an_entry_decodes_to_the_records_packed_numbered_from_its_base(batch: li
         want.append(r._replace(offset=offset if r.kind in CHAT_KINDS else 0, node="n1"))
     assert got.records == want
     assert (got.base, got.last) == (10, offset)
+    # Its groups are the runs a node delivers at once.
+    assert got.runs == stream.run_ends(got.records)
+    assert got.runs == stream.run_ends(batch)
 
 
 def test_a_round_of_one_senders_lines_is_one_group() -> None:

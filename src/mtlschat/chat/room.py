@@ -71,6 +71,7 @@ from mtlschat.history.store import ACTION, DM, HIDDEN, INFO, JOIN, LEAVE, MOD, M
 __all__ = ["Mode", "Outgoing", "Refusal", "Room", "RoomCounters", "RoomSettings", "Session"]
 
 _MODES = (Mode.TEXT, Mode.JSON)
+_new = tuple.__new__  # a NamedTuple from a tuple, skipping its Python-level __new__ (hot paths)
 audit_log = logging.getLogger("mtlschat.audit")  # who did what to whom, and why
 _origins = random.Random()  # seeded from os.urandom
 HISTORY_DEGRADED = "history: lines are not being saved right now; chat goes on"
@@ -338,6 +339,7 @@ class Room:
             lines = s._decoder.feed(data)
         ts = self.wall()  # what people see; the timers and limits use now
         relay = self._relay
+        node = self.node
         for line in lines:
             if type(line) is not str:
                 # Refused lines take a token too: a flood of garbage costs its sender a few
@@ -362,7 +364,16 @@ class Room:
             if self.moderation.mutes and self.muted(s, now, ts):
                 continue
             if relay:
-                self.say(s, MSG, clean_text(line), ts)
+                # say(s, MSG...) inlined: published, shown once the log delivers it back. The
+                # tuples are made without the NamedTuples' Python-level __new__ (a burst's lines
+                # all pass here).
+                if self._degraded is None:
+                    record = _new(
+                        Record, (0, ts, MSG, s.name, clean_text(line), "", s.origin, node)
+                    )
+                    self._outbox.append(_new(Outgoing, (record, s.id)))
+                else:
+                    self.say(s, MSG, clean_text(line), ts)  # (refused, and s is told)
                 continue
             # The happy path, say(s, MSG...) inlined: id, timestamp, one event in the round
             # list, one op for the sender.
@@ -694,60 +705,99 @@ class Room:
         self._outbox = []
         return out
 
-    def deliver(self, records: Iterable[Record]) -> None:
+    def deliver(self, records: Sequence[Record], runs: Sequence[int] | None = None) -> None:
         """Relay mode: records from the shared log, in its one global order (every node gets
         the same sequence). Chat lines go to this node's members (not back to the session that
         said them; DMs to every session of sender and recipient) and into the history mirror;
         join/leave change global presence (announced on its transitions); ``info`` is shown;
         ``mod`` is applied. Output goes out at the next :meth:`flush`.
+
+        ``runs``: where each run of records that differ only in offset and text ends (the end
+        index of each, as the log's entries group them: a sender's round is one run); a run of
+        room lines is then handled at once, not line by line. None: no runs known.
         """
+        if runs is None:
+            for r in records:
+                self._deliver_one(r)
+            return
+        start = 0
+        for end in runs:
+            if records[start].kind in (MSG, ACTION):
+                self._deliver_lines(records[start:end] if end - start < len(records) else records)
+            else:
+                for i in range(start, end):
+                    self._deliver_one(records[i])
+            start = end
+
+    def _deliver_lines(self, run: Sequence[Record]) -> None:
+        # A run of MSG or ACTION lines from one session (see deliver): what _deliver_one does
+        # for each, done once for all of them.
+        first = run[0]
         events = self._events
-        node = self.node
-        local = self._local
-        presence = self._presence
+        mark = len(events)
+        event = Msg if first.kind == MSG else Action
+        events += [event(r[0], r[1], r[3], r[4]) for r in run]
+        if first.node == self.node:
+            self.counters.messages += len(run)  # counted where it was said
+            mine = self._local.get(first.origin)
+            if mine is not None:
+                self._ops_of(mine).extend([(i, None) for i in range(mark, len(events))])
+        last = run[-1].offset
+        if last > self._last_id:
+            self._last_id = last
         history = self.history
-        for r in records:
-            kind = r.kind
-            if kind in (MSG, ACTION):
-                events.append(
-                    Msg(r.offset, r.ts, r.sender, r.text)
-                    if kind == MSG
-                    else Action(r.offset, r.ts, r.sender, r.text)
-                )
-                if r.node == node:
-                    self.counters.messages += 1  # counted where it was said
-                    mine = local.get(r.origin)
-                    if mine is not None:
-                        self._ops_of(mine).append((len(events) - 1, None))
-            elif kind == DM:
-                if r.node == node:
-                    self.counters.messages += 1
-                self._send_dm(Dm(r.offset, r.ts, r.sender, r.to, r.text))
-            elif kind == JOIN:
-                if presence.add(r.sender, r.node) and self._announcing():
-                    self._announce(Join(r.ts, r.sender))
-                continue
-            elif kind == LEAVE:
-                announce = self._announcing()  # counted with the leaver, as alone
-                gone = presence.remove(r.sender, r.node)
-                if gone is not None and announce:
-                    self._announce(Leave(r.ts, gone, r.text))
-                continue
-            elif kind == INFO:
-                self.broadcast(Info(r.text))
-                continue
-            elif kind == MOD:
-                self._apply(r)
-                continue
-            elif kind != HIDDEN:
-                log.warning("relay: record of unknown kind %r skipped", kind)
-                continue
-            # A chat line: the mirror keeps it with the offset the log gave it (once: the
-            # engine may have filled the mirror past it already).
-            if r.offset > self._last_id:
-                self._last_id = r.offset
-            if history is not None and r.offset > history.last_offset:
-                history.add(r)
+        if history is not None:
+            if first.offset > history.last_offset:
+                history.extend(run)
+            else:  # (the engine filled the mirror past some of them already)
+                for r in run:
+                    if r.offset > history.last_offset:
+                        history.add(r)
+
+    def _deliver_one(self, r: Record) -> None:
+        events = self._events
+        kind = r.kind
+        if kind in (MSG, ACTION):
+            events.append(
+                Msg(r.offset, r.ts, r.sender, r.text)
+                if kind == MSG
+                else Action(r.offset, r.ts, r.sender, r.text)
+            )
+            if r.node == self.node:
+                self.counters.messages += 1  # counted where it was said
+                mine = self._local.get(r.origin)
+                if mine is not None:
+                    self._ops_of(mine).append((len(events) - 1, None))
+        elif kind == DM:
+            if r.node == self.node:
+                self.counters.messages += 1
+            self._send_dm(Dm(r.offset, r.ts, r.sender, r.to, r.text))
+        elif kind == JOIN:
+            if self._presence.add(r.sender, r.node) and self._announcing():
+                self._announce(Join(r.ts, r.sender))
+            return
+        elif kind == LEAVE:
+            announce = self._announcing()  # counted with the leaver, as alone
+            gone = self._presence.remove(r.sender, r.node)
+            if gone is not None and announce:
+                self._announce(Leave(r.ts, gone, r.text))
+            return
+        elif kind == INFO:
+            self.broadcast(Info(r.text))
+            return
+        elif kind == MOD:
+            self._apply(r)
+            return
+        elif kind != HIDDEN:
+            log.warning("relay: record of unknown kind %r skipped", kind)
+            return
+        # A chat line: the mirror keeps it with the offset the log gave it (once: the engine
+        # may have filled the mirror past it already).
+        if r.offset > self._last_id:
+            self._last_id = r.offset
+        history = self.history
+        if history is not None and r.offset > history.last_offset:
+            history.add(r)
 
     def _announce(self, ev: Join | Leave) -> None:
         # A name's arrival or departure, for everyone but the name's own sessions here (alone,

@@ -561,10 +561,14 @@ class Engine:
             self.offset = max(self.offset, entry.last)
             records = entry.records
             self.counters.delivered += len(records)
-            for r in records:
-                if r.kind == MOD and r.text.startswith('{"op": "crl"'):
-                    self._crl_record(r)
-            self.room.deliver(records)
+            start = 0
+            for end in entry.runs:
+                if records[start].kind == MOD:  # (a group shares its kind: one look each)
+                    for r in records[start:end]:
+                        if r.text.startswith('{"op": "crl"'):
+                            self._crl_record(r)
+                start = end
+            self.room.deliver(records, entry.runs)
             if gap > 0:
                 # The log was trimmed past what this node had read (cut off longer than the
                 # log's retention): those lines are gone for everyone. The mirror is loaded again

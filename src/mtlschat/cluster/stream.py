@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from mtlschat.ca.names import name_key
@@ -40,6 +40,7 @@ class Entry(NamedTuple):
     last: int  # the last chat-line offset at its end (base if it holds none)
     node: str  # the node that wrote it
     records: list[Record]
+    runs: list[int]  # where each of its groups ends in ``records`` (see Room.deliver)
 
 
 def text_of(value: object) -> str:
@@ -49,21 +50,33 @@ def text_of(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def pack(records: Iterable[Record]) -> str:
+def run_ends(records: Sequence[Record]) -> list[int]:
+    """Where each run of records that differ only in offset and text ends (end indexes): what
+    :meth:`Room.deliver <mtlschat.chat.room.Room.deliver>` handles at once, and a group of an
+    entry."""
+    ends: list[int] = []
+    last: tuple[object, ...] | None = None
+    for i, r in enumerate(records):
+        key = (r[1], r[2], r[3], r[5], r[6], r[7])
+        if key != last and i:
+            ends.append(i)
+        last = key
+    if records:
+        ends.append(len(records))
+    return ends
+
+
+def pack(records: Sequence[Record]) -> str:
     """The ``p`` field of an entry: the records as groups ``[ts, kind, sender, to, origin,
     [text, ...]]``, one per run of records that differ only in their text (a round of one
     sender's lines is one group: its fields are written and parsed once, not per line). Offset
     and node are the entry's."""
     groups: list[tuple[object, ...]] = []
-    last: tuple[object, ...] | None = None
-    texts: list[str] = []
-    for r in records:
-        key = (r[1], r[2], r[3], r[5], r[6])
-        if key != last:
-            texts = []
-            groups.append((*key, texts))
-            last = key
-        texts.append(r[4])
+    start = 0
+    for end in run_ends(records):
+        r = records[start]
+        groups.append((r[1], r[2], r[3], r[5], r[6], [x[4] for x in records[start:end]]))
+        start = end
     return _dumps(groups)
 
 
@@ -112,6 +125,7 @@ def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
             groups = [(*r[:3], r[4], r[5], [r[3]]) for i, r in enumerate(rows) if i not in drop]
         offset = base
         records: list[Record] = []
+        runs: list[int] = []
         new = tuple.__new__  # (a Record without the NamedTuple's Python-level __new__)
         for ts, kind, sender, to, origin, texts in groups:
             if type(texts) is not list:
@@ -125,9 +139,11 @@ def decode_fields(eid: str, raw: Sequence[object]) -> Entry:
                 ]
             else:
                 records += [new(Record, (0, ts, kind, sender, t, to, origin, node)) for t in texts]
+            if texts:
+                runs.append(len(records))
     except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"bad log entry {eid}: {exc!r:.80}") from None
-    return Entry(eid, base, offset, node, records)
+    return Entry(eid, base, offset, node, records, runs)
 
 
 def decode_entry(entry: object) -> Entry:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from mtlschat.ca.names import name_key
@@ -88,6 +88,14 @@ class Journal:
         if record.kind == DM and not self.keep_dms:
             record = record.redacted()  # keep the offset sequence dense, not the message
         self._round.append(record)
+
+    def extend(self, records: Sequence[Record]) -> None:
+        """Record several lines of this round at once, in order (what :meth:`add` does for each)."""
+        if self.keep_dms or all(r.kind != DM for r in records):
+            self._round += records
+        else:
+            for r in records:
+                self.add(r)
 
     def reset(self) -> None:
         """The store was reset (a new epoch, its lines gone): forget what waits for it and take
