@@ -319,18 +319,25 @@ def publish_call(
     records (join/leave keep ``members:NODE``; mod records the moderation state)."""
     counts: dict[str, int] = {}
     others: list[str] = []
-    for r in records:
-        kind = r.kind
+    runs = stream.run_ends(records)
+    start = 0
+    for end in runs:  # (a run shares its kind and sender: a burst's lines are counted at once)
+        first = records[start]
+        kind = first.kind
         if kind in CHAT_KINDS:
-            key = stream.sender_key(r.sender)
-            counts[key] = counts.get(key, 0) + 1
-        elif kind in (JOIN, LEAVE):
-            others += (kind, "", r.sender)
-        elif kind == MOD:
-            others += (kind, _mod_key(r.text), r.text)
+            key = stream.sender_key(first.sender)
+            counts[key] = counts.get(key, 0) + end - start
         else:
-            others += (kind, "", "")
-    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst, stream.pack(records)]
+            for r in records[start:end]:
+                if kind in (JOIN, LEAVE):
+                    others += (kind, "", r.sender)
+                elif kind == MOD:
+                    others += (kind, _mod_key(r.text), r.text)
+                else:
+                    others += (kind, "", "")
+        start = end
+    payload = stream.pack(records, runs)
+    args: list[str | int | float] = [epoch, node, batch, maxlen, rate, burst, payload]
     args.append(len(counts))
     for key, n in counts.items():
         args += (key, n)

@@ -67,14 +67,14 @@ def run_ends(records: Sequence[Record]) -> list[int]:
     return ends
 
 
-def pack(records: Sequence[Record]) -> str:
+def pack(records: Sequence[Record], runs: Sequence[int] | None = None) -> str:
     """The ``p`` field of an entry: the records as groups ``[ts, kind, sender, to, origin,
     [text, ...]]``, one per run of records that differ only in their text (a round of one
     sender's lines is one group: its fields are written and parsed once, not per line). Offset
-    and node are the entry's."""
+    and node are the entry's. ``runs``: :func:`run_ends` of ``records``, if known already."""
     groups: list[tuple[object, ...]] = []
     start = 0
-    for end in run_ends(records):
+    for end in run_ends(records) if runs is None else runs:
         r = records[start]
         groups.append((r[1], r[2], r[3], r[5], r[6], [x[4] for x in records[start:end]]))
         start = end
