@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mtlschat.chat.room import Mode, Refusal, RoomSettings
-from mtlschat.chat.wire import Msg
+from mtlschat.chat.wire import Lines
 
 if TYPE_CHECKING:  # the harness class lives in conftest.py; fixtures hand it out
     from conftest import Harness
@@ -290,6 +290,26 @@ def test_any_split_of_input_gives_the_same_result(make_harness: type[Harness]) -
     assert all(r == results[0] for r in results)
 
 
+def test_a_command_between_lines_of_one_read_keeps_its_place(h: Harness) -> None:
+    # The lines of one read are one event, until a command: what it queues (a DM here) must
+    # come after the lines before it and before the lines after it, for everyone.
+    alice, bob, carol = h.join("alice"), h.join("bob"), h.join("carol")
+    h.flush()
+    h.take(bob), h.take(carol)
+    before = h.room.counters.deliveries
+    h.send(alice, "one", "two", "/msg bob psst", "three", "/me waves", "four", "five")
+    h.flush()
+    assert [(e["type"], e["text"]) for e in h.take(bob)] == [
+        ("msg", "one"), ("msg", "two"), ("dm", "psst"), ("msg", "three"), ("action", "waves"),
+        ("msg", "four"), ("msg", "five"),
+    ]  # fmt: skip
+    seen = h.take(carol)
+    assert [e["text"] for e in seen] == ["one", "two", "three", "waves", "four", "five"]
+    assert [e["id"] for e in seen] == [1, 2, 4, 5, 6, 7]  # (the DM took id 3)
+    # Counted line by line: 6 lines to each of bob and carol, the DM to bob and its echo.
+    assert h.room.counters.deliveries - before == 6 + 6 + 2
+
+
 def test_counters(h: Harness) -> None:
     alice, bob, _ = h.join("alice"), h.join("bob"), h.join("carol")
     h.send(alice, "one", "two", "/nope")
@@ -308,27 +328,27 @@ def test_each_broadcast_is_encoded_once_per_mode_in_use(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"text": 0, "json": 0}
-    real_text, real_json = Msg.text, Msg.json
+    real_text, real_json = Lines.text, Lines.json
 
-    def count_text(self: Msg) -> bytes:
+    def count_text(self: Lines) -> bytes:
         calls["text"] += 1
         return real_text(self)
 
-    def count_json(self: Msg) -> bytes:
+    def count_json(self: Lines) -> bytes:
         calls["json"] += 1
         return real_json(self)
 
-    monkeypatch.setattr(Msg, "text", count_text)
-    monkeypatch.setattr(Msg, "json", count_json)
+    monkeypatch.setattr(Lines, "text", count_text)
+    monkeypatch.setattr(Lines, "json", count_json)
     people = [h.join(f"j{i}") for i in range(30)]
     for s in people[:10]:
-        h.send(s, "hi", "there")
+        h.send(s, "hi", "there")  # (one read: its two lines are one event)
     h.flush()
-    assert calls == {"text": 0, "json": 20}  # nobody is in text mode: never encoded as text
+    assert calls == {"text": 0, "json": 10}  # nobody is in text mode: never encoded as text
     h.join("reader", Mode.TEXT)
     h.send(people[0], "once more")
     h.flush()
-    assert calls == {"text": 1, "json": 21}
+    assert calls == {"text": 1, "json": 11}
 
 
 def test_session_has_no_instance_dict(h: Harness) -> None:

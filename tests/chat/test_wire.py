@@ -19,6 +19,7 @@ from mtlschat.chat.wire import (
     Info,
     Join,
     Leave,
+    Lines,
     Mode,
     Msg,
     Ping,
@@ -112,6 +113,22 @@ def test_hand_built_json_equals_json_dumps(body: str, ts: float, mid: int) -> No
     assert Dm(mid, ts, "bob", "al", body).json() == canonical(
         {"type": "dm", **base, "to": "al", "text": body}
     )
+
+
+@given(
+    kind=st.sampled_from(["msg", "action"]),
+    bodies=st.lists(st.text(max_size=20).map(clean_text), min_size=1, max_size=6),
+    ts=st.floats(0, 4e9),
+    first=st.integers(1, 2**53),
+)
+def test_a_run_of_lines_is_its_lines_one_by_one(
+    kind: str, bodies: list[str], ts: float, first: int
+) -> None:
+    run = Lines(kind, first, ts, "bob", bodies)
+    one = Msg if kind == "msg" else Action
+    singles = [one(first + i, ts, "bob", body) for i, body in enumerate(bodies)]
+    assert run.text() == b"".join(ev.text() for ev in singles)
+    assert run.json() == b"".join(ev.json() for ev in singles)
 
 
 def test_text_clock_is_utc_hh_mm_ss() -> None:

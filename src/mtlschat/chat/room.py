@@ -46,7 +46,6 @@ from mtlschat.chat.wire import (
     TOO_MANY_JOINS,
     TOO_MANY_SESSIONS,
     UNKNOWN_COMMAND,
-    Action,
     Bye,
     Dm,
     Error,
@@ -56,8 +55,8 @@ from mtlschat.chat.wire import (
     Info,
     Join,
     Leave,
+    Lines,
     Mode,
-    Msg,
     Ping,
     Replayed,
     Welcome,
@@ -340,11 +339,15 @@ class Room:
         ts = self.wall()  # what people see; the timers and limits use now
         relay = self._relay
         node = self.node
+        # The event of this call's lines so far, while nothing else was queued after them: the
+        # next line joins it (one event per run of lines: encoded in one pass, one skip mark).
+        run: Lines | None = None
         for line in lines:
             if type(line) is not str:
                 # Refused lines take a token too: a flood of garbage costs its sender a few
                 # notices, not the server one error line per input line.
                 assert isinstance(line, FramingError)
+                run = None
                 bad = self.counters.bad_lines
                 bad[line.code] = bad.get(line.code, 0) + 1
                 if not rate or self.allow(s, now):
@@ -352,6 +355,7 @@ class Room:
                 continue
             if line[0] == "/":
                 if line[1:2] != "/":
+                    run = None  # (a command may queue anything, for anyone: lines after it follow)
                     self._command(s, line, now, ts)
                     if s.closing is not None:
                         return
@@ -360,8 +364,10 @@ class Room:
             elif line.isspace():
                 continue
             if rate and not self.allow(s, now):
+                run = None
                 continue
             if self.moderation.mutes and self.muted(s, now, ts):
+                run = None
                 continue
             if relay:
                 # say(s, MSG...) inlined: published, shown once the log delivers it back. The
@@ -375,19 +381,23 @@ class Room:
                 else:
                     self.say(s, MSG, clean_text(line), ts)  # (refused, and s is told)
                 continue
-            # The happy path, say(s, MSG...) inlined: id, timestamp, one event in the round
-            # list, one op for the sender.
+            # The happy path, say(s, MSG...) inlined: an id, the history, and the line joins
+            # this call's run (or starts one: an event in the round list, one op for the sender).
             self._last_id += 1
-            events = self._events
             text = clean_text(line)
-            events.append(Msg(self._last_id, ts, s.name, text))
             if self.history is not None:
                 self.history.add(Record(self._last_id, ts, MSG, s.name, text, "", s.origin))
+            self.counters.messages += 1
+            events = self._events
+            if run is not None and events[-1] is run:
+                run.bodies.append(text)
+                continue
+            run = Lines(MSG, self._last_id, ts, s.name, [text])
+            events.append(run)
             ops = s._ops
             if ops is None:
                 ops = self._ops_of(s)
             ops.append((len(events) - 1, None))
-            self.counters.messages += 1
         if dropped:
             self.counters.input_dropped += dropped
             overrun = member.budget.overrun
@@ -471,6 +481,8 @@ class Room:
         n = len(events)
         ready: list[Session] = []
         joined: list[bytes] = [b"", b""]
+        # Lines before each event (a Lines event counts one per line): deliveries are lines.
+        before = list(itertools.accumulate(map(_lines_of, events), initial=0)) if n else [0]
         offsets: list[list[int] | None] = [None, None]
         encoded: list[list[bytes] | None] = [None, None]
 
@@ -494,7 +506,7 @@ class Room:
                     # The same bytes object for all of them (unless the driver left some untaken).
                     s._out = s._out + joined[s.mode] if s._out else joined[s.mode]
                     ready.append(s)
-            self.counters.deliveries += n * len(ready)
+            self.counters.deliveries += before[n] * len(ready)
         if self._special:
             delivered = 0
             for s in self._special.values():
@@ -517,7 +529,7 @@ class Room:
                         )
                     offs = cached
                     view = memoryview(joined[s.mode])
-                segments, count = _share_of_round(ops, start, stop, view, offs)
+                segments, count = _share_of_round(ops, start, stop, view, offs, before)
                 delivered += count
                 if segments:
                     mine = b"".join(segments)
@@ -649,9 +661,7 @@ class Room:
         if kind == DM:
             self._send_dm(Dm(offset, ts, name, to, text))
         else:
-            self.broadcast(
-                Msg(offset, ts, name, text) if kind == MSG else Action(offset, ts, name, text), s
-            )
+            self.broadcast(Lines(kind, offset, ts, name, [text]), s)
         return True
 
     def _send_dm(self, ev: Dm) -> None:
@@ -733,16 +743,18 @@ class Room:
         # A run of MSG or ACTION lines from one session (see deliver): what _deliver_one does
         # for each, done once for all of them.
         first = run[0]
+        last = run[-1].offset
+        if last - first.offset != len(run) - 1:  # (not one id after the other: line by line)
+            for r in run:
+                self._deliver_one(r)
+            return
         events = self._events
-        mark = len(events)
-        event = Msg if first.kind == MSG else Action
-        events += [event(r[0], r[1], r[3], r[4]) for r in run]
+        events.append(Lines(first.kind, first.offset, first.ts, first.sender, [r[4] for r in run]))
         if first.node == self.node:
             self.counters.messages += len(run)  # counted where it was said
             mine = self._local.get(first.origin)
             if mine is not None:
-                self._ops_of(mine).extend([(i, None) for i in range(mark, len(events))])
-        last = run[-1].offset
+                self._ops_of(mine).append((len(events) - 1, None))
         if last > self._last_id:
             self._last_id = last
         history = self.history
@@ -758,11 +770,7 @@ class Room:
         events = self._events
         kind = r.kind
         if kind in (MSG, ACTION):
-            events.append(
-                Msg(r.offset, r.ts, r.sender, r.text)
-                if kind == MSG
-                else Action(r.offset, r.ts, r.sender, r.text)
-            )
+            events.append(Lines(kind, r.offset, r.ts, r.sender, [r.text]))
             if r.node == self.node:
                 self.counters.messages += 1  # counted where it was said
                 mine = self._local.get(r.origin)
@@ -900,7 +908,9 @@ class Room:
         stop = n if s._stop is None else s._stop
         parts = [ev.encode(s.mode) for ev in events]
         offs = list(itertools.accumulate(map(len, parts), initial=0))
-        segments, count = _share_of_round(ops, s._start, stop, memoryview(b"".join(parts)), offs)
+        before = list(itertools.accumulate(map(_lines_of, events), initial=0))
+        view = memoryview(b"".join(parts))
+        segments, count = _share_of_round(ops, s._start, stop, view, offs, before)
         if segments:
             s._out += b"".join(segments)
             self.counters.deliveries += count
@@ -1011,19 +1021,25 @@ def _degraded_text(reason: str) -> str:
     return f"{_degraded_cause(reason)}: what you send is refused until it is back"
 
 
+def _lines_of(ev: Event) -> int:
+    """How many lines ``ev`` is on the wire."""
+    return len(ev.bodies) if type(ev) is Lines else 1
+
+
 def _share_of_round(
     ops: list[tuple[int, bytes | None]],
     start: int,
     stop: int,
     joined: memoryview,
     offsets: list[int],
+    before: list[int],
 ) -> tuple[list[bytes | memoryview], int]:
     """What one session with ops gets of a round, in order, and how many lines that is.
 
     The round's broadcasts ``start:stop`` (slices of ``joined``, the round encoded in the
-    session's mode; broadcast ``i`` is ``joined[offsets[i]:offsets[i + 1]]``), minus the ones it
-    sent (``(index, None)`` ops), with its private lines (``(mark, bytes)`` ops) stitched in where
-    the round list stood when they were queued.
+    session's mode; broadcast ``i`` is ``joined[offsets[i]:offsets[i + 1]]`` and comes after
+    ``before[i]`` lines), minus the ones it sent (``(index, None)`` ops), with its private lines
+    (``(mark, bytes)`` ops) stitched in where the round list stood when they were queued.
     """
     segments: list[bytes | memoryview] = []
     count = 0
@@ -1033,7 +1049,7 @@ def _share_of_round(
             mark = stop
         if mark > pos:
             segments.append(joined[offsets[pos] : offsets[mark]])
-            count += mark - pos
+            count += before[mark] - before[pos]
         if payload is None:
             pos = mark + 1
         else:
@@ -1042,5 +1058,5 @@ def _share_of_round(
             pos = mark
     if stop > pos:
         segments.append(joined[offsets[pos] : offsets[stop]])
-        count += stop - pos
+        count += before[stop] - before[pos]
     return segments, count

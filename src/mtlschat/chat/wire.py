@@ -16,7 +16,7 @@ from json.encoder import encode_basestring as _json_str  # C-accelerated in CPyt
 
 from mtlschat.chat.framing import BAD_UTF8, LINE_TOO_LONG
 from mtlschat.history.journal import Gap
-from mtlschat.history.store import ACTION, DM, Record
+from mtlschat.history.store import ACTION, DM, MSG, Record
 
 ALPN_TEXT = "mtlschat-text/1"
 ALPN_JSON = "mtlschat-json/1"
@@ -137,41 +137,39 @@ class Event:
 
 
 @dataclass(slots=True)
-class Msg(Event):
-    """A chat line from ``sender``."""
+class Lines(Event):
+    """Room lines (``kind`` MSG, or ACTION for ``/me``) said by ``sender`` at ``ts``, with the
+    ids ``id``, ``id + 1``, ...: one line each on the wire. A burst from one member is one event,
+    encoded in one pass (one head for all its lines) and skipped at once for its sender."""
 
-    id: int
+    kind: str
+    id: int  # the first line's
     ts: float
     sender: str
-    body: str
+    bodies: list[str]
 
     def text(self) -> bytes:
-        return f"[{_hms(int(self.ts))}] <{self.sender}> {self.body}\n".encode()
+        clock = _hms(int(self.ts))
+        head = f"[{clock}] <{self.sender}> " if self.kind == MSG else f"[{clock}] * {self.sender} "
+        return (head + ("\n" + head).join(self.bodies) + "\n").encode()
 
     def json(self) -> bytes:
-        return (
-            f'{{"type":"msg","id":{self.id},"ts":{self.ts!r},"from":"{self.sender}",'
-            f'"text":{_json_str(self.body)}}}\n'
+        start = f'{{"type":"{self.kind}","id":'
+        rest = f',"ts":{self.ts!r},"from":"{self.sender}","text":'
+        ids = range(self.id, self.id + len(self.bodies))
+        return "".join(
+            [f"{start}{i}{rest}{_json_str(b)}}}\n" for i, b in zip(ids, self.bodies, strict=True)]
         ).encode()
 
 
-@dataclass(slots=True)
-class Action(Event):
-    """A ``/me`` line from ``sender``."""
+def Msg(id: int, ts: float, sender: str, body: str) -> Lines:
+    """One chat line from ``sender``."""
+    return Lines(MSG, id, ts, sender, [body])
 
-    id: int
-    ts: float
-    sender: str
-    body: str
 
-    def text(self) -> bytes:
-        return f"[{_hms(int(self.ts))}] * {self.sender} {self.body}\n".encode()
-
-    def json(self) -> bytes:
-        return (
-            f'{{"type":"action","id":{self.id},"ts":{self.ts!r},"from":"{self.sender}",'
-            f'"text":{_json_str(self.body)}}}\n'
-        ).encode()
+def Action(id: int, ts: float, sender: str, body: str) -> Lines:
+    """One ``/me`` line from ``sender``."""
+    return Lines(ACTION, id, ts, sender, [body])
 
 
 @dataclass(slots=True)
