@@ -25,6 +25,7 @@ import timeit
 from dataclasses import dataclass
 
 from mtlschat.chat.room import Mode, Room, RoomSettings
+from mtlschat.cluster.stream import run_ends
 from mtlschat.history.store import CHAT_KINDS, Record
 
 
@@ -40,9 +41,17 @@ class Result:
 
 
 def run(
-    sessions: int, messages: int, per_round: int, json_share: float, label: str, nodes: int = 0
+    sessions: int,
+    messages: int,
+    per_round: int,
+    json_share: float,
+    label: str,
+    nodes: int = 0,
+    burst: bool = False,
 ) -> Result:
-    """One scenario; ``nodes`` > 0: that many relayed rooms, sessions spread over them."""
+    """One scenario; ``nodes`` > 0: that many relayed rooms, sessions spread over them;
+    ``burst``: one sender, each round's lines in one read (else one line a read, senders in
+    turn)."""
     # Rate limiting stays on (the bucket check is on the happy path) but never bites.
     settings = RoomSettings(rate=1e9, burst=10**9)
     rooms = [Room(settings, relay=True, node=f"n{i}") for i in range(nodes)] or [Room(settings)]
@@ -66,9 +75,10 @@ def run(
                 log.append(r)
 
     def end_round() -> None:
+        runs = run_ends(log)  # (what a log entry's groups tell the engine)
         for room in rooms:
             if nodes:
-                room.deliver(log)
+                room.deliver(log, runs)
             for s in room.flush():
                 s.take_output()
 
@@ -81,9 +91,15 @@ def run(
     t0 = clock()
     feeding = 0.0
     sent = rounds = 0
+    chunk = b"".join(lines[i % 64] for i in range(per_round))
     while sent < messages:
         t1 = clock()
-        for _ in range(min(per_round, messages - sent)):
+        if burst:
+            k = min(per_round, messages - sent)
+            data = chunk if k == per_round else b"".join(lines[i % 64] for i in range(k))
+            rooms[0].feed(members[0], data)
+            sent += k
+        for _ in range(0 if burst else min(per_round, messages - sent)):
             s = members[sent % sessions]
             rooms[sent % len(rooms)].feed(s, lines[sent % 64])
             sent += 1
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         ("mixed 50/50, 10 msgs/round", 10, 0.5),
         ("relay 2 nodes, json, 10/round", 10, 1.0, 2),
         ("relay 2 nodes, json, 100/round", 100, 1.0, 2),
+        ("text, 1 sender, 2000/read", 2000, 0.0, 0, True),
+        ("relay 2 nodes, 2000/read", 2000, 0.0, 2, True),
     ]
     print(
         f"room micro-benchmark: {args.sessions} sessions, {args.messages} messages, "

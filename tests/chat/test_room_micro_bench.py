@@ -23,5 +23,8 @@ def test_room_micro_runs(capsys: pytest.CaptureFixture[str]) -> None:
     result = module.run(sessions=5, messages=40, per_round=3, json_share=0.4, label="smoke")
     assert result.messages == 40
     assert result.deliveries == 40 * 4  # every line reaches every peer but its sender
+    for nodes in (0, 2):  # one sender, 7 lines a read (the last read shorter)
+        burst = module.run(5, 40, 7, 0.0, "burst", nodes, True)
+        assert (burst.messages, burst.deliveries) == (40, 40 * 4)
     module.main(["--sessions", "4", "--messages", "20", "--repeat", "1"])
     assert "us/delivery" in capsys.readouterr().out
