@@ -386,7 +386,8 @@ class Room:
             self._last_id += 1
             text = clean_text(line)
             if self.history is not None:
-                self.history.add(Record(self._last_id, ts, MSG, s.name, text, "", s.origin))
+                row = (self._last_id, ts, MSG, s.name, text, "", s.origin, "")
+                self.history.add(_new(Record, row))
             self.counters.messages += 1
             events = self._events
             if run is not None and events[-1] is run:
