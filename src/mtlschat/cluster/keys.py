@@ -9,7 +9,8 @@ hash tag: every key of a room lands in one slot, so one script may touch them al
 - ``nodes``: zset node -> last heartbeat (Redis TIME seconds).
 - ``members:NODE``: the names with a session on NODE (kept by the publish script).
 - ``seen``: hash node -> last batch number applied (publish dedup across a lost connection).
-- ``refused:NODE``: hash batch -> the indexes refused in it (for a re-send; expires).
+- ``refused:NODE``: hash batch -> what the rate limit refused in it, as the entry's ``z`` (JSON
+  {name key: lines of it accepted}), for a re-send; expires.
 - ``rate``: hash name key -> "tokens stamp": the line bucket per name across all nodes.
 - ``moderation``: hash of the room's moderation state (``ban:NAME``, ``mute:NAME``, ``topic``).
 - ``crl``: hash ``number`` / ``pem``: the newest CRL any node loaded (see the engine).
@@ -74,5 +75,6 @@ class RoomKeys:
         return self.prefix + "members:" + node
 
     def refused(self, node: str) -> str:
-        """Hash batch number -> indexes refused in it, for ``node``'s re-sent batches."""
+        """Hash batch number -> its refusals (JSON {name key: lines accepted}), for ``node``'s
+        re-sent batches."""
         return self.prefix + "refused:" + node
