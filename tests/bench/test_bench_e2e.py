@@ -76,6 +76,22 @@ def test_compare_burst_against_both_servers(mtlschat_cli: CLIRunner, tmp_path: P
     ]
 
 
+def test_compare_floor_runs_both_bare_loops(mtlschat_cli: CLIRunner, tmp_path: Path) -> None:
+    # bench/floor_server.py, with and without the chat prefix: every line checked as for
+    # mtlschat, and the ratios against each reported.
+    out = mtlschat_cli(
+        "bench", "--compare-floor", "-w", "burst", *SMALL, "--write-size", "1024", "--json",
+        "--pki", tmp_path / "pki", timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [r["target"] for r in report["runs"]] == ["mtlschat", "floor", "floor-raw"]
+    for run in report["runs"]:
+        _check_delivery_run(run, 5, 200)
+    names = {k for ratio in report["ratios"] for k in ratio if k.startswith("mtlschat_over_")}
+    assert names == {"mtlschat_over_floor", "mtlschat_over_floor_raw"}
+
+
 def test_every_workload_against_a_running_server(tmp_path: Path) -> None:
     pki = prepare_pki(tmp_path / "pki", 6, 2)
     server = spawn_server("mtlschat", pki)

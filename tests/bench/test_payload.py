@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +24,11 @@ WELCOME = b"* welcome r00001. online: r00001 (mtlschat 0.1.0; /help for commands
 def line(seq: int, sender: int = 0, t_us: int = 1_000, name: bytes = b"s000") -> bytes:
     """A chat line as a server's text mode formats it."""
     return b"[12:00:01] <" + name + b"> " + encode(sender, seq, t_us) + b"\n"
+
+
+def bare(seq: int, sender: int = 0, t_us: int = 1_000, name: bytes = b"") -> bytes:
+    """A line as ``bench/floor_server.py --raw`` relays it: the payload alone."""
+    return encode(sender, seq, t_us) + b"\n"
 
 
 def feed_in_pieces(checker: StreamChecker, data: bytes, cuts: list[int], t_us: int = 5_000) -> None:
@@ -53,14 +59,18 @@ def test_other_lines_are_not_bench_lines(text: bytes) -> None:
 
 
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("form", [line, bare])
 @settings(max_examples=60, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=40_000), max_size=30))
-def test_intact_stream_in_any_split(fast: bool, cuts: list[int]) -> None:
-    data = WELCOME + b"".join(line(i) for i in range(400))
+def test_intact_stream_in_any_split(
+    fast: bool, form: Callable[[int], bytes], cuts: list[int]
+) -> None:
+    welcome = WELCOME if form is line else b""  # (the floor server says nothing of its own)
+    data = welcome + b"".join(form(i) for i in range(400))
     lat: array[int] = array("q")
     c = StreamChecker(1, fast, lat)
     feed_in_pieces(c, data, [x % len(data) for x in cuts])
-    assert (c.received, c.gaps, c.disorder, c.other) == (400, 0, 0, 2)
+    assert (c.received, c.gaps, c.disorder, c.other) == (400, 0, 0, welcome.count(b"\n"))
     assert c.done(400)
     assert all(v == 4_000 for v in lat)  # received at 5000 us, sent at 1000 us
 
@@ -79,9 +89,12 @@ def _corrupt(kind: str, lines: list[bytes]) -> list[bytes]:
 
 
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("form", [line, bare])
 @pytest.mark.parametrize("kind", ["lost", "duplicated", "swapped", "lost-and-extra"])
-def test_damage_inside_one_read_is_caught(fast: bool, kind: str) -> None:
-    data = WELCOME + b"".join(_corrupt(kind, [line(i) for i in range(400)]))
+def test_damage_inside_one_read_is_caught(
+    fast: bool, form: Callable[[int], bytes], kind: str
+) -> None:
+    data = WELCOME + b"".join(_corrupt(kind, [form(i) for i in range(400)]))
     c = StreamChecker(1, fast, array("q"))
     c.feed(data[:200], 0)  # the first bench line fixes the line length
     c.feed(data[200:], 0)  # then everything else in one read: the fast path's case

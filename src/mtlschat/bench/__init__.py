@@ -6,7 +6,13 @@ not import the load generator.
 
 WORKLOADS = ("burst", "paced", "connect", "hold", "storm")
 # Servers ``--spawn`` / ``--compare`` can start ("mtlschat" runs with ``--history off``,
-# "mtlschat-history" with a new history file each time).
-TARGETS = ("mtlschat", "reference", "mtlschat-history")
+# "mtlschat-history" with a new history file each time; "floor" is bench/floor_server.py, the
+# least a selectors loop can do to relay the same lines, "floor-raw" the same without a prefix).
+TARGETS = ("mtlschat", "reference", "mtlschat-history", "floor", "floor-raw")
 # ``--compare`` pairs: (numerator, denominator) of the ratios reported.
-COMPARISONS = {"reference": ("mtlschat", "reference"), "history": ("mtlschat-history", "mtlschat")}
+COMPARISONS = {
+    "reference": ("mtlschat", "reference"),
+    "history": ("mtlschat-history", "mtlschat"),
+    "floor": ("mtlschat", "floor"),
+    "floor-raw": ("mtlschat", "floor-raw"),
+}

@@ -41,12 +41,22 @@ def encode_batch(sender: int, first_seq: int, count: int, t_us: int, size: int) 
     )
 
 
+def payload_start(line: bytes) -> int:
+    """Where the bench payload starts in a received line: after the last ``> `` (a chat line),
+    or at 0 for a bare payload (``bench/floor_server.py --raw`` relays the bytes as they are);
+    -1 if there is none."""
+    i = line.rfind(_MARK)
+    if i >= 0:
+        return i + 2
+    return 0 if line[:1] == b"~" else -1
+
+
 def parse_line(line: bytes) -> tuple[int, int, int] | None:
     """``(sender, seq, send_time_us)`` from one received line, or None if it is not a bench line."""
-    i = line.rfind(_MARK)
+    i = payload_start(line)
     if i < 0:
         return None
-    p = line[i + 2 :]
+    p = line[i:]
     if len(p) < HEADER_SIZE or p[4:5] != b":" or p[14:15] != b":":
         return None
     try:
@@ -134,7 +144,7 @@ class StreamChecker:
             self.tail = data
             return 0
         self.tail = data[end + 1 :]
-        if data.find(_MARK, 0, end) < 0:
+        if data.find(_MARK, 0, end) < 0 and data[:1] != b"~" and data.find(b"\n~", 0, end) < 0:
             # Only join notices, welcomes, pings: thousands of them while many receivers
             # connect (every join goes to everyone), so they are counted without a split.
             self.other += data.count(b"\n", 0, end + 1)
@@ -224,7 +234,7 @@ class StreamChecker:
         self.latencies.append(t_us - sent)
         if not self.line_len:
             self.line_len = len(line) + 1
-            self.digit_off = line.rfind(_MARK) + 2 + 13  # the seq's last digit
+            self.digit_off = payload_start(line) + 13  # the seq's last digit
         return 1
 
     def expected_lines(self, per_sender: int) -> int:

@@ -24,9 +24,18 @@ class SpawnError(RuntimeError):
     """The server did not start (its last stderr lines are in the message)."""
 
 
-def reference_script() -> Path:
-    """``bench/reference_server.py`` of the source tree (it is not installed)."""
-    return Path(__file__).resolve().parents[3] / "bench" / "reference_server.py"
+# The baselines' scripts in the source tree's bench/ (they are not installed).
+SCRIPTS = {
+    "reference": "reference_server.py",
+    "floor": "floor_server.py",
+    "floor-raw": "floor_server.py",
+}
+
+
+def reference_script(target: str = "reference") -> Path:
+    """``bench/reference_server.py`` (or the script of another baseline, see SCRIPTS) of the
+    source tree."""
+    return Path(__file__).resolve().parents[3] / "bench" / SCRIPTS[target]
 
 
 def server_command(
@@ -48,13 +57,14 @@ def server_command(
             # The load generator is one address with hundreds of handshakes in flight.
             "--max-handshakes-per-address", str(max_connections),
         ]  # fmt: skip
-    if target == "reference":
-        script = reference_script()
+    if target in SCRIPTS:
+        script = reference_script(target)
         if not script.exists():
-            raise SpawnError(f"the reference server is not at {script} (run from a source tree)")
+            raise SpawnError(f"the {target} server is not at {script} (run from a source tree)")
         return [
             sys.executable, str(script), "--host", host, "--port", str(port),
             "--ca", str(pki.ca_cert), "--cert", str(pki.server_bundle),
+            *(["--raw"] if target == "floor-raw" else []),
         ]  # fmt: skip
     raise SpawnError(f"unknown server {target!r}: choose one of {', '.join(TARGETS)}")
 

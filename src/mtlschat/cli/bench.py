@@ -106,6 +106,12 @@ def bench(
         "--compare-history",
         help="Run each workload against mtlschat with history off and on (a new file each run).",
     ),
+    compare_floor: bool = typer.Option(
+        False,
+        "--compare-floor",
+        help="Run each workload against mtlschat and bench/floor_server.py, a bare selectors "
+        "loop relaying the same lines (floor) and the lines without a prefix (floor-raw).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Load-test a server: deliveries/s, latency, losses, server CPU and memory.
@@ -157,6 +163,7 @@ def bench(
             target,
             compare,
             compare_history,
+            compare_floor,
             server_pid,
             server_name,
             pki,
@@ -211,6 +218,7 @@ def _plan(
     target: str,
     compare: bool,
     compare_history: bool,
+    compare_floor: bool,
     server_pid: list[int],
     server_name: str | None,
     pki: Path | None,
@@ -220,7 +228,7 @@ def _plan(
     from mtlschat.bench.suite import Plan
     from mtlschat.ca.paths import PKIPaths
 
-    if compare_history:
+    if compare_history or compare_floor:
         compare = True  # (starts its own servers too)
     if (spawn or compare) and (address or server_pid):
         raise BenchError("--spawn/--compare start their own servers: drop HOST:PORT/--server-pid")
@@ -230,6 +238,8 @@ def _plan(
         raise BenchError("-w storm restarts the server: use --spawn or --compare")
     if compare_history:
         targets = ["mtlschat", "mtlschat-history"]
+    elif compare_floor:
+        targets = ["mtlschat", "floor", "floor-raw"]
     elif compare:
         targets = ["mtlschat", "reference"]
     elif spawn:
