@@ -1,7 +1,7 @@
 """The floor: the least a selectors loop can do to relay mutual-TLS chat lines, for scale.
 
 Issue 9 measured mtlschat against "a 120-line selectors loop (same machine, same run, same
-OpenSSL, no chat protocol)". This is that loop, so the bench can run it in the same invocation:
+OpenSSL, no chat protocol)". This is such a loop, for the bench to run in the same invocation:
 non-blocking ``SSLSocket``s in one selector, each readable peer read until it would block, its
 lines sent to every *other* peer as ``[HH:MM:SS] <name> text`` (the reference's and mtlschat's
 text mode, so the bench can check every line and who said it), each peer's share written with one
@@ -40,9 +40,9 @@ class Peer:
 def common_name(sock: ssl.SSLSocket) -> bytes:
     """The CN of the peer's certificate."""
     for rdn in (sock.getpeercert() or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value).encode()
+        for attr in rdn:
+            if attr[0] == "commonName":
+                return str(attr[1]).encode()
     return b"?"
 
 

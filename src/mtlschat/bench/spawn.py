@@ -32,9 +32,8 @@ SCRIPTS = {
 }
 
 
-def reference_script(target: str = "reference") -> Path:
-    """``bench/reference_server.py`` (or the script of another baseline, see SCRIPTS) of the
-    source tree."""
+def baseline_script(target: str) -> Path:
+    """The source tree's script of the baseline server ``target`` (a key of SCRIPTS)."""
     return Path(__file__).resolve().parents[3] / "bench" / SCRIPTS[target]
 
 
@@ -58,7 +57,7 @@ def server_command(
             "--max-handshakes-per-address", str(max_connections),
         ]  # fmt: skip
     if target in SCRIPTS:
-        script = reference_script(target)
+        script = baseline_script(target)
         if not script.exists():
             raise SpawnError(f"the {target} server is not at {script} (run from a source tree)")
         return [
