@@ -96,7 +96,7 @@ def test_a_batch_whose_reply_was_lost_is_sent_again_and_applied_once(
     while log_texts(r) != ["one"]:  # Redis applied it...
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    a.engine.cmd._fail("test: the connection dropped before the reply was read")
+    a.engine.link._fail("test: the connection dropped before the reply was read")
     a.room.feed(alice, b"two\n")  # refused visibly while down
     pump([a, b], lambda: a.engine.ready and b.said(bob) == ["one"])
     a.room.feed(alice, b"three\n")
@@ -183,7 +183,8 @@ def test_a_node_that_finds_the_log_trimmed_past_what_it_read_reloads_its_mirror(
     for i in range(3):
         a.room.feed(alice, f"old {i}\n".encode())
     pump([a, b], lambda: b.said(bob) == ["old 0", "old 1", "old 2"])
-    for i in range(20):  # one entry a round; b is not reading meanwhile (cut off, say)
+    b.engine.link._fail("test: b is cut off")  # (and b's loop does not run to reconnect)
+    for i in range(20):  # one entry a round
         a.room.feed(alice, f"new {i}\n".encode())
         a.round(0)
     pump([a], lambda: a.room.history is not None and a.room.history.last_offset == 23)
@@ -192,3 +193,42 @@ def test_a_node_that_finds_the_log_trimmed_past_what_it_read_reloads_its_mirror(
     assert b.room.history is not None
     kept = b.room.history.last(100, "bob")
     assert [(x.offset, x.text) for x in kept] == [(19 + i, f"new {15 + i}") for i in range(5)]
+
+
+def test_a_caught_up_node_takes_pushed_entries_and_reads_the_log_only_when_behind(
+    nodes: Callable[..., Node],
+) -> None:
+    """Lines said one a round reach a caught-up node as pushes, with no read of the log; a node
+    whose members lag stops taking them past its bound, catches up from the log while more
+    lines keep coming, and has every line once, in order."""
+    now = [1000.0]
+    lag = [False]
+    a = nodes("a")
+    b = nodes("b", clock=lambda: now[0], lagging=lambda: lag[0])
+    alice, bob = a.join("alice"), b.join("bob")
+    pump([a, b], lambda: b.engine.counters.delivered == 2)
+    reads = b.engine.counters.reads
+    sent: list[str] = []
+
+    def say(n: int) -> None:
+        for _ in range(n):
+            sent.append(f"line {len(sent)}")
+            a.room.feed(alice, f"{sent[-1]}\n".encode())
+            a.round(0)
+
+    say(30)
+    pump([a, b], lambda: b.said(bob) == sent)
+    assert b.engine.counters.reads == reads and b.engine.counters.pushed >= 30
+    lag[0] = True  # b holds what is pushed, up to its bound (500 entries): the rest waits
+    say(2 * stream.FEED_COUNT + 100)  # (more than one catch-up read takes)
+    pump([a, b], lambda: b.engine.backlog == stream.FEED_COUNT)
+    assert len(b.said(bob)) == 30
+    lag[0] = False
+    pump([b], lambda: b.engine.counters.reads == reads + 1)  # a full read: still behind
+    say(50)  # (while b catches up from the log: pushed, and ignored until it is caught up)
+    pump([a, b], lambda: b.said(bob) == sent)
+    assert b.engine.counters.reads >= reads + 2
+    pushed = b.engine.counters.pushed
+    say(10)  # caught up again: pushed
+    pump([a, b], lambda: b.said(bob) == sent)
+    assert b.engine.counters.pushed == pushed + 10

@@ -188,6 +188,43 @@ def test_every_command_gets_exactly_one_answer_across_a_restart(
     assert loop.call(link, "INCR", "n") == 1  # the new (empty) Redis got nothing replayed
 
 
+def test_a_subscribing_link_gets_its_messages_in_order_with_its_replies(
+    loop: Loop, redis_server: RedisServer
+) -> None:
+    """On one RESP3 connection a message published before a command ran arrives before that
+    command's reply, and one published after it, after: what the engine's catch-up relies on."""
+    pushes: list[Any] = []
+    events: list[Any] = []
+    link = loop.link(
+        redis_server.url.replace("/0", "/2"),
+        name="sub",
+        subscribe=["ch"],
+        on_push=lambda p: (pushes.append(list(p)), events.append(("push", p[2]))),
+    )
+    loop.until(lambda: link.up)  # (up: the subscription is confirmed, not just sent)
+    other = redis_server.client(db=2)
+    assert other.publish("ch", "before") == 1
+    loop.until(lambda: len(pushes) == 1)
+    for i in range(3):  # published by a script on this connection: message, then reply
+        link.call(
+            ["EVAL", "redis.call('PUBLISH', 'ch', ARGV[1]); return 'r' .. ARGV[1]", 0, i],
+            lambda r: events.append(("reply", r)),
+        )
+    link.call(["HSET", "h", "f", "v"], lambda r: events.append(("reply", r)))
+    link.call(["HGETALL", "h"], lambda r: events.append(("reply", r)))
+    loop.until(lambda: len(events) == 9)
+    assert events[1:] == [
+        *[(kind, v) for i in range(3) for kind, v in (("push", b"%d" % i), ("reply", b"r%d" % i))],
+        ("reply", 1),
+        ("reply", {b"f": b"v"}),  # (RESP3: a map is a dict)
+    ]
+    assert pushes[0] == [b"message", b"ch", b"before"]
+    redis_server.restart()  # the subscription is made again at every connection
+    loop.until(lambda: states(link) == ["up", "down", "up"])
+    loop.until(lambda: redis_server.client(db=2).publish("ch", "after") == 1)
+    loop.until(lambda: pushes[-1] == [b"message", b"ch", b"after"])
+
+
 def test_a_host_name_is_resolved_off_the_loop(loop: Loop, redis_server: RedisServer) -> None:
     """``localhost`` is looked up in a thread; if it is ::1 first, 127.0.0.1 is tried next."""
     link = loop.link(f"redis://localhost:{redis_server.port}/0")
@@ -364,6 +401,11 @@ def test_auth_with_a_password_from_a_file(
         loop.until(lambda: states(wrong) == ["down"])
     assert "redis refused the connection: WRONGPASS" in wrong.reason
     assert "not-it-456" not in caplog.text and "not-it-456" not in wrong.reason
+    sub = loop.link(redis_server.url, name="sub", password=load_password(file), subscribe=["c"])
+    assert loop.call(sub, "PING") == b"PONG"  # (HELLO 3 AUTH default ...)
+    wrong_sub = loop.link(redis_server.url, name="wrong-sub", password="no-789", subscribe=["c"])
+    loop.until(lambda: states(wrong_sub) == ["down"])
+    assert "redis refused the connection: WRONGPASS" in wrong_sub.reason
     nopass = loop.link(redis_server.url, name="none")
     replies: list[Reply] = []
     nopass.call(["PING"], replies.append)

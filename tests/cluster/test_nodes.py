@@ -194,7 +194,7 @@ def test_redis_unreachable_at_startup(
     redis_server.stop()
     with server_process_pool(tmp_path_factory, deadline=DEADLINE) as spawn:
         a = spawn(fresh_pki.dir, "--redis", redis_server.url)
-        line = a.wait_log(r"redis link .*cmd: down")
+        line = a.wait_log(r"redis link .*/redis: down")
         assert "retrying" in line and "127.0.0.1" in line
         assert "their lines are refused" in a.wait_log(r"redis: unreachable at startup")
         alice = join(a, fresh_pki, "alice")

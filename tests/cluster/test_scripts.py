@@ -177,3 +177,30 @@ def test_bye_announces_a_stopping_nodes_members_at_once(r: redis.Redis) -> None:
         ("leave", "alice", "server shutting down")
     ]
     assert r.zscore(K.nodes, "a") is None and not r.exists(K.members("a"))
+
+
+def test_every_entry_is_pushed_on_the_channel_as_it_is_in_the_log(r: redis.Redis) -> None:
+    """What a caught-up node takes from the channel decodes to what the log holds: joins (hello),
+    a batch with refusals (publish), and leaves (bye), from a node whose name has odd bytes."""
+    sub = r.pubsub()
+    sub.subscribe(K.push)
+    assert sub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    node = "node one\nü"  # (lengths frame it: any byte may be in a name)
+    hello(r, node, ["alice", "bob"])
+    batch = [line("alice", "x"), line("alice", "y\nz"), line("bob", "mine")]
+    assert publish(r, node, 1, batch, rate=0.001, burst=1)[:2] == [b"ok", b'{"alice":1}']
+    run(r, scripts.bye_call(K, node=node, reason="stopped"))
+    pushed = []
+    while len(pushed) < 3:
+        message = sub.get_message(timeout=5)
+        assert message is not None, "a pushed entry did not come"
+        pushed.append(stream.decode_push(message["data"]))
+    assert pushed == log_entries(r)
+    assert [[rec.text for rec in e.records] for e in pushed] == [
+        ["", ""],
+        ["x", "mine"],
+        ["stopped"] * 2,
+    ]
+    assert pushed[1].node == node and pushed[1].base == 0 and pushed[1].last == 2
+    with pytest.raises(ValueError):
+        stream.decode_push(b"1-0 0 0 x 0\nnode[]")

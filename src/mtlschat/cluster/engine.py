@@ -1,13 +1,20 @@
 """The node engine: binds a relayed :class:`~mtlschat.chat.room.Room` to Redis, in the loop.
 
-Two links to the same Redis, both participants of the server's selectors loop (the loop never
-waits for Redis):
+One link to Redis, a participant of the server's selectors loop (the loop never waits for
+Redis), speaking RESP3 and subscribed to the room's channel:
 
-- ``cmd``: every write, each one script (:mod:`mtlschat.cluster.scripts`): once per round the
-  room's outbox goes out as ONE publish (a numbered batch); heartbeat and reap every 5 s; hello
-  at every (re)connect.
-- ``feed``: ``XREAD BLOCK`` on the room's log from the last id seen; what comes back is handed to
-  :meth:`Room.deliver` in the log's order (the one order every node sees).
+- Every write is one script (:mod:`mtlschat.cluster.scripts`): once per round the room's outbox
+  goes out as ONE publish (a numbered batch); heartbeat and reap every few seconds; hello at
+  every (re)connect.
+- The feed: every entry appended to the room's log is also pushed on the channel, on this same
+  connection. A node that is caught up hands each pushed entry to :meth:`Room.deliver` in the
+  log's order (the one order every node sees). A node that is behind (just connected, members
+  lagging, a bad entry) reads the log with XRANGE from the last id it has instead, ignoring
+  pushes meanwhile, until a read comes back short: on one connection, a reply comes after every
+  message published before its command ran and before every one published after, so from then
+  on the pushes follow on with nothing missed and nothing twice. The sender's node gets its own
+  entry and the publish reply in one read: a relayed line costs Redis one wake-up and each node
+  one, not one more per node for a read sent again per line.
 
 Faults, and what members see:
 
@@ -77,6 +84,8 @@ class EngineCounters:
     batches: int = 0  # publish scripts sent (resends included)
     published: int = 0  # records sent
     delivered: int = 0  # records read from the log and handed to the room
+    pushed: int = 0  # entries taken as they were pushed (the feed was caught up)
+    reads: int = 0  # catch-up reads of the log (the feed was behind)
     refused: int = 0  # records refused (rate limit across nodes, Redis down, epoch reset)
     resent: int = 0  # batches sent again after a lost connection
     epochs: int = 0  # epoch changes seen (Redis lost its data)
@@ -110,14 +119,22 @@ class Engine:
         entries older than this many seconds are trimmed every ``trim_every`` seconds (0: never);
         ``mirror_lines``: chat lines loaded into the history mirror at connect. ``lagging``:
         whether most of this node's members still have much output queued; if so, what the feed
-        read waits (in Redis) for up to PAUSE_MAX seconds at a time, so that a burst relayed
-        faster than members read is not turned into slow-consumer disconnects."""
+        has waits (beyond a few thousand records, in Redis) for up to PAUSE_MAX seconds at a
+        time, so that a burst relayed faster than members read is not turned into slow-consumer
+        disconnects."""
         self.room = room
         self.node = room.node
-        link = functools.partial(RedisLink, url, password=password, tls=tls, clock=clock)
-        self.cmd = link(name=f"{self.node}/cmd", on_state=self._cmd_state)
-        self.feed = link(name=f"{self.node}/feed", on_state=self._feed_state)
         self.keys = keys or RoomKeys()
+        self.link = RedisLink(
+            url,
+            name=f"{self.node}/redis",
+            password=password,
+            tls=tls,
+            clock=clock,
+            on_state=self._link_state,
+            subscribe=[self.keys.push],
+            on_push=self._on_push,
+        )
         self.maxlen = maxlen
         self.max_age = max_age
         self.trim_every = trim_every
@@ -129,7 +146,7 @@ class Engine:
         self.stall_after = stall_after
         self.counters = EngineCounters()
         self.epoch: str | None = None
-        self._hello_sent = False  # on the current cmd connection
+        self._hello_sent = False  # on the current connection
         self._hello_retry = 0.0
         self.ready = False  # hello answered (and the mirror loaded) on this connection
         self._waiting: list[Outgoing] = []  # taken while hello is in flight: sent after it
@@ -143,10 +160,12 @@ class Engine:
         self.offset = 0  # the last chat-line offset the feed has delivered (or loaded)
         self._per_entry = 1.0  # records per log entry lately (sizes the feed's reads)
         self._backlog: deque[stream.Entry] = deque()  # read from the log, not delivered yet
+        self._backlog_records = 0
+        self._live = False  # caught up: pushed entries follow on from last_id
         self._round_records = 0  # records delivered this round
         self.lagging = lagging
         self._paused_since: float | None = None  # the feed waits for members to catch up
-        self._reading = False  # an XREAD is outstanding
+        self._reading = False  # a catch-up read is outstanding
         self._feed_gen = 0  # bumped when the position jumps: older reads are ignored
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
@@ -163,16 +182,17 @@ class Engine:
     # -- wiring ------------------------------------------------------------------------------
 
     @property
-    def links(self) -> tuple[RedisLink, RedisLink]:
-        """The two links (for the loop's selector and for metrics)."""
-        return self.cmd, self.feed
+    def links(self) -> tuple[RedisLink, ...]:
+        """The engine's links (for the loop's selector and for metrics): one."""
+        return (self.link,)
 
     def deadline(self) -> float | None:
         """When :meth:`after_round` next has something to do on its own (clock time)."""
-        times = [t for t in (self.cmd.deadline(), self.feed.deadline()) if t is not None]
+        first = self.link.deadline()
+        times = [] if first is None else [first]
         if self.ready:
             times += [self._next_heartbeat, self._next_reap]
-        if self.cmd.pending:
+        if self.link.pending:
             times.append(self.clock() + 0.5)  # watch for a stall
         if self._backlog:  # more to deliver next round (or soon, while members catch up)
             times.append(self.clock() + (PAUSE_STEP if self._paused_since is not None else 0.0))
@@ -191,13 +211,12 @@ class Engine:
         if self.ready:
             call = scripts.bye_call(self.keys, node=self.node, reason=reason)
             self._call(call, _ignore)
-            self.cmd.flush()
+            self.link.flush()
 
     def close(self) -> None:
-        """Close both links (outstanding replies are dropped)."""
+        """Close the link (outstanding replies are dropped)."""
         self._closing = True
-        self.cmd.close()
-        self.feed.close()
+        self.link.close()
 
     def offer_crl(self, number: int | None, pem: bytes) -> None:
         """This node loaded a CRL: publish it if it is newer than the one Redis has."""
@@ -217,8 +236,7 @@ class Engine:
         if self._closing:
             self.room.take_outbox()  # (leaves: said by goodbye)
             return
-        self.cmd.tick(now)
-        self.feed.tick(now)
+        self.link.tick(now)
         items = self.room.take_outbox()
         if self._extra:
             items = self._extra + items
@@ -226,11 +244,11 @@ class Engine:
         if items:
             if self.ready:
                 self._publish(items)
-            elif self.cmd.up and self._hello_sent:
+            elif self.link.up and self._hello_sent:
                 self._waiting += items
             else:
                 self._refuse_now(items, self._down_reason)
-        if self.cmd.up and not self._hello_sent and now >= self._hello_retry:
+        if self.link.up and not self._hello_sent and now >= self._hello_retry:
             self._hello()
         if self.ready:
             if now >= self._next_heartbeat:
@@ -241,12 +259,11 @@ class Engine:
                 self._call(scripts.reap_call(self.keys), self._reap_reply)
             if self.max_age and now >= self._next_trim:
                 self._next_trim = now + self.trim_every
-                self.cmd.call(stream.xtrim_by_age(self.keys, self.wall() - self.max_age), _ignore)
+                self.link.call(stream.xtrim_by_age(self.keys, self.wall() - self.max_age), _ignore)
             self._round_records = 0
             self._drain()  # (reads on when the backlog is empty)
         self._judge(now)
-        self.cmd.flush()
-        self.feed.flush()
+        self.link.flush()
 
     def _judge(self, now: float) -> None:
         """Degraded while not ready, or while a reply is late."""
@@ -254,7 +271,7 @@ class Engine:
         if not self.ready:
             reason = self._down_reason
         else:
-            late = max(self.cmd.stalled(now), self.feed.stalled(now) - stream.FEED_BLOCK_MS / 1e3)
+            late = self.link.stalled(now)
             if late > self.stall_after:
                 reason = f"redis has not answered for {late:.0f} s"
         if reason is None and self._degraded is not None and self._connected_once:
@@ -275,14 +292,14 @@ class Engine:
             self.room.refuse(lines, NOT_DELIVERED, f"not delivered: {why}")
 
     def _call(self, call: scripts.Call, callback: Callable[[Reply], None]) -> None:
-        self.cmd.call(scripts.evalsha(call), functools.partial(self._noscript, call, callback))
+        self.link.call(scripts.evalsha(call), functools.partial(self._noscript, call, callback))
 
     def _noscript(
         self, call: scripts.Call, callback: Callable[[Reply], None], reply: Reply
     ) -> None:
         # Scripts are loaded at connect; a SCRIPT FLUSH since makes EVALSHA fail: send the source.
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-            self.cmd.call(scripts.eval_(call), callback)
+            self.link.call(scripts.eval_(call), callback)
         else:
             callback(reply)
 
@@ -343,7 +360,7 @@ class Engine:
     def _hello(self) -> None:
         self._hello_sent = True
         for script in scripts.SCRIPTS:
-            self.cmd.call(["SCRIPT", "LOAD", script.source], _ignore)
+            self.link.call(["SCRIPT", "LOAD", script.source], _ignore)
         call = scripts.hello_call(
             self.keys,
             node=self.node,
@@ -390,9 +407,7 @@ class Engine:
             self.room.load_presence(_snapshot(reply[3]))
             self.last_id = "0-0"
             self.offset = 0
-            self._backlog.clear()
-            self._reading = False
-            self._feed_gen += 1  # a read still out on the old log is not delivered
+            self._behind()  # (a read still out on the old log is not delivered)
             self._ready()
         elif self.last_id is None:  # a reload of the mirror (after a gap) was cut short
             self._load_mirror(epoch, last_id, last_offset)
@@ -408,9 +423,7 @@ class Engine:
         """Fill the history mirror from the log up to stream id ``upto`` (whose last offset is
         ``last_offset``); the feed pauses meanwhile and goes on after ``upto``."""
         self.last_id = None
-        self._reading = False
-        self._feed_gen += 1
-        self._backlog.clear()
+        self._behind()
         self._mirror = stream.MirrorLoad(self.keys, upto, self.mirror_lines)
         self._mirror_base = (epoch, last_offset, upto)
         self._load_page()
@@ -422,7 +435,7 @@ class Engine:
         if command is None:
             self._mirror_loaded()
         else:
-            self.cmd.call(command, self._page_reply)
+            self.link.call(command, self._page_reply)
 
     def _page_reply(self, reply: Reply) -> None:
         if isinstance(reply, LinkDown) or self._mirror is None:
@@ -508,13 +521,27 @@ class Engine:
 
     # -- the feed ----------------------------------------------------------------------------
 
+    def _behind(self) -> None:
+        """Forget what was read and not delivered, and any read still out: the feed reads the
+        log again from ``last_id`` (once it is set) and pushes are ignored until it is caught up.
+        """
+        self._live = False
+        self._reading = False
+        self._feed_gen += 1
+        self._backlog.clear()
+        self._backlog_records = 0
+
     def _read(self) -> None:
+        """Catch up: read the log after ``last_id`` (pushes are ignored until the reply)."""
         assert self.last_id is not None
         self._reading = True
-        reply = functools.partial(self._feed_reply, self._feed_gen)
-        self.feed.call(stream.xread(self.keys, self.last_id, self._per_entry), reply)
+        self._live = False
+        self.counters.reads += 1
+        count = stream.catch_up_count(self._per_entry)
+        reply = functools.partial(self._range_reply, self._feed_gen, count)
+        self.link.call(stream.catch_up(self.keys, self.last_id, self._per_entry), reply)
 
-    def _feed_reply(self, gen: int, reply: Reply) -> None:
+    def _range_reply(self, gen: int, count: int, reply: Reply) -> None:
         if gen != self._feed_gen:
             return
         self._reading = False
@@ -526,7 +553,7 @@ class Engine:
         if self.last_id is None:
             return  # an epoch change began meanwhile: the mirror load sets the position
         try:
-            entries, last_id, errors = stream.xread_entries(reply)
+            entries, last_id, read, errors = stream.range_entries(reply)
         except ValueError as exc:
             log.error("redis: cannot read the log: %s", exc)
             return
@@ -534,17 +561,52 @@ class Engine:
             log.error("redis: skipped in the log: %s", error)
         if last_id is not None:
             self.last_id = last_id
-        if entries:
-            self._per_entry = 0.5 * self._per_entry + 0.5 * sum(
-                len(e.records) for e in entries
-            ) / len(entries)
-        self._backlog.extend(entries)
+        self._take(entries)
+        # A short read reached the log's end as of when it ran: every entry appended since is
+        # pushed after this reply, on this connection. A full one: read on once delivered.
+        self._live = read < count
         self._drain()
 
+    def _on_push(self, push: list[object]) -> None:
+        """A message of the room's channel: the next entry of the log, if the feed is live."""
+        if not self._live or len(push) != 3 or push[0] != b"message":
+            return  # (behind: the catch-up reads it from the log)
+        last_id = self.last_id
+        data = push[2]
+        if last_id is None or not isinstance(data, bytes):
+            return
+        try:
+            entry = stream.decode_push(data)
+            if stream.id_order(entry.id) <= stream.id_order(last_id):
+                return  # (not expected: what follows a catch-up is newer than what it read)
+        except ValueError as exc:
+            log.error("redis: a pushed entry is unreadable (%s): reading the log instead", exc)
+            self._live = False  # (the catch-up skips and names what cannot be decoded)
+            self._drain()
+            return
+        self.last_id = entry.id
+        self.counters.pushed += 1
+        self._take([entry])
+        if self._backlog_records > 2 * stream.FEED_RECORDS or len(self._backlog) >= (
+            stream.FEED_COUNT
+        ):
+            self._live = False  # members here lag: what follows waits in the log
+        self._drain()
+
+    def _take(self, entries: list[stream.Entry]) -> None:
+        """Queue entries read from the log or pushed, for delivery a round's worth at a time."""
+        if not entries:
+            return
+        records = sum(len(e.records) for e in entries)
+        self._per_entry = 0.5 * self._per_entry + 0.5 * records / len(entries)
+        self._backlog.extend(entries)
+        self._backlog_records += records
+
     def _drain(self) -> None:
-        """Deliver what the feed read, about FEED_RECORDS records a round (an entry is a round
+        """Deliver what the feed has, about FEED_RECORDS records a round (an entry is a round
         of the node that said it: several at once would be one giant round for every member
-        here); read on when all is delivered (what is not read yet waits in Redis)."""
+        here); when all is delivered and the feed is behind, read on (what is not read yet
+        waits in Redis)."""
         backlog = self._backlog
         if backlog and self.lagging is not None and self._round_records == 0:
             now = self.clock()
@@ -557,6 +619,7 @@ class Engine:
         while backlog and self._round_records < stream.FEED_RECORDS:
             entry = backlog.popleft()
             self._round_records += len(entry.records)
+            self._backlog_records -= len(entry.records)
             gap = entry.base - self.offset
             self.offset = max(self.offset, entry.last)
             records = entry.records
@@ -582,9 +645,9 @@ class Engine:
                 self.counters.gaps += 1
                 self._load_mirror(self.epoch, entry.id, self.offset)  # (clears the backlog)
                 return
-        if not backlog and not self._reading and self.ready and self.feed.up and self.last_id:
+        if not backlog and not self._live and not self._reading and self.ready and self.last_id:
             self._read()
-            self.feed.flush()
+            self.link.flush()
 
     def _crl_record(self, r: Record) -> None:
         try:
@@ -600,7 +663,7 @@ class Engine:
 
     # -- link states -------------------------------------------------------------------------
 
-    def _cmd_state(self, state: str, reason: str) -> None:
+    def _link_state(self, state: str, reason: str) -> None:
         if state == "up":
             return  # hello goes out at the next round
         self._down_reason = f"redis unreachable ({reason})"
@@ -614,14 +677,12 @@ class Engine:
         self.ready = False
         self._hello_sent = False
         self._mirror = None
+        self._live = False  # (pushes were missed while it was down: catch up after hello)
+        self._reading = False
         for batch in sorted(self._inflight):  # (the link fails them too; this is belt and braces)
             self._lost[batch] = self._inflight.pop(batch)
         waiting, self._waiting = self._waiting, []
         self._refuse_now(waiting, self._down_reason)
-
-    def _feed_state(self, state: str, reason: str) -> None:
-        if state != "up":
-            self._reading = False
 
 
 def _snapshot(raw: Reply) -> dict[str, set[str]]:

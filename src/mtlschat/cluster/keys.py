@@ -5,6 +5,8 @@ hash tag: every key of a room lands in one slot, so one script may touch them al
 - ``offset``: the last chat-line offset handed out (INCR; only chat lines take one).
 - ``log``: the stream of every published record, in the one global order: one entry per
   published batch (see stream.py), trimmed by chat lines (``index``) and by age.
+- ``log:push``: the Pub/Sub channel every log entry is also published on, as it is appended
+  (a channel, not a key: what nodes that are caught up read instead of the log).
 - ``index``: zset log entry id -> the last chat-line offset in it (what trimming by lines reads).
 - ``nodes``: zset node -> last heartbeat (Redis TIME seconds).
 - ``members:NODE``: the names with a session on NODE (kept by the publish script).
@@ -45,6 +47,11 @@ class RoomKeys:
     @property
     def log(self) -> str:
         return self.prefix + "log"
+
+    @property
+    def push(self) -> str:
+        """The channel the log's entries are published on (see stream.decode_push)."""
+        return self.log + ":push"
 
     @property
     def index(self) -> str:

@@ -3,7 +3,11 @@
 The loop never waits for Redis: the link's socket sits in the same selector as the members'
 sockets (``data=link``; the server calls :meth:`RedisLink.on_ready` when it is ready), commands
 are queued by :meth:`RedisLink.call` and leave in one write per round (pipelining), replies are
-parsed by hiredis as they arrive and handed to the callbacks in FIFO order. A Redis that stops
+parsed by hiredis as they arrive and handed to the callbacks in FIFO order. A link made with
+``subscribe`` speaks RESP3 and subscribes to those channels at every (re)connect, so that the
+messages published on them arrive on the same connection as the replies, in the order Redis
+produced them (a command's reply after every message published before it ran), and go to
+``on_push``. A Redis that stops
 answering (SIGSTOP, a network that drops packets) only makes :meth:`RedisLink.stalled` grow; one
 that goes away makes the link report "down", fail what was outstanding and reconnect with
 backoff. TLS (``rediss://``) uses a non-blocking handshake in the same loop.
@@ -24,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from mtlschat.backoff import Backoff
-from mtlschat.cluster.resp import Arg, ProtocolError, Reply, ReplyError, ReplyParser, encode
+from mtlschat.cluster.resp import Arg, ProtocolError, Push, Reply, ReplyError, ReplyParser, encode
 from mtlschat.cluster.url import RedisURL
 from mtlschat.tlserror import tls_reason
 
@@ -32,11 +36,12 @@ log = logging.getLogger("mtlschat.cluster.link")
 
 LinkState = Literal["up", "down"]
 Callback = Callable[[Reply], None]
+PushHandler = Callable[[Push], None]
 
 READ_CHUNK = 256 * 1024
 READ_BUDGET = 4 * 1024 * 1024  # bytes taken per on_ready before the other sockets get a turn
 CONNECT_TIMEOUT = 5.0  # TCP connect + TLS handshake + AUTH/SELECT/SETNAME must finish in this
-REPLY_TIMEOUT = 30.0  # a reply this late means the peer is gone (a blocking XREAD must be shorter)
+REPLY_TIMEOUT = 30.0  # a reply this late means the peer is gone (no command here blocks)
 MAX_QUEUED_BYTES = 16 * 1024 * 1024  # unsent bytes: a Redis that stops reading cannot grow us more
 MAX_PENDING = 100_000  # commands awaiting replies
 BACKOFF_INITIAL = 0.1
@@ -92,11 +97,16 @@ class RedisLink:
         reply_timeout: float = REPLY_TIMEOUT,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         max_pending: int = MAX_PENDING,
+        subscribe: Sequence[str] = (),
+        on_push: PushHandler | None = None,
     ) -> None:
         """``name`` goes to CLIENT SETNAME (Redis's CLIENT LIST shows it) and to log lines.
         ``tls`` is required for ``rediss://`` (see :func:`mtlschat.cluster.url.tls_context`).
         ``on_state("up"|"down", reason)`` is called once per change (also for the first failed
         attempt at startup, so "unreachable" is said at once), never for repeated failures.
+        ``subscribe``: Pub/Sub channels to subscribe to on every connection (RESP3: commands
+        still work on it); every push Redis sends (their messages, and the confirmations) goes
+        to ``on_push``, in order with the replies.
         """
         if url.tls and tls is None:
             raise ValueError("a rediss:// link needs a TLS context")
@@ -110,6 +120,8 @@ class RedisLink:
         self.reply_timeout = reply_timeout
         self.max_queued_bytes = max_queued_bytes
         self.max_pending = max_pending
+        self.subscribe = tuple(subscribe)
+        self._on_push = on_push
         self._backoff = Backoff(initial=BACKOFF_INITIAL, cap=BACKOFF_CAP)
         self._selector: selectors.BaseSelector | None = None
         self._sock: socket.socket | None = None
@@ -314,18 +326,27 @@ class RedisLink:
             self._say_hello()
 
     def _say_hello(self) -> None:
-        """AUTH, SELECT and CLIENT SETNAME go first on a new connection, then what was held."""
+        """AUTH, SELECT and CLIENT SETNAME go first on a new connection (HELLO 3 with AUTH and
+        SETNAME for a subscribing link), then SUBSCRIBE, then what was held."""
         hello: list[list[Arg]] = []
-        if self._password is not None:
+        # (CLIENT SETNAME refuses spaces and control characters: they would fail every hello)
+        shown = "".join(c if "!" <= c <= "~" else "_" for c in self.name)
+        if self.subscribe:
+            auth: list[Arg] = []
+            if self._password is not None:
+                auth = ["AUTH", self.url.username or "default", self._password]
+            hello.append(["HELLO", 3, *auth, "SETNAME", shown])
+        elif self._password is not None:
             user = [self.url.username] if self.url.username else []
             hello.append(["AUTH", *user, self._password])
         if self.url.db:
             hello.append(["SELECT", self.url.db])
-        # (CLIENT SETNAME refuses spaces and control characters: they would fail every hello)
-        shown = "".join(c if "!" <= c <= "~" else "_" for c in self.name)
-        hello.append(["CLIENT", "SETNAME", shown])
+        if not self.subscribe:
+            hello.append(["CLIENT", "SETNAME", shown])
         self._phase = _Phase.HELLO
-        self._hello = len(hello)
+        self._hello = len(hello) + len(self.subscribe)  # (one confirmation per channel)
+        if self.subscribe:
+            hello.append(["SUBSCRIBE", *self.subscribe])
         self._out = bytearray(b"".join(encode(cmd) for cmd in hello))
         self._register(selectors.EVENT_READ | selectors.EVENT_WRITE)
         self._write()
@@ -390,7 +411,10 @@ class RedisLink:
         sock = self._sock
         try:
             for reply in self._parser.replies():
-                if self._phase == _Phase.HELLO:
+                if isinstance(reply, Push) and self._phase != _Phase.HELLO:
+                    if self._on_push is not None:
+                        self._on_push(reply)
+                elif self._phase == _Phase.HELLO:  # (a subscription is confirmed by a push)
                     self._hello_reply(reply)
                 elif self._sent:
                     callback, _ = self._sent.popleft()

@@ -3,7 +3,9 @@
 
 Replies are what hiredis gives: ``bytes`` (bulk and simple strings, undecoded), ``int``,
 ``list`` (nested replies), ``None`` (nil), or a :class:`ReplyError` instance for an error reply
-(returned as a value, never raised: one command failing says nothing about the next).
+(returned as a value, never raised: one command failing says nothing about the next). On a RESP3
+connection (``HELLO 3``) maps are ``dict`` and what Redis pushes unasked (a Pub/Sub message, a
+subscribe confirmation) is a :data:`Push`, a list, never the reply to a command.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hiredis
 Arg = bytes | str | int | float
 Reply = object  # bytes | int | list[Reply] | None | ReplyError
 ReplyError = hiredis.ReplyError
+Push = hiredis.PushNotification  # (a list subclass: test for it before any list)
 
 
 class ProtocolError(Exception):

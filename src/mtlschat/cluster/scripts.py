@@ -56,7 +56,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 # One log entry (see stream.py): ``o`` the last offset before it, ``n`` the node, ``b`` the
 # node's batch number (0: written by a script), ``p`` the records as a JSON array of groups
 # ``[ts, kind, sender, to, origin, [text, ...]]``, and ``z`` (if the rate limit refused lines)
-# JSON {name key: lines of it accepted}.
+# JSON {name key: lines of it accepted}. The same entry is published on ``LOG:push`` (see
+# stream.decode_push): caught-up nodes get it pushed.
 _ENTRY = """
 local function entry(log, base, node, batch, payload, refused)
   local fields = {'o', base, 'n', node, 'b', batch, 'p', payload}
@@ -64,7 +65,10 @@ local function entry(log, base, node, batch, payload, refused)
     fields[#fields + 1] = 'z'
     fields[#fields + 1] = refused
   end
-  return redis.call('XADD', log, '*', unpack(fields))
+  local id = redis.call('XADD', log, '*', unpack(fields))
+  redis.call('PUBLISH', log .. ':push', string.format('%s %d %d %d %d\\n', id, base, batch,
+    #node, #refused) .. node .. refused .. payload)
+  return id
 end
 local function groups_entry(log, offset, node, groups)
   if #groups > 0 then

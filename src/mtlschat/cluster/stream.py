@@ -1,5 +1,6 @@
 """The room's log in Redis: one stream entry per published batch, its records packed in one
-field; the feed's XREAD; and the history mirror filled at connect from the stream's newest end.
+field; the same entry as pushed on the room's channel; the feed's catch-up XRANGE; and the
+history mirror filled at connect from the stream's newest end.
 
 An entry is ``o`` (the last chat-line offset before it), ``n`` (the node that wrote it), ``b``
 (that node's batch number; 0 for an entry a script wrote), ``p`` (the records: a JSON array of
@@ -9,6 +10,11 @@ for their text) and, if the rate limit refused some lines, ``z``
 Readers number the chat lines ``o + 1``, ``o + 2``, ... in row order, so offsets stay dense as
 in the SQLite store. One entry per batch instead of one per record is what keeps a burst cheap:
 Redis appends one entry per round and every node parses one field per round, not eight per line.
+
+Every script that appends an entry also publishes it on the channel ``log:push`` (see
+:func:`decode_push`): a node that is caught up gets each entry pushed on the connection it
+publishes on, with no read to send again per entry (each is one more wake-up of Redis and of the
+node). The stream stays the record: a node that is behind, or was away, reads it with XRANGE.
 
 Sans-I/O: these build commands and read replies (hiredis values: bytes, lists); the engine sends
 them through its link.
@@ -26,9 +32,8 @@ from mtlschat.ca.names import name_key
 from mtlschat.cluster.keys import RoomKeys
 from mtlschat.history.store import CHAT_KINDS, Record
 
-FEED_BLOCK_MS = 5000  # an XREAD waits this long for news (under the link's reply timeout)
-FEED_RECORDS = 2000  # records per XREAD reply, about: one round's delivery stays a round's worth
-FEED_COUNT = 500  # entries per XREAD reply at most (entries of one record each: a paced room)
+FEED_RECORDS = 2000  # records per catch-up read, about: one round's delivery stays a round's worth
+FEED_COUNT = 500  # entries per catch-up read at most (entries of one record each: a paced room)
 PAGE = 100  # entries per XREVRANGE page when filling the mirror
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 
@@ -164,13 +169,17 @@ def decode_entries(entries: object) -> list[Entry]:
     return [decode_entry(e) for e in entries]
 
 
-def xread(keys: RoomKeys, after: str, per_entry: float = 1.0) -> list[str | int]:
-    """The feed's command: what follows ``after`` in the log, waiting up to FEED_BLOCK_MS, about
+def catch_up(keys: RoomKeys, after: str, per_entry: float = 1.0) -> list[str | int]:
+    """The feed's read when it is behind: what follows stream id ``after`` in the log, about
     FEED_RECORDS records given ``per_entry`` records per entry lately. (A burst's entries hold a
     round each: one reply of hundreds of them would be one giant round for every member, whose
     queues would overflow as slow consumers; what is not read yet waits in Redis.)"""
-    count = max(1, min(FEED_COUNT, int(FEED_RECORDS / max(per_entry, 1.0))))
-    return ["XREAD", "COUNT", count, "BLOCK", FEED_BLOCK_MS, "STREAMS", keys.log, after]
+    return ["XRANGE", keys.log, "(" + after, "+", "COUNT", catch_up_count(per_entry)]
+
+
+def catch_up_count(per_entry: float) -> int:
+    """The COUNT of :func:`catch_up`: a reply this long means there may be more."""
+    return max(1, min(FEED_COUNT, int(FEED_RECORDS / max(per_entry, 1.0))))
 
 
 def xtrim_by_age(keys: RoomKeys, before: float) -> list[str | int]:
@@ -180,28 +189,45 @@ def xtrim_by_age(keys: RoomKeys, before: float) -> list[str | int]:
     return ["XTRIM", keys.log, "MINID", f"{max(0, int(before * 1000))}-0"]
 
 
-def xread_entries(reply: object) -> tuple[list[Entry], str | None, list[str]]:
-    """An XREAD reply (None, a timeout: nothing) -> (the entries, the last id read, what could
-    not be decoded). An entry that is not one is skipped and named, not fatal: the feed must
-    move past it. Raises ValueError if the reply is not an XREAD reply."""
-    if reply is None:
-        return [], None, []
-    if not isinstance(reply, list) or not reply or not isinstance(reply[0], list):
-        raise ValueError(f"not an XREAD reply: {reply!r:.80}")
-    raw = reply[0][1] if len(reply[0]) == 2 else None
-    if not isinstance(raw, list):
-        raise ValueError(f"not an XREAD reply: {reply!r:.80}")
+def range_entries(reply: object) -> tuple[list[Entry], str | None, int, list[str]]:
+    """An XRANGE reply -> (the entries, the last id read, how many were read, what could not
+    be decoded). An entry that is not one is skipped and named, not fatal: the feed must move
+    past it. Raises ValueError if the reply is not a list of entries."""
+    if not isinstance(reply, list):
+        raise ValueError(f"not an XRANGE reply: {reply!r:.80}")
     entries: list[Entry] = []
     errors: list[str] = []
     last: str | None = None
-    for e in raw:
+    for e in reply:
         try:
             entries.append(decode_entry(e))
         except ValueError as exc:
             errors.append(str(exc))
         if isinstance(e, list) and e and isinstance(e[0], bytes):
             last = e[0].decode()
-    return entries, last, errors
+    return entries, last, len(reply), errors
+
+
+def decode_push(data: bytes) -> Entry:
+    """A message of the room's channel -> :class:`Entry`. The scripts publish ``ID BASE BATCH
+    LEN(NODE) LEN(Z)\\n`` then the node, ``z`` and ``p`` fields unseparated (lengths in bytes,
+    so a node name may hold any byte). Raises ValueError if it is not one."""
+    head, _, rest = data.partition(b"\n")
+    try:
+        eid, base, batch, node_len, z_len = head.split(b" ")
+        n, z = int(node_len), int(z_len)
+    except ValueError:
+        raise ValueError(f"not a pushed entry: {data!r:.80}") from None
+    raw = [b"o", base, b"n", rest[:n], b"b", batch, b"p", rest[n + z :]]
+    if z:
+        raw += [b"z", rest[n : n + z]]
+    return decode_fields(eid.decode("ascii", "replace"), raw)
+
+
+def id_order(eid: str) -> tuple[int, int]:
+    """A stream id as what orders it (``"10-0"`` follows ``"9-5"``)."""
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class MirrorLoad:

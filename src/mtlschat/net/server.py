@@ -339,7 +339,7 @@ class ChatServer:
         if self.config.crl_path is None:
             log.warning("no CRL: revocation is not enforced (give --crl, or run `mtlschat ca crl`)")
         if self.engine is not None:
-            log.info("redis: %s, this node is %s", self.engine.cmd.url, self.engine.node)
+            log.info("redis: %s, this node is %s", self.engine.link.url, self.engine.node)
         elif self.history is not None:
             log.info(
                 "history: %s (epoch %s, last offset %d%s)",
