@@ -161,7 +161,7 @@ def decode_entry(entry: object) -> Entry:
 
 
 def decode_entries(entries: object) -> list[Entry]:
-    """A list of entries (XRANGE, XREVRANGE, one stream of XREAD)."""
+    """A list of entries (an XRANGE or XREVRANGE reply)."""
     if entries is None:
         return []
     if not isinstance(entries, list):
