@@ -232,3 +232,28 @@ def test_a_caught_up_node_takes_pushed_entries_and_reads_the_log_only_when_behin
     say(10)  # caught up again: pushed
     pump([a, b], lambda: b.said(bob) == sent)
     assert b.engine.counters.pushed == pushed + 10
+
+
+def test_an_acl_user_with_the_rooms_keys_and_channel_serves_and_one_without_is_told_why(
+    redis_server: Any,
+) -> None:
+    """What docs/scaling.md tells operators to grant a dedicated Redis user is enough; a user
+    without the channel (Redis 7 gives new users none) fails its connection with NOPERM, said
+    in the link's reason, and the room stays degraded rather than silent."""
+    r = redis_server.client()
+    grant = ["~mtlschat:*", "&mtlschat:*", "+@all", "-@dangerous"]
+    r.execute_command("ACL", "SETUSER", "mtlschat", "on", ">pw-acl-1", *grant)
+    r.execute_command("ACL", "SETUSER", "nochan", "on", ">pw-acl-2", *grant[:1], *grant[2:])
+    url = redis_server.url.replace("redis://", "redis://mtlschat@")
+    a, b = Node(url, "a", password="pw-acl-1"), Node(url, "b", password="pw-acl-1")
+    c = Node(redis_server.url.replace("redis://", "redis://nochan@"), "c", password="pw-acl-2")
+    try:
+        pump([a, b], lambda: a.engine.ready and b.engine.ready)
+        alice, bob = a.join("alice"), b.join("bob")
+        a.room.feed(alice, b"granted\n")
+        pump([a, b], lambda: b.said(bob) == ["granted"])
+        pump([c], lambda: "NOPERM" in c.engine.link.reason)
+        assert not c.engine.ready and c.room.degraded is not None
+    finally:
+        for node in (a, b, c):
+            node.close()
