@@ -103,6 +103,10 @@ def test_two_nodes_serve_one_room(fresh_pki: TestPKI, spawn_node: Spawn) -> None
     assert re.search(r'^mtlschat_redis_up\{node="[^"]+"\} 1\.0$', metrics, re.M)
     delivered = re.search(r"^mtlschat_redis_delivered_records_total\{.*\} (\S+)$", metrics, re.M)
     assert delivered is not None and float(delivered.group(1)) >= 41
+    pushed = re.search(r"^mtlschat_redis_pushed_entries_total\{.*\} (\S+)$", metrics, re.M)
+    reads = re.search(r"^mtlschat_redis_catch_up_reads_total\{.*\} (\S+)$", metrics, re.M)
+    assert pushed is not None and float(pushed.group(1)) > 0  # (caught up: lines are pushed)
+    assert reads is not None and float(reads.group(1)) >= 1  # (at least the one at connect)
 
 
 def test_a_node_killed_its_members_leave_and_resume_elsewhere(

@@ -206,7 +206,19 @@ class ServerCollector(Collector):
         )
         yield counter("redis_batches", "Publish scripts sent to Redis (one per round).", c.batches)
         yield counter("redis_published_records", "Records published to Redis.", c.published)
-        yield counter("redis_delivered_records", "Records read from the room's log.", c.delivered)
+        yield counter(
+            "redis_delivered_records", "Records of the room's log delivered here.", c.delivered
+        )
+        yield counter(
+            "redis_pushed_entries",
+            "Log entries taken as Redis pushed them (this node was caught up).",
+            c.pushed,
+        )
+        yield counter(
+            "redis_catch_up_reads",
+            "Reads of the room's log while behind (connecting, reconnecting, members lagging).",
+            c.reads,
+        )
         yield counter(
             "redis_refused_records",
             "Records refused (shared rate limit, Redis away, history reset): senders were told.",
