@@ -3,14 +3,16 @@
 The loop never waits for Redis: the link's socket sits in the same selector as the members'
 sockets (``data=link``; the server calls :meth:`RedisLink.on_ready` when it is ready), commands
 are queued by :meth:`RedisLink.call` and leave in one write per round (pipelining), replies are
-parsed by hiredis as they arrive and handed to the callbacks in FIFO order. A link made with
-``subscribe`` speaks RESP3 and subscribes to those channels at every (re)connect, so that the
-messages published on them arrive on the same connection as the replies, in the order Redis
-produced them (a command's reply after every message published before it ran), and go to
-``on_push``. A Redis that stops
+parsed by hiredis as they arrive and handed to the callbacks in FIFO order. A Redis that stops
 answering (SIGSTOP, a network that drops packets) only makes :meth:`RedisLink.stalled` grow; one
 that goes away makes the link report "down", fail what was outstanding and reconnect with
 backoff. TLS (``rediss://``) uses a non-blocking handshake in the same loop.
+
+A link made with ``subscribe`` speaks RESP3 and subscribes to those channels at every
+(re)connect (it is "up" once they are confirmed), so that what is published on them arrives on
+the same connection as the replies, in the order Redis produced them (a command's reply after
+every message published before it ran, before every one published after), and goes to
+``on_push``.
 """
 
 from __future__ import annotations
