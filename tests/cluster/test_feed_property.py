@@ -7,6 +7,7 @@ the hand-over between pushed entries and catch-up reads (cluster/engine.py) must
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from typing import Any
@@ -62,11 +63,15 @@ def test_every_member_is_sent_the_log_once_in_order(
     now = [1000.0]
     lag = [False] * NODES
     nodes = [
-        Node(redis_server.url, f"n{i}", keys=keys, clock=lambda: now[0], lagging=lag.__getitem__)
+        Node(
+            redis_server.url,
+            f"n{i}",
+            keys=keys,
+            clock=lambda: now[0],
+            lagging=functools.partial(lag.__getitem__, i),  # (each node's own flag)
+        )
         for i in range(NODES)
     ]
-    for i, node in enumerate(nodes):  # (each node's own lagging flag)
-        node.engine.lagging = lambda i=i: lag[i]  # type: ignore[misc]
     try:
         pump(nodes, lambda: all(n.engine.ready for n in nodes))
         members = [n.join(f"m{i}") for i, n in enumerate(nodes)]
