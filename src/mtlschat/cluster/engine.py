@@ -534,12 +534,11 @@ class Engine:
     def _read(self) -> None:
         """Catch up: read the log after ``last_id`` (pushes are ignored until the reply)."""
         assert self.last_id is not None
-        self._reading = True
-        self._live = False
+        self._reading = True  # (only while behind: _drain reads on when not live)
         self.counters.reads += 1
         count = stream.catch_up_count(self._per_entry)
         reply = functools.partial(self._range_reply, self._feed_gen, count)
-        self.link.call(stream.catch_up(self.keys, self.last_id, self._per_entry), reply)
+        self.link.call(stream.catch_up(self.keys, self.last_id, count), reply)
 
     def _range_reply(self, gen: int, count: int, reply: Reply) -> None:
         if gen != self._feed_gen:

@@ -169,16 +169,17 @@ def decode_entries(entries: object) -> list[Entry]:
     return [decode_entry(e) for e in entries]
 
 
-def catch_up(keys: RoomKeys, after: str, per_entry: float = 1.0) -> list[str | int]:
-    """The feed's read when it is behind: what follows stream id ``after`` in the log, about
-    FEED_RECORDS records given ``per_entry`` records per entry lately. (A burst's entries hold a
-    round each: one reply of hundreds of them would be one giant round for every member, whose
-    queues would overflow as slow consumers; what is not read yet waits in Redis.)"""
-    return ["XRANGE", keys.log, "(" + after, "+", "COUNT", catch_up_count(per_entry)]
+def catch_up(keys: RoomKeys, after: str, count: int) -> list[str | int]:
+    """The feed's read when it is behind: at most ``count`` entries (see
+    :func:`catch_up_count`) that follow stream id ``after`` in the log."""
+    return ["XRANGE", keys.log, "(" + after, "+", "COUNT", count]
 
 
 def catch_up_count(per_entry: float) -> int:
-    """The COUNT of :func:`catch_up`: a reply this long means there may be more."""
+    """The COUNT of :func:`catch_up`: about FEED_RECORDS records given ``per_entry`` records per
+    entry lately (a reply this long means there may be more). A burst's entries hold a round
+    each: one reply of hundreds of them would be one giant round for every member, whose queues
+    would overflow as slow consumers; what is not read yet waits in Redis."""
     return max(1, min(FEED_COUNT, int(FEED_RECORDS / max(per_entry, 1.0))))
 
 
